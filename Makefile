@@ -1,0 +1,30 @@
+# The two commands of the README's quick start: `make demo` and `make test`.
+# Each makes .venv (once, and again when pyproject.toml changes) and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,bench,progress,dask,dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) -m autopar demo
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/write_results.py
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check autopar tests benchmarks
+	$(PY) -m ruff format --check autopar tests benchmarks
+	$(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,183 @@
+"""Configuration: every ``AUTOPAR_*`` variable is read and validated here, and nowhere else.
+
+Precedence, highest first: an argument to the call (``f.map(..., timeout=)``), an
+argument to the decorator (``@parallel(workers=4)``), the environment, the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import threading
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+KINDS = ("auto", "serial", "thread", "process", "dask")
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def default_start_method() -> str:
+    """forkserver where it exists (never forks a process that may have threads), else spawn."""
+    return "forkserver" if sys.platform.startswith("linux") else "spawn"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings for one call, after merging arguments over the environment."""
+
+    kind: str = "auto"
+    workers: Optional[int] = None
+    chunksize: Optional[int] = None
+    start_method: str = dataclasses.field(default_factory=default_start_method)
+    timeout: Optional[float] = None
+    max_threads: int = 128
+    calibration_ms: float = 50.0
+    max_tasks_per_child: Optional[int] = None
+    progress: bool = False
+    dask_address: Optional[str] = None
+
+    def merged(self, **overrides: Any) -> Config:
+        """Return a copy with each non-None override validated and applied."""
+        clean = {k: validate_argument(k, v) for k, v in overrides.items() if v is not None}
+        return dataclasses.replace(self, **clean)
+
+
+def _positive_int(culprit: str, value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            raise ValueError(f"{culprit}{value!r} is not a positive integer") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{culprit}{value!r} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{culprit}{value!r} must be at least 1")
+    return value
+
+
+def _positive_float(culprit: str, value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{culprit}{value!r} is not a number of seconds") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{culprit}{value!r} must be a number, not {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"{culprit}{value!r} must be greater than 0")
+    return float(value)
+
+
+def _choice(options: Tuple[str, ...]) -> Callable[[str, Any], str]:
+    def check(culprit: str, value: Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError(f"{culprit}{value!r} must be a string, one of {', '.join(options)}")
+        low = value.strip().lower()
+        if low not in options:
+            raise ValueError(f"{culprit}{value!r} is not one of {', '.join(options)}")
+        return low
+
+    return check
+
+
+def _flag(culprit: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off", ""):
+            return False
+    raise ValueError(f"{culprit}{value!r} is not a boolean (use 1/0, true/false)")
+
+
+def _address(culprit: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{culprit}{value!r} is not a scheduler address such as tcp://host:8786")
+    return value.strip()
+
+
+_VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
+    "kind": _choice(KINDS),
+    "workers": _positive_int,
+    "chunksize": _positive_int,
+    "start_method": _choice(START_METHODS),
+    "timeout": _positive_float,
+    "max_threads": _positive_int,
+    "calibration_ms": _positive_float,
+    "max_tasks_per_child": _positive_int,
+    "progress": _flag,
+    "dask_address": _address,
+}
+
+#: Environment variable -> Config field. The README's table lists the same names.
+ENV_VARS = {
+    "AUTOPAR_KIND": "kind",
+    "AUTOPAR_WORKERS": "workers",
+    "AUTOPAR_CHUNKSIZE": "chunksize",
+    "AUTOPAR_START_METHOD": "start_method",
+    "AUTOPAR_TIMEOUT": "timeout",
+    "AUTOPAR_MAX_THREADS": "max_threads",
+    "AUTOPAR_CALIBRATION_MS": "calibration_ms",
+    "AUTOPAR_MAX_TASKS_PER_CHILD": "max_tasks_per_child",
+    "AUTOPAR_PROGRESS": "progress",
+    "AUTOPAR_DASK_ADDRESS": "dask_address",
+}
+
+
+def from_environ(environ: Mapping[str, str]) -> Config:
+    """Build a Config from ``AUTOPAR_*`` variables; a bad value raises naming the variable."""
+    values: dict[str, Any] = {}
+    for var, field in ENV_VARS.items():
+        raw = environ.get(var)
+        if raw is None or (raw.strip() == "" and field != "progress"):
+            continue
+        values[field] = _VALIDATORS[field](f"environment variable {var}=", raw)
+    unknown = sorted(k for k in environ if k.startswith("AUTOPAR_") and k not in ENV_VARS)
+    if unknown:
+        raise ValueError(
+            f"unknown environment variable {unknown[0]}; autopar reads {', '.join(ENV_VARS)}"
+        )
+    return Config(**values)
+
+
+# The environment is parsed once per distinct set of AUTOPAR_* values; _lock guards the cache.
+_lock = threading.Lock()
+_cache: Tuple[Tuple[Tuple[str, str], ...], Config] | None = None
+
+
+def current() -> Config:
+    """The Config the environment describes now (cached until an AUTOPAR_* variable changes)."""
+    global _cache
+    snapshot = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AUTOPAR_")))
+    with _lock:
+        if _cache is not None and _cache[0] == snapshot:
+            return _cache[1]
+    config = from_environ(dict(snapshot))
+    with _lock:
+        _cache = (snapshot, config)
+    return config
+
+
+_TEXT_FIELDS = ("kind", "start_method", "dask_address")
+
+
+def validate_argument(name: str, value: Any) -> Any:
+    """Validate one decorator or call argument; None means 'not given'.
+
+    Unlike environment variables, arguments are not parsed from text: ``workers="4"``
+    is a TypeError, because it is almost always a bug in the caller.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str) and name not in _TEXT_FIELDS:
+        raise TypeError(f"argument {name}={value!r} must not be a string")
+    return _VALIDATORS[name](f"argument {name}=", value)

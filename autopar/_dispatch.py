@@ -1,0 +1,93 @@
+"""From a call to a running :class:`~autopar._runner.Run`: settle the config, plan, go.
+
+The decorator calls :func:`start`; a named kind is planned here from the backend's own
+defaults, ``kind="auto"`` is planned by :mod:`autopar._auto`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from . import _pools
+from ._config import Config
+from ._runner import Chunker, Run
+from ._worker import in_worker
+from .plan import Plan
+
+log = logging.getLogger("autopar")
+
+
+class FunctionState:
+    """What one decorated function remembers between calls (its last plan, learned costs)."""
+
+    def __init__(self) -> None:
+        # Plain attribute writes are atomic; readers see one whole Plan or another.
+        self.last_plan: Optional[Plan] = None
+        self.memory: Any = None  # owned by autopar._auto, guarded there
+
+
+def plan_named(kind: str, config: Config, n_items: Optional[int], reason: str) -> Plan:
+    """The plan for a kind the user named (or that nesting forced)."""
+    cls = _pools.backend_class(kind)
+    workers = config.workers or cls.default_workers(config, n_items)
+    if n_items is not None:
+        workers = max(1, min(workers, n_items))
+    chunksize = config.chunksize or cls.default_chunksize(n_items, workers)
+    return Plan(kind, workers, chunksize, reason, n_items)
+
+
+def start(
+    state: FunctionState,
+    fn: Callable[..., Any],
+    shippable: Callable[..., Any],
+    config: Config,
+    items: Iterable[Any],
+    n_items: Optional[int],
+    *,
+    ordered: bool,
+    star: bool,
+) -> Iterator[Any]:
+    """Plan the call, record the plan on ``state``, and return the lazy result iterator.
+
+    ``fn`` runs in this process; ``shippable`` is the same function in a form that pickles
+    by reference where it can (the decorated wrapper), for kinds that ship it.
+    """
+    if in_worker():
+        plan = plan_named(
+            "serial", config, n_items, "nested call inside an autopar worker: run serially "
+            "so workers are not multiplied and the pool cannot deadlock on itself"
+        )
+    elif config.kind == "auto":
+        from . import _auto
+
+        return _auto.start(state, fn, shippable, config, items, n_items, ordered=ordered, star=star)
+    else:
+        plan = plan_named(config.kind, config, n_items, f"kind={config.kind!r} was requested")
+    state.last_plan = plan
+    log.debug("autopar: %s -> %s", getattr(fn, "__qualname__", fn), plan)
+    return execute(plan, fn, shippable, config, items, ordered=ordered, star=star)
+
+
+def execute(
+    plan: Plan,
+    fn: Callable[..., Any],
+    shippable: Callable[..., Any],
+    config: Config,
+    items: Iterable[Any],
+    *,
+    ordered: bool,
+    star: bool,
+    start_index: int = 0,
+) -> Iterator[Any]:
+    """Run ``plan`` over ``items`` on the program-wide pool of its kind."""
+    backend = _pools.get(plan.kind, config, plan.workers)
+    run = Run(
+        backend,
+        shippable if backend.ships_by_pickle else fn,
+        Chunker(items, plan.chunksize, start_index),
+        window=plan.workers,  # in-flight chunks: this is what bounds concurrency
+        star=star,
+        timeout=config.timeout,
+    )
+    return run.ordered() if ordered else run.unordered()

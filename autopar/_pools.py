@@ -1,0 +1,113 @@
+"""The program-wide pools: one backend per kind, made on first use and reused by every call.
+
+A pool is replaced when it can no longer serve a call (broken, too small, other settings),
+and the reason is logged. A child made by ``os.fork()`` forgets the parent's pools, and
+every pool is stopped at interpreter exit before ``concurrent.futures`` joins its threads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import logging
+import os
+import sys
+import threading
+from typing import Dict
+
+from ._config import Config
+from .backends.base import Backend
+
+log = logging.getLogger("autopar")
+
+# kind -> "module:class"; modules are imported on first use (process machinery is heavy).
+_FACTORIES = {
+    "serial": "autopar.backends.serial:SerialBackend",
+    "thread": "autopar.backends.thread:ThreadBackend",
+    "process": "autopar.backends.process:ProcessBackend",
+    "dask": "autopar.backends.dask:DaskBackend",
+}
+
+# _lock guards _backends. RLock: a backend's constructor may log, and logging may call back.
+_lock = threading.RLock()
+_backends: Dict[str, Backend] = {}
+
+
+def backend_class(kind: str) -> type[Backend]:
+    """The backend class for ``kind``, importing its module now."""
+    module, _, name = _FACTORIES[kind].partition(":")
+    cls: type[Backend] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def get(kind: str, config: Config, workers: int) -> Backend:
+    """The live pool for ``kind``, made or replaced so that it can serve ``workers`` workers."""
+    with _lock:
+        backend = _backends.get(kind)
+        if backend is not None:
+            why = backend.usable(config, workers)
+            if why is None:
+                return backend
+            log.info("autopar: replacing the %s pool: %s", kind, why)
+            del _backends[kind]
+            backend.shutdown()
+        backend = _backends[kind] = backend_class(kind)(config, workers)
+        return backend
+
+
+def peek(kind: str) -> Backend | None:
+    """The live pool for ``kind`` if one exists, without making one."""
+    with _lock:
+        return _backends.get(kind)
+
+
+def discard(backend: Backend) -> None:
+    """Abort ``backend`` (kill what it runs, where possible) and forget it if it is current."""
+    with _lock:
+        if _backends.get(backend.kind) is backend:
+            del _backends[backend.kind]
+    backend.abort()
+
+
+def shutdown() -> None:
+    """Stop every pool now. The next call starts fresh ones."""
+    with _lock:
+        backends = list(_backends.values())
+        _backends.clear()
+    for backend in backends:
+        backend.shutdown()
+
+
+def _forget_after_fork() -> None:
+    # The parent's pools, threads and pipes belong to the parent: start from nothing.
+    global _lock
+    _lock = threading.RLock()
+    _backends.clear()
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    if forkserver is not None:
+        # multiprocessing keeps one forkserver per program and does not notice a fork: the
+        # child would talk to the parent's server, which is not its child. Forget it too.
+        server = forkserver._forkserver  # type: ignore[attr-defined]
+        server._forkserver_address = server._forkserver_alive_fd = None
+        server._forkserver_pid = server._inherited_fds = None
+        server._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def run_shutdown_before_concurrent_futures() -> None:
+    """Make exit stop our pools before ``concurrent.futures`` waits for its workers.
+
+    threading's exit hooks run before atexit's, newest first, and
+    ``concurrent.futures.process`` registers one there that waits for running work. The
+    process backend calls this right after importing it, so a stuck worker is killed at
+    exit rather than waited for forever.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(shutdown)
+
+
+atexit.register(shutdown)

@@ -1,0 +1,204 @@
+"""What runs inside a worker: one chunk of items through the user's function.
+
+Thread and serial backends call :func:`run_chunk` directly. Process workers call
+:func:`run_chunk_pickled`, which unpickles the function (cached per process) and the
+items, and pickles the results itself so that an unpicklable result is reported with its
+item index instead of as an anonymous queue error. This module is imported by the
+forkserver before it forks workers, so it must stay light.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import threading
+import time
+import traceback
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
+
+# True in a process started by autopar's process pool; set once by init_process().
+_IN_PROCESS_WORKER = False
+# Marks a thread that is running a chunk for a thread pool (nested calls go serial there).
+_local = threading.local()
+
+# Libraries that start one thread per core at import; in a worker that is cores x workers.
+BLAS_THREAD_VARS = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+class Failure(NamedTuple):
+    """An exception raised by the function for item ``index``, with its formatted traceback."""
+
+    index: int
+    exc: BaseException
+    tb: str
+
+
+class ChunkResult(NamedTuple):
+    """What a worker sends back for one chunk; ``results`` stops before a failing item."""
+
+    results: List[Any]
+    wall: float  # seconds spent in the function, by the worker's clock
+    cpu: float  # CPU seconds of the worker's thread over the same span
+    failure: Optional[Failure]
+
+
+def in_worker() -> bool:
+    """Whether the current code runs inside an autopar worker (thread or process)."""
+    return _IN_PROCESS_WORKER or getattr(_local, "active", False)
+
+
+def init_process(blas_threads: int = 1) -> None:
+    """Initializer of every process worker."""
+    global _IN_PROCESS_WORKER
+    _IN_PROCESS_WORKER = True
+    for var in BLAS_THREAD_VARS:
+        os.environ.setdefault(var, str(blas_threads))
+    # Ctrl-C is the parent's to handle: it cancels the call and terminates the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    # If the program is killed outright (SIGKILL, os._exit) nothing shuts the pool down, and
+    # a worker blocked on its task queue would wait forever: leave once the parent is gone.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def run_chunk(
+    fn: Callable[..., Any],
+    start: int,
+    items: Sequence[Any],
+    star: bool,
+    mark: bool = False,
+    deadline: Optional[float] = None,
+) -> ChunkResult:
+    """Run ``fn`` over ``items`` (indices from ``start``); stop at the first exception.
+
+    ``mark`` flags the thread as a worker, so nested autopar calls inside it run serially.
+    ``deadline`` (a ``time.monotonic()`` value) stops the chunk between items once passed.
+    """
+    results: List[Any] = []
+    previous = getattr(_local, "active", False)
+    if mark:
+        _local.active = True
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
+    failure = None
+    try:
+        for offset, item in enumerate(items):
+            if deadline is not None and time.monotonic() > deadline:
+                from .errors import AutoparTimeoutError
+
+                exc = AutoparTimeoutError(f"the call's timeout passed before item {start + offset}")
+                failure = Failure(start + offset, exc, "")
+                break
+            try:
+                results.append(fn(*item) if star else fn(item))
+            except Exception as exc:
+                failure = Failure(start + offset, exc, traceback.format_exc())
+                break
+    finally:
+        _local.active = previous
+    return ChunkResult(results, time.perf_counter() - wall0, time.thread_time() - cpu0, failure)
+
+
+# Unpickled functions by payload, so a long map unpickles its function once per process.
+# Only the worker's main thread touches it (ProcessPoolExecutor runs one task at a time).
+_functions: dict[bytes, Callable[..., Any]] = {}
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle with the standard pickler, falling back to cloudpickle for lambdas and closures."""
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        import io
+
+        buffer = io.BytesIO()
+        _cloudpickler()(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        return buffer.getvalue()
+
+
+_PICKLER: Any = None
+
+
+def _cloudpickler() -> Any:
+    """cloudpickle's Pickler, taught that autopar's wrappers reduce themselves.
+
+    cloudpickle sees a decorated function as a plain function (the proxy forwards
+    ``__class__``) and would pickle it by value, which a proxy cannot do; a type that
+    defines ``_autopar_reduce`` is pickled by that method instead.
+    """
+    global _PICKLER
+    if _PICKLER is None:
+        import cloudpickle
+
+        class Pickler(cloudpickle.Pickler):  # type: ignore[misc, name-defined]
+            def reducer_override(self, obj: Any) -> Any:
+                reduce = getattr(type(obj), "_autopar_reduce", None)
+                if reduce is not None:
+                    return reduce(obj)
+                return super().reducer_override(obj)
+
+        _PICKLER = Pickler
+    return _PICKLER
+
+
+def find_unpicklable(values: Sequence[Any]) -> Tuple[int, BaseException]:
+    """Index and error of the first value in ``values`` that cannot be pickled."""
+    for i, value in enumerate(values):
+        try:
+            dumps(value)
+        except Exception as exc:
+            return i, exc
+    return -1, TypeError("pickling failed but no single value is unpicklable")
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives a pickle round trip, else a RemoteError with its text."""
+    try:
+        pickle.loads(dumps(exc))
+        return exc
+    except Exception:
+        from .errors import RemoteError
+
+        return RemoteError(type(exc).__qualname__, str(exc))
+
+
+def run_chunk_pickled(
+    payload: bytes, start: int, items: bytes, star: bool, deadline: Optional[float]
+) -> bytes:
+    """Process-side entry point: unpickle, run, pickle; every failure comes back as data."""
+    fn = _functions.get(payload)
+    if fn is None:
+        if len(_functions) > 32:
+            _functions.clear()
+        fn = _functions[payload] = pickle.loads(payload)
+    result = run_chunk(fn, start, pickle.loads(items), star, deadline=deadline)
+    if result.failure is not None:
+        f = result.failure
+        result = result._replace(failure=Failure(f.index, _portable(f.exc), f.tb))
+    try:
+        return dumps(result)
+    except Exception:
+        index, exc = find_unpicklable(result.results)
+        from .errors import PicklingFailedError
+
+        failure = Failure(
+            start + index,
+            PicklingFailedError(
+                f"the result of item {start + index} cannot be pickled to return from a "
+                f"process worker: {type(exc).__name__}: {exc}",
+                start + index,
+            ),
+            "",
+        )
+        return dumps(result._replace(results=result.results[:index], failure=failure))

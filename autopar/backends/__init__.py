@@ -1,0 +1,1 @@
+"""Execution backends: one module per kind, all behind the protocol in :mod:`.base`."""

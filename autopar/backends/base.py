@@ -1,0 +1,74 @@
+"""The one protocol every kind implements; the runner and the registry know nothing else.
+
+A backend runs *chunks*: a start index and a list of items, through
+:func:`autopar._worker.run_chunk`, and hands back a future whose outcome
+:meth:`Backend.collect` turns into a :class:`~autopar._worker.ChunkResult`. Capabilities
+are class attributes, so callers ask "does it pickle?" rather than "is it processes?".
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any, Callable, ClassVar, Optional, Sequence
+
+from .._config import Config
+from .._worker import ChunkResult
+
+
+class Backend:
+    """Base class of every backend. Subclasses set the capabilities and override the methods."""
+
+    kind: ClassVar[str]
+    #: Items, results and the function are pickled to reach workers.
+    ships_by_pickle: ClassVar[bool] = False
+    #: Workers see the caller's objects (and mutate them).
+    shares_memory: ClassVar[bool] = True
+    #: Running work can be stopped by :meth:`abort` (processes can be killed, threads cannot).
+    can_abort: ClassVar[bool] = False
+    #: Chunks run in the caller's thread, one at a time, inside submit().
+    inline: ClassVar[bool] = False
+
+    @classmethod
+    def default_workers(cls, config: Config, n_items: Optional[int]) -> int:
+        """Workers for a call that did not name a count (``config.workers`` wins)."""
+        return 1
+
+    @classmethod
+    def default_chunksize(cls, n_items: Optional[int], workers: int) -> Optional[int]:
+        """Items per chunk when none was named; None means adaptive (see the runner)."""
+        if n_items is None:
+            return None
+        # About four chunks per worker, as multiprocessing.Pool.map does: few hand-offs, and
+        # a slow chunk near the end leaves the others little to wait for.
+        return max(1, -(-n_items // (4 * workers)))
+
+    def __init__(self, config: Config, workers: int) -> None:
+        self.config = config
+        self.capacity = workers
+
+    def usable(self, config: Config, workers: int) -> Optional[str]:
+        """None if this pool can serve a call with ``config``; else why it must be replaced."""
+        if workers > self.capacity:
+            return f"{workers} workers wanted, the pool has {self.capacity}"
+        return None
+
+    def prepare(self, fn: Callable[..., Any]) -> Any:
+        """Turn the callable into what submit() sends (the callable itself, or its pickle)."""
+        return fn
+
+    def submit(
+        self, payload: Any, start: int, items: Sequence[Any], star: bool, deadline: Optional[float]
+    ) -> Future[Any]:
+        """Start one chunk; the future's outcome goes through collect()."""
+        raise NotImplementedError
+
+    def collect(self, future: Future[Any], start: int, count: int) -> ChunkResult:
+        """The chunk's result; raises an AutoparError if the worker itself failed."""
+        return future.result()  # type: ignore[no-any-return]
+
+    def abort(self) -> None:
+        """Stop running work as far as this kind allows, and release the pool."""
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Release the pool; running work may finish."""

@@ -1,0 +1,136 @@
+"""Processes: a shared ``ProcessPoolExecutor``; the only kind that runs pure Python in parallel.
+
+Data flow for one chunk::
+
+    caller                                   worker process
+    ------                                   --------------
+    prepare(fn) -> payload bytes (once per call; cloudpickle for lambdas/closures)
+    submit: pickle items -> bytes  ------>   run_chunk_pickled(payload, start, items)
+            (an unpicklable item is             unpickle fn (cached), unpickle items,
+             named by index here)               run, pickle ChunkResult  (an unpicklable
+    collect: unpickle ChunkResult  <------      result is named by index there)
+
+Start method: forkserver on Linux, spawn elsewhere (``AUTOPAR_START_METHOD``), never plain
+fork, which copies the caller's threads' locks mid-flight. The module is imported only
+when a process pool is first needed, so ``import autopar`` stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import pickle
+import sys
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Optional, Sequence
+
+from .. import _pools
+from .._config import Config, cpu_count
+from .._worker import ChunkResult, dumps, find_unpicklable, init_process, run_chunk_pickled
+from ..errors import PicklingFailedError, WorkerCrashedError
+from .base import Backend
+
+log = logging.getLogger("autopar")
+
+_pools.run_shutdown_before_concurrent_futures()
+
+# Python 3.11 added max_tasks_per_child; before it, the pool is replaced after as many tasks.
+_NATIVE_RECYCLE = sys.version_info >= (3, 11)
+
+
+class ProcessBackend(Backend):
+    kind = "process"
+    ships_by_pickle = True
+    shares_memory = False
+    can_abort = True
+
+    @classmethod
+    def default_workers(cls, config: Config, n_items: Optional[int]) -> int:
+        return cpu_count()
+
+    def __init__(self, config: Config, workers: int) -> None:
+        super().__init__(config, workers)
+        context = multiprocessing.get_context(config.start_method)
+        if config.start_method == "forkserver":
+            # Workers fork from a server that has already imported autopar's worker code.
+            context.set_forkserver_preload(["autopar._worker"])
+        kwargs: dict[str, Any] = {}
+        if _NATIVE_RECYCLE and config.max_tasks_per_child:
+            kwargs["max_tasks_per_child"] = config.max_tasks_per_child
+        self._executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=init_process, **kwargs
+        )
+        self._tasks = 0
+
+    def usable(self, config: Config, workers: int) -> Optional[str]:
+        if getattr(self._executor, "_broken", False):
+            return "a worker process died"
+        if config.start_method != self.config.start_method:
+            return f"start method changed to {config.start_method}"
+        if config.max_tasks_per_child != self.config.max_tasks_per_child:
+            return "AUTOPAR_MAX_TASKS_PER_CHILD changed"
+        limit = self.config.max_tasks_per_child
+        if limit and not _NATIVE_RECYCLE and self._tasks >= limit * self.capacity:
+            return f"workers ran {limit} tasks each (recycling)"
+        return super().usable(config, workers)
+
+    def prepare(self, fn: Callable[..., Any]) -> bytes:
+        try:
+            return dumps(fn)
+        except Exception as exc:
+            raise PicklingFailedError(
+                f"the function {getattr(fn, '__qualname__', fn)!r} cannot be pickled to run "
+                f"in a process, even by value: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def submit(
+        self, payload: Any, start: int, items: Sequence[Any], star: bool, deadline: Optional[float]
+    ) -> Future[Any]:
+        try:
+            data = dumps(list(items))
+        except Exception:
+            index, exc = find_unpicklable(items)
+            raise PicklingFailedError(
+                f"item {start + index} cannot be pickled to reach a process worker "
+                f"({type(exc).__name__}: {exc}); use kind='thread' or make the item picklable",
+                start + index,
+            ) from exc
+        self._tasks += 1
+        try:
+            return self._executor.submit(run_chunk_pickled, payload, start, data, star, deadline)
+        except BrokenProcessPool as exc:
+            raise WorkerCrashedError(
+                "the process pool is broken: a worker process died", range(start, start)
+            ) from exc
+
+    def collect(self, future: Future[Any], start: int, count: int) -> ChunkResult:
+        try:
+            raw = future.result()
+        except BrokenProcessPool as exc:
+            items = range(start, start + count)
+            raise WorkerCrashedError(
+                f"a worker process died (killed, crashed or ran out of memory) while items "
+                f"{items.start}..{items.stop - 1} were in flight; the pool is replaced on the "
+                f"next call",
+                items,
+            ) from exc
+        return pickle.loads(raw)  # type: ignore[no-any-return]
+
+    def abort(self) -> None:
+        """Kill every worker: the only way to stop a task that is running."""
+        processes = list((getattr(self._executor, "_processes", None) or {}).values())
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.join(timeout=5)
+
+    def shutdown(self) -> None:
+        # Work still running here belongs to a call that was abandoned (its caller timed out
+        # or was interrupted): waiting for it could hang the program's exit, so kill it.
+        if getattr(self._executor, "_pending_work_items", None):
+            self.abort()
+        else:
+            self._executor.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,29 @@
+"""Serial: each chunk runs in the caller's thread, inside submit(). No pool, no copies."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any, Optional, Sequence
+
+from .._worker import run_chunk
+from .base import Backend
+
+
+class SerialBackend(Backend):
+    kind = "serial"
+    inline = True
+
+    @classmethod
+    def default_chunksize(cls, n_items: Optional[int], workers: int) -> Optional[int]:
+        # One chunk would do, but smaller ones let imap stream and the timeout be checked.
+        return None if n_items is None else min(max(n_items, 1), 1024)
+
+    def usable(self, config: Any, workers: int) -> Optional[str]:
+        return None
+
+    def submit(
+        self, payload: Any, start: int, items: Sequence[Any], star: bool, deadline: Optional[float]
+    ) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_result(run_chunk(payload, start, items, star, deadline=deadline))
+        return future

@@ -1,0 +1,278 @@
+"""The ``@parallel`` decorator: a wrapt proxy that adds map/imap/starmap to a function.
+
+The proxy holds no policy: each method settles its config and hands over to
+:mod:`autopar._dispatch`. A plain call goes straight to the function, in the caller's
+thread. Pickling the proxy sends a reference (module + qualified name) where the worker
+can import it, and the function by value otherwise (``__main__``, closures, lambdas).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Generic,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+    overload,
+)
+
+import wrapt
+
+from . import _config, _dispatch
+from .plan import Plan
+
+if sys.version_info >= (3, 10):
+    from typing import ParamSpec
+else:  # pragma: no cover
+    from typing_extensions import ParamSpec
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_OPTIONS = ("kind", "workers", "chunksize", "timeout", "progress")
+
+
+def _plain_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    return wrapped(*args, **kwargs)
+
+
+def _lookup(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _rebuild(fn: Callable[..., Any], options: Dict[str, Any]) -> ParallelFunction[Any, Any]:
+    return ParallelFunction(fn, options)
+
+
+class _ByReference:
+    """Pickles as "import module, get qualname": the worker finds the decorated function."""
+
+    __slots__ = ("module", "qualname")
+
+    def __init__(self, module: str, qualname: str) -> None:
+        self.module, self.qualname = module, qualname
+
+    def __reduce__(self) -> Any:
+        return _lookup, (self.module, self.qualname)
+
+
+class _Methods(Generic[P, R]):
+    """map and friends, shared by the function wrapper and its bound-method form."""
+
+    def _parallel_state(self) -> Tuple[_dispatch.FunctionState, Dict[str, Any]]:
+        raise NotImplementedError
+
+    def _parallel_run(
+        self, items: Iterable[Any], ordered: bool, star: bool, materialize: bool, **call: Any
+    ) -> Iterator[Any]:
+        state, options = self._parallel_state()
+        config = _config.current().merged(**options).merged(**call)
+        n_items: Optional[int]
+        if materialize and not isinstance(items, (list, tuple, range)):
+            items = list(items)
+        try:
+            n_items = len(items)  # type: ignore[arg-type]
+        except TypeError:
+            n_items = None
+        fn: Callable[..., Any] = self.__wrapped__  # type: ignore[attr-defined]
+        return _dispatch.start(
+            state, fn, self._shippable(), config, items, n_items, ordered=ordered, star=star
+        )
+
+    def _shippable(self) -> Callable[..., Any]:
+        return self  # type: ignore[return-value]
+
+    def map(
+        self,
+        items: Iterable[Any],
+        *,
+        timeout: Optional[float] = None,
+        chunksize: Optional[int] = None,
+        progress: Optional[bool] = None,
+    ) -> List[R]:
+        """``[f(x) for x in items]``, in input order, run the way this function's kind says."""
+        return list(self._parallel_run(items, True, False, True, **_call(timeout, chunksize, progress)))
+
+    def starmap(
+        self,
+        items: Iterable[Iterable[Any]],
+        *,
+        timeout: Optional[float] = None,
+        chunksize: Optional[int] = None,
+        progress: Optional[bool] = None,
+    ) -> List[R]:
+        """``[f(*args) for args in items]``, like ``itertools.starmap``, as a list."""
+        return list(self._parallel_run(items, True, True, True, **_call(timeout, chunksize, progress)))
+
+    def imap(
+        self,
+        items: Iterable[Any],
+        *,
+        timeout: Optional[float] = None,
+        chunksize: Optional[int] = None,
+        progress: Optional[bool] = None,
+    ) -> Iterator[R]:
+        """Lazy results in input order; the input is read only a few chunks ahead."""
+        return self._parallel_run(items, True, False, False, **_call(timeout, chunksize, progress))
+
+    def imap_unordered(
+        self,
+        items: Iterable[Any],
+        *,
+        timeout: Optional[float] = None,
+        chunksize: Optional[int] = None,
+        progress: Optional[bool] = None,
+    ) -> Iterator[R]:
+        """Lazy results in the order they finish (chunk by chunk)."""
+        return self._parallel_run(items, False, False, False, **_call(timeout, chunksize, progress))
+
+    @property
+    def last_plan(self) -> Optional[Plan]:
+        """The plan of the most recent map/imap/starmap call (None before the first)."""
+        return self._parallel_state()[0].last_plan
+
+    def explain(self) -> str:
+        """A readable account of :attr:`last_plan`: what ran, why, and the numbers behind it."""
+        plan = self.last_plan
+        if plan is None:
+            return "no call yet: explain() describes the last map/imap/starmap call"
+        return plan.explain()
+
+
+def _call(
+    timeout: Optional[float], chunksize: Optional[int], progress: Optional[bool]
+) -> Dict[str, Any]:
+    return {"timeout": timeout, "chunksize": chunksize, "progress": progress}
+
+
+class BoundParallelFunction(_Methods[P, R], wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+    """The form a decorated method takes when read from an instance (``obj.method.map``)."""
+
+    def _parallel_state(self) -> Tuple[_dispatch.FunctionState, Dict[str, Any]]:
+        parent = self._self_parent
+        return parent._self_state, parent._self_options
+
+    def _shippable(self) -> Callable[..., Any]:
+        # A bound method pickles as getattr(instance, name), which finds this wrapper again.
+        return self.__wrapped__  # type: ignore[no-any-return]
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        instance = self._self_instance
+        if instance is not None:
+            return getattr, (instance, self.__wrapped__.__name__)
+        return _identity, (self.__wrapped__,)
+
+    def _autopar_reduce(self) -> Any:
+        return self.__reduce_ex__(2)
+
+
+def _identity(obj: Any) -> Any:
+    return obj
+
+
+class ParallelFunction(_Methods[P, R], wrapt.FunctionWrapper):  # type: ignore[misc]
+    """A function decorated with :func:`parallel`. Call it as before, or map it."""
+
+    __bound_function_wrapper__ = BoundParallelFunction
+
+    def __init__(self, fn: Callable[P, R], options: Dict[str, Any]) -> None:
+        super().__init__(fn, _plain_call)
+        self._self_options = options
+        self._self_state = _dispatch.FunctionState()
+
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def _parallel_state(self) -> Tuple[_dispatch.FunctionState, Dict[str, Any]]:
+        return self._self_state, self._self_options
+
+    def _reference(self) -> Optional[_ByReference]:
+        """A by-name reference if importing the module finds this very wrapper, else None."""
+        fn = self.__wrapped__
+        module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+        # __main__ is another module in a spawned worker; "<locals>"/"<lambda>" can't be found.
+        if not module or module == "__main__" or "<" in qualname:
+            return None
+        try:
+            return _ByReference(module, qualname) if _lookup(module, qualname) is self else None
+        except (ImportError, AttributeError):
+            return None
+
+    def _shippable(self) -> Callable[..., Any]:
+        # cloudpickle takes this proxy for a plain function and would try to pickle it by
+        # value, so ship either a reference or the unwrapped function (by value).
+        return self._reference() or self.__wrapped__  # type: ignore[return-value]
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        ref = self._reference()
+        return ref.__reduce__() if ref else (_rebuild, (self.__wrapped__, self._self_options))
+
+    def _autopar_reduce(self) -> Any:
+        return self.__reduce_ex__(2)
+
+    def __copy__(self) -> ParallelFunction[P, R]:
+        return ParallelFunction(self.__wrapped__, dict(self._self_options))
+
+    def __deepcopy__(self, memo: Any) -> ParallelFunction[P, R]:
+        return self.__copy__()
+
+
+@overload
+def parallel(fn: Callable[P, R], /) -> ParallelFunction[P, R]: ...
+
+
+@overload
+def parallel(
+    *,
+    kind: Optional[str] = None,
+    workers: Optional[int] = None,
+    chunksize: Optional[int] = None,
+    timeout: Optional[float] = None,
+    progress: Optional[bool] = None,
+) -> Callable[[Callable[P, R]], ParallelFunction[P, R]]: ...
+
+
+def parallel(
+    fn: Optional[Callable[P, R]] = None,
+    /,
+    *,
+    kind: Optional[str] = None,
+    workers: Optional[int] = None,
+    chunksize: Optional[int] = None,
+    timeout: Optional[float] = None,
+    progress: Optional[bool] = None,
+) -> Union[ParallelFunction[P, R], Callable[[Callable[P, R]], ParallelFunction[P, R]]]:
+    """Make an element-wise function runnable over many items: ``f.map(items)``.
+
+    ``kind`` is "auto" (measure, then pick serial, threads or processes), "serial",
+    "thread", "process" or "dask"; left out, it comes from ``AUTOPAR_KIND`` (default
+    "auto"). ``workers``, ``chunksize``, ``timeout`` (seconds for a whole call) and
+    ``progress`` (a tqdm bar) likewise override their ``AUTOPAR_*`` variables. Bad values
+    raise ValueError or TypeError here, naming the argument.
+    """
+    given = {"kind": kind, "workers": workers, "chunksize": chunksize, "timeout": timeout,
+             "progress": progress}
+    options = {k: _config.validate_argument(k, v) for k, v in given.items() if v is not None}
+
+    def decorate(function: Callable[P, R]) -> ParallelFunction[P, R]:
+        if not callable(function):
+            raise TypeError(f"@parallel needs a callable, got {type(function).__name__}")
+        return ParallelFunction(function, options)
+
+    if fn is None:
+        return decorate
+    return decorate(fn)

@@ -1,0 +1,87 @@
+"""Every exception autopar raises of its own lives here.
+
+An exception raised by the user's function is re-raised with its own type, not wrapped:
+autopar adds the failing item's index as ``exc.autopar_index`` (and as a note on
+Python 3.11+), and for process and dask workers the worker-side traceback as
+``exc.__cause__`` (a :class:`RemoteTraceback`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any, Dict, Optional, Tuple
+
+
+class AutoparError(Exception):
+    """Base class of the errors autopar raises itself."""
+
+
+class WorkerCrashedError(AutoparError):
+    """A worker process died (os._exit, a signal, a segfault, out of memory) while running items.
+
+    The pool it belonged to is discarded; the next call starts a fresh one. ``items`` holds
+    the indices that were being run when the crash was seen, ``partial_results`` the
+    results that had already come back, keyed by item index.
+    """
+
+    def __init__(self, message: str, items: range | None = None) -> None:
+        super().__init__(message)
+        self.items = items
+        self.partial_results: Dict[int, Any] = {}
+
+
+class PicklingFailedError(AutoparError, TypeError):
+    """An item, a result or the function could not be pickled to reach a worker process."""
+
+    def __init__(self, message: str, index: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class RemoteError(AutoparError):
+    """Stands in for a worker-side exception that could not be pickled back to the caller."""
+
+    def __init__(self, type_name: str, text: str) -> None:
+        super().__init__(f"{type_name}: {text}")
+        self.type_name = type_name
+        self.text = text
+
+
+# Since Python 3.11 concurrent.futures.TimeoutError *is* TimeoutError; before, it is not.
+_TIMEOUT_BASES: Tuple[type, ...] = (
+    (TimeoutError,)
+    if concurrent.futures.TimeoutError is TimeoutError
+    else (TimeoutError, concurrent.futures.TimeoutError)
+)
+
+
+class AutoparTimeoutError(AutoparError, *_TIMEOUT_BASES):  # type: ignore[misc]
+    """A call ran past its ``timeout``; pending items were cancelled and stuck workers replaced.
+
+    It is both the builtin ``TimeoutError`` and ``concurrent.futures.TimeoutError``, so either
+    ``except`` clause catches it on every supported Python.
+    """
+
+
+class RemoteTraceback(Exception):
+    """Carries the formatted traceback of an exception raised in another process."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+def annotate(exc: BaseException, index: int, where: str) -> BaseException:
+    """Record on a user exception which item raised it, without changing its type."""
+    try:
+        exc.autopar_index = index  # type: ignore[attr-defined]
+    except AttributeError:  # an exception with __slots__: the note below still says it
+        pass
+    note = f"autopar: raised by item {index} ({where})"
+    if hasattr(exc, "add_note"):
+        if note not in getattr(exc, "__notes__", ()):
+            exc.add_note(note)
+    return exc

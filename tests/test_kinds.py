@@ -1,0 +1,142 @@
+"""One contract, every kind: the same calls must give the same answers."""
+
+import itertools
+import os
+import threading
+
+import pytest
+
+import autopar
+from autopar import parallel
+from tests import helpers
+
+KINDS = ["serial", "thread", "process", "auto"]
+
+
+@pytest.fixture(params=KINDS)
+def kind(request):
+    return request.param
+
+
+def test_map_matches_builtin_map(kind):
+    f = parallel(kind=kind)(helpers.square)
+    assert f.map(range(100)) == [x * x for x in range(100)]
+    assert f.map([]) == []
+    assert f.map([7]) == [49]
+
+
+def test_map_accepts_generators_and_iterators(kind):
+    f = parallel(kind=kind)(helpers.square)
+    assert f.map(x for x in range(20)) == [x * x for x in range(20)]
+    assert f.map(iter([3, 4])) == [9, 16]
+
+
+def test_imap_keeps_order_and_is_lazy(kind):
+    f = parallel(kind=kind, workers=2)(helpers.identity)
+    seen = []
+
+    def source():
+        for i in itertools.count():
+            seen.append(i)
+            yield i
+
+    results = f.imap(source())
+    assert [next(results) for _ in range(10)] == list(range(10))
+    results.close()
+    assert len(seen) < 10 + 200  # read a bounded distance ahead of what was consumed
+
+
+def test_imap_unordered_returns_every_result(kind):
+    f = parallel(kind=kind)(helpers.square)
+    assert sorted(f.imap_unordered(range(50))) == sorted(x * x for x in range(50))
+
+
+def test_starmap(kind):
+    f = parallel(kind=kind)(helpers.add)
+    assert f.starmap([(1, 2), (3, 4)]) == [3, 7]
+    assert f.starmap(zip(range(5), range(5))) == [0, 2, 4, 6, 8]
+
+
+def test_exception_keeps_its_type_and_names_the_item(kind):
+    f = parallel(kind=kind, chunksize=2)(helpers.fail_on_three)
+    with pytest.raises(ValueError, match="item 3 is bad") as info:
+        f.map(range(10))
+    assert info.value.autopar_index == 3
+
+
+def test_process_kind_runs_in_other_processes():
+    f = parallel(kind="process", workers=2)(helpers.pid)
+    pids = set(f.map(range(8), chunksize=1))
+    assert os.getpid() not in pids
+
+
+def test_thread_kind_runs_in_other_threads_and_honours_workers():
+    f = parallel(kind="thread", workers=3, chunksize=1)(helpers.nap)
+    results = f.map([0.05] * 6)
+    assert results == [0.05] * 6
+    g = parallel(kind="thread", chunksize=1)(helpers.thread_id)
+    assert threading.get_ident() not in set(g.map(range(4)))
+
+
+def test_serial_kind_runs_in_the_caller_thread():
+    f = parallel(kind="serial")(helpers.thread_id)
+    assert set(f.map(range(5))) == {threading.get_ident()}
+
+
+def test_explicit_chunksize_wins_and_default_rule_applies(kind):
+    f = parallel(kind=kind)(helpers.square)
+    f.map(range(80), chunksize=7)
+    assert f.last_plan.chunksize == 7
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_default_chunksize_rule(kind):
+    f = parallel(kind=kind, workers=2)(helpers.square)
+    f.map(range(80))
+    assert f.last_plan.chunksize == 10  # ceil(80 / (4 * 2))
+
+
+def test_pools_are_reused_across_calls_and_functions():
+    from autopar import _pools
+
+    parallel(kind="process")(helpers.square).map(range(4))
+    first = _pools.peek("process")
+    parallel(kind="process")(helpers.add).starmap([(1, 2)])
+    assert _pools.peek("process") is first
+
+
+def test_shutdown_then_next_call_starts_a_new_pool():
+    from autopar import _pools
+
+    f = parallel(kind="process")(helpers.square)
+    f.map(range(4))
+    before = _pools.peek("process")
+    autopar.shutdown()
+    assert _pools.peek("process") is None
+    assert f.map(range(4)) == [0, 1, 4, 9]
+    assert _pools.peek("process") is not before
+
+
+def test_many_threads_share_one_pool_and_get_their_own_results():
+    from autopar import _pools
+
+    autopar.shutdown()
+    f = parallel(kind="process", workers=2)(helpers.square)
+    out = {}
+
+    def call(i):
+        out[i] = f.map(range(i, i + 20))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(out[i] == [x * x for x in range(i, i + 20)] for i in range(8))
+    assert _pools.peek("process") is not None
+
+
+def test_nested_call_inside_a_worker_runs_serially():
+    assert helpers.outer_calls_inner.map([3, 4]) == [5, 14]
+    assert helpers.thread_square.last_plan.kind == "serial"
+    assert "nested" in helpers.thread_square.last_plan.reason
