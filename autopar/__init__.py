@@ -43,5 +43,5 @@ __all__ = [
 
 
 def shutdown() -> None:
-    """Stop every global pool now (they also stop at interpreter exit); later calls start new ones."""
+    """Stop every global pool now (they also stop at exit); later calls start new ones."""
     _pools.shutdown()

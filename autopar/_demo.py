@@ -65,16 +65,18 @@ def run_demo(scale: float = 1.0, repeat: int = 3) -> Dict[str, Dict[str, float]]
         slow = name.startswith("sleep")
         reps = 1 if slow else repeat
         row = {
-            "serial": _best(lambda: _serial(fn, items), reps),
-            "threads": _best(lambda: _threads(fn, items), reps),
-            "processes": _best(lambda: _processes(fn, items), reps),
-            "autopar 1st": _best(lambda: auto.map(items), 1),
-            "autopar later": _best(lambda: auto.map(items), reps),
+            "serial": _best(partial(_serial, fn, items), reps),
+            "threads": _best(partial(_threads, fn, items), reps),
+            "processes": _best(partial(_processes, fn, items), reps),
+            "autopar 1st": _best(partial(auto.map, items), 1),
+            "autopar later": _best(partial(auto.map, items), reps),
         }
         table[name] = row
         print(f"{name:<14}" + "".join(f"{_fmt(row[c]):>15}" for c in columns))
-        print(f"{'':<14}autopar chose: {auto.last_plan.kind if auto.last_plan else '?'}"
-              f" ({auto.last_plan.reason if auto.last_plan else ''})")
+        print(
+            f"{'':<14}autopar chose: {auto.last_plan.kind if auto.last_plan else '?'}"
+            f" ({auto.last_plan.reason if auto.last_plan else ''})"
+        )
     return table
 
 

@@ -55,8 +55,11 @@ def start(
     """
     if in_worker():
         plan = plan_named(
-            "serial", config, n_items, "nested call inside an autopar worker: run serially "
-            "so workers are not multiplied and the pool cannot deadlock on itself"
+            "serial",
+            config,
+            n_items,
+            "nested call inside an autopar worker: run serially "
+            "so workers are not multiplied and the pool cannot deadlock on itself",
         )
     elif config.kind == "auto":
         from . import _auto

@@ -87,7 +87,7 @@ def _forget_after_fork() -> None:
     if forkserver is not None:
         # multiprocessing keeps one forkserver per program and does not notice a fork: the
         # child would talk to the parent's server, which is not its child. Forget it too.
-        server = forkserver._forkserver  # type: ignore[attr-defined]
+        server = forkserver._forkserver
         server._forkserver_address = server._forkserver_alive_fd = None
         server._forkserver_pid = server._inherited_fds = None
         server._lock = threading.Lock()

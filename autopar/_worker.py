@@ -35,7 +35,7 @@ BLAS_THREAD_VARS = (
 class Failure(NamedTuple):
     """An exception raised by the function for item ``index``, with its formatted traceback."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # (shadows tuple.index, on purpose)
     exc: BaseException
     tb: str
 
@@ -139,9 +139,9 @@ def _cloudpickler() -> Any:
     """
     global _PICKLER
     if _PICKLER is None:
-        import cloudpickle
+        import cloudpickle  # type: ignore[import-untyped,unused-ignore]
 
-        class Pickler(cloudpickle.Pickler):  # type: ignore[misc, name-defined]
+        class Pickler(cloudpickle.Pickler):  # type: ignore[misc]
             def reducer_override(self, obj: Any) -> Any:
                 reduce = getattr(type(obj), "_autopar_reduce", None)
                 if reduce is not None:

@@ -104,7 +104,9 @@ class _Methods(Generic[P, R]):
         progress: Optional[bool] = None,
     ) -> List[R]:
         """``[f(x) for x in items]``, in input order, run the way this function's kind says."""
-        return list(self._parallel_run(items, True, False, True, **_call(timeout, chunksize, progress)))
+        return list(
+            self._parallel_run(items, True, False, True, **_call(timeout, chunksize, progress))
+        )
 
     def starmap(
         self,
@@ -115,7 +117,9 @@ class _Methods(Generic[P, R]):
         progress: Optional[bool] = None,
     ) -> List[R]:
         """``[f(*args) for args in items]``, like ``itertools.starmap``, as a list."""
-        return list(self._parallel_run(items, True, True, True, **_call(timeout, chunksize, progress)))
+        return list(
+            self._parallel_run(items, True, True, True, **_call(timeout, chunksize, progress))
+        )
 
     def imap(
         self,
@@ -158,7 +162,7 @@ def _call(
     return {"timeout": timeout, "chunksize": chunksize, "progress": progress}
 
 
-class BoundParallelFunction(_Methods[P, R], wrapt.BoundFunctionWrapper):  # type: ignore[misc]
+class BoundParallelFunction(_Methods[P, R], wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
     """The form a decorated method takes when read from an instance (``obj.method.map``)."""
 
     def _parallel_state(self) -> Tuple[_dispatch.FunctionState, Dict[str, Any]]:
@@ -167,7 +171,7 @@ class BoundParallelFunction(_Methods[P, R], wrapt.BoundFunctionWrapper):  # type
 
     def _shippable(self) -> Callable[..., Any]:
         # A bound method pickles as getattr(instance, name), which finds this wrapper again.
-        return self.__wrapped__  # type: ignore[no-any-return]
+        return self.__wrapped__
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         instance = self._self_instance
@@ -183,7 +187,7 @@ def _identity(obj: Any) -> Any:
     return obj
 
 
-class ParallelFunction(_Methods[P, R], wrapt.FunctionWrapper):  # type: ignore[misc]
+class ParallelFunction(_Methods[P, R], wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """A function decorated with :func:`parallel`. Call it as before, or map it."""
 
     __bound_function_wrapper__ = BoundParallelFunction
@@ -264,8 +268,13 @@ def parallel(
     ``progress`` (a tqdm bar) likewise override their ``AUTOPAR_*`` variables. Bad values
     raise ValueError or TypeError here, naming the argument.
     """
-    given = {"kind": kind, "workers": workers, "chunksize": chunksize, "timeout": timeout,
-             "progress": progress}
+    given = {
+        "kind": kind,
+        "workers": workers,
+        "chunksize": chunksize,
+        "timeout": timeout,
+        "progress": progress,
+    }
     options = {k: _config.validate_argument(k, v) for k, v in given.items() if v is not None}
 
     def decorate(function: Callable[P, R]) -> ParallelFunction[P, R]:

@@ -9,6 +9,7 @@ Python 3.11+), and for process and dask workers the worker-side traceback as
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 from typing import Any, Dict, Optional, Tuple
 
 
@@ -76,12 +77,10 @@ class RemoteTraceback(Exception):
 
 def annotate(exc: BaseException, index: int, where: str) -> BaseException:
     """Record on a user exception which item raised it, without changing its type."""
-    try:
+    # An exception with __slots__ refuses the attribute; the note below still says it.
+    with contextlib.suppress(AttributeError):
         exc.autopar_index = index  # type: ignore[attr-defined]
-    except AttributeError:  # an exception with __slots__: the note below still says it
-        pass
     note = f"autopar: raised by item {index} ({where})"
-    if hasattr(exc, "add_note"):
-        if note not in getattr(exc, "__notes__", ()):
-            exc.add_note(note)
+    if hasattr(exc, "add_note") and note not in getattr(exc, "__notes__", ()):
+        exc.add_note(note)
     return exc

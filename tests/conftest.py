@@ -14,26 +14,36 @@ import autopar
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_python(code: str, *, env: dict | None = None, timeout: float = 60,
-               args: tuple = ()) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, *, env: dict | None = None, timeout: float = 60, args: tuple = ()
+) -> subprocess.CompletedProcess:
     """Run ``code`` as a script in a fresh interpreter, killed after ``timeout`` seconds."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPAR_")}
     full_env["PYTHONPATH"] = str(ROOT)
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=ROOT,
     )
 
 
-def run_file(path: Path, *, env: dict | None = None, timeout: float = 60,
-             args: tuple = ()) -> subprocess.CompletedProcess:
+def run_file(
+    path: Path, *, env: dict | None = None, timeout: float = 60, args: tuple = ()
+) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPAR_")}
     full_env["PYTHONPATH"] = str(ROOT)
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, str(path), *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=ROOT,
     )
 
 

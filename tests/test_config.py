@@ -15,8 +15,14 @@ def test_defaults_without_environment():
 
 def test_environment_values_are_parsed():
     config = _config.from_environ(
-        {"AUTOPAR_KIND": "Thread", "AUTOPAR_WORKERS": "3", "AUTOPAR_CHUNKSIZE": "7",
-         "AUTOPAR_START_METHOD": "spawn", "AUTOPAR_TIMEOUT": "2.5", "AUTOPAR_PROGRESS": "1"}
+        {
+            "AUTOPAR_KIND": "Thread",
+            "AUTOPAR_WORKERS": "3",
+            "AUTOPAR_CHUNKSIZE": "7",
+            "AUTOPAR_START_METHOD": "spawn",
+            "AUTOPAR_TIMEOUT": "2.5",
+            "AUTOPAR_PROGRESS": "1",
+        }
     )
     assert (config.kind, config.workers, config.chunksize) == ("thread", 3, 7)
     assert config.start_method == "spawn" and config.timeout == 2.5 and config.progress
@@ -24,9 +30,16 @@ def test_environment_values_are_parsed():
 
 @pytest.mark.parametrize(
     ("var", "value"),
-    [("AUTOPAR_WORKERS", "lots"), ("AUTOPAR_WORKERS", "0"), ("AUTOPAR_KIND", "gpu"),
-     ("AUTOPAR_CHUNKSIZE", "-1"), ("AUTOPAR_START_METHOD", "teleport"),
-     ("AUTOPAR_TIMEOUT", "soon"), ("AUTOPAR_PROGRESS", "maybe"), ("AUTOPAR_WOKERS", "2")],
+    [
+        ("AUTOPAR_WORKERS", "lots"),
+        ("AUTOPAR_WORKERS", "0"),
+        ("AUTOPAR_KIND", "gpu"),
+        ("AUTOPAR_CHUNKSIZE", "-1"),
+        ("AUTOPAR_START_METHOD", "teleport"),
+        ("AUTOPAR_TIMEOUT", "soon"),
+        ("AUTOPAR_PROGRESS", "maybe"),
+        ("AUTOPAR_WOKERS", "2"),
+    ],
 )
 def test_bad_environment_names_the_variable(var, value):
     with pytest.raises(ValueError, match=var):
@@ -43,10 +56,16 @@ def test_bad_environment_fails_the_call_not_the_import(monkeypatch):
 
 @pytest.mark.parametrize(
     ("kwargs", "error", "culprit"),
-    [({"kind": "gpu"}, ValueError, "kind"), ({"workers": 0}, ValueError, "workers"),
-     ({"workers": "4"}, TypeError, "workers"), ({"workers": 2.5}, TypeError, "workers"),
-     ({"chunksize": 0}, ValueError, "chunksize"), ({"timeout": -1}, ValueError, "timeout"),
-     ({"kind": 3}, TypeError, "kind"), ({"workers": True}, TypeError, "workers")],
+    [
+        ({"kind": "gpu"}, ValueError, "kind"),
+        ({"workers": 0}, ValueError, "workers"),
+        ({"workers": "4"}, TypeError, "workers"),
+        ({"workers": 2.5}, TypeError, "workers"),
+        ({"chunksize": 0}, ValueError, "chunksize"),
+        ({"timeout": -1}, ValueError, "timeout"),
+        ({"kind": 3}, TypeError, "kind"),
+        ({"workers": True}, TypeError, "workers"),
+    ],
 )
 def test_bad_decorator_arguments_name_the_argument(kwargs, error, culprit):
     with pytest.raises(error, match=culprit):

@@ -7,8 +7,13 @@ from autopar import parallel
 from tests import helpers
 
 values = st.one_of(
-    st.integers(), st.floats(allow_nan=False), st.text(max_size=5), st.none(), st.booleans(),
-    st.tuples(st.integers(), st.text(max_size=3)), st.binary(max_size=8),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=5),
+    st.none(),
+    st.booleans(),
+    st.tuples(st.integers(), st.text(max_size=3)),
+    st.binary(max_size=8),
 )
 items = st.lists(values, max_size=300)
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

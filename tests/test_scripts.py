@@ -1,12 +1,10 @@
 """Whole programs in a fresh interpreter, each under a hard timeout."""
 
-import sys
-
 import pytest
 
 from tests.conftest import run_file, run_python
 
-MAIN_SCRIPT = '''
+MAIN_SCRIPT = """
 import threading
 from autopar import parallel
 
@@ -21,7 +19,7 @@ if __name__ == "__main__":
     print(cube.map(range(5)))
     print(parallel(kind="process")(lambda x: helper(x) * 2).map([1, 2]))
     print(parallel(helper).map(range(3)))
-'''
+"""
 
 
 def test_functions_defined_in_a_main_script_run_in_processes(tmp_path):
