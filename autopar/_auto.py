@@ -1,11 +1,54 @@
-"""kind="auto" (placeholder rule until calibration lands): threads for more than one item."""
+"""kind="auto": measure the function on the call's own items, predict, choose, remember.
+
+First call of a function (or after its cost drifted):
+
+    probe (autopar._probe) runs items on helper threads, growing the thread count while
+    items wait, and measures wall/CPU per item and the process's CPU rate
+      -> Measurements + this machine's Overheads -> autopar._cost.decide -> Plan
+      -> processes chosen and the pool is cold: the probe keeps working while it starts
+      -> the rest of the input runs on the chosen pool; output merges both, in order
+
+Later calls decide from the remembered Measurements without probing, and watch each
+chunk's cost: a drift beyond DRIFT marks the memory stale, so the next call re-probes.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Iterator, Optional
+import dataclasses
+import logging
+import math
+import pickle
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
-from ._config import Config
-from ._dispatch import FunctionState, execute, plan_named
+from . import _cost, _overheads
+from ._config import Config, cpu_count
+from ._dispatch import FunctionState, execute
+from ._probe import Probe
+from ._worker import ChunkResult, dumps
+from .errors import AutoparTimeoutError
+from .plan import Plan
+
+log = logging.getLogger("autopar")
+
+TICK = 0.001  # how often the caller looks at the probe
+# An item running longer than this (and than 4x the mean so far) counts as slow: more
+# threads are added while the process's CPU stays mostly idle (waiting work).
+SLOW_ITEM = 0.002
+WAITING_RATE = 0.5  # process CPU-s per wall-s under which the work is mostly waiting
+ASSUMED_LENGTH = 10_000  # items assumed for input of unknown length (imap on a generator)
+DRIFT = 4.0  # observed/remembered per-item cost beyond which the memory is stale
+PIPE_BYTES_PER_SECOND = 1e9  # copying pickled bytes through a pipe, both ends together
+
+# _memory_lock guards FunctionState.memory of every function.
+_memory_lock = threading.Lock()
+
+
+@dataclasses.dataclass
+class Memory:
+    measurements: _cost.Measurements
+    stale: bool = False
 
 
 def start(
@@ -18,8 +61,280 @@ def start(
     *,
     ordered: bool,
     star: bool,
-) -> Iterator[Any]:
-    kind = "serial" if n_items is not None and n_items <= 1 else "thread"
-    plan = plan_named(kind, config, n_items, "placeholder rule")
+) -> Iterator[List[Any]]:
+    """Run one call the way the measurements say is fastest."""
+    with _memory_lock:
+        memory = state.memory
+    if n_items is not None and n_items <= 1:
+        plan = Plan("serial", 1, 1, "one item or none: nothing to run in parallel", n_items)
+    elif memory is not None and not memory.stale:
+        return _remembered(state, memory, fn, shippable, config, items, n_items, ordered, star)
+    else:
+        return _calibrated(state, fn, shippable, config, items, n_items, ordered, star)
     state.last_plan = plan
     return execute(plan, fn, shippable, config, items, ordered=ordered, star=star)
+
+
+def _remembered(
+    state: FunctionState,
+    memory: Memory,
+    fn: Callable[..., Any],
+    shippable: Callable[..., Any],
+    config: Config,
+    items: Iterable[Any],
+    n_items: Optional[int],
+    ordered: bool,
+    star: bool,
+) -> Iterator[List[Any]]:
+    m = memory.measurements
+    plan = _decide(m, config, n_items)
+    plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
+    state.last_plan = plan
+    log.debug("autopar: %s: %s", getattr(fn, "__qualname__", fn), plan.reason)
+    watch = plan.kind != "thread" or m.gil_free or m.cpu_fraction < WAITING_RATE
+
+    def on_chunk(result: ChunkResult, count: int) -> None:
+        done = len(result.results)
+        if not watch or done == 0 or result.wall < 1e-4:
+            return
+        ratio = (result.wall / done) / max(m.wall, 1e-9)
+        # Both a large ratio and a real difference: for tiny items, timer noise is huge
+        # relative to the item, and any choice there is serial anyway.
+        if (ratio > DRIFT or ratio < 1 / DRIFT) and abs(result.wall / done - m.wall) > 2e-5:
+            log.debug("autopar: cost drifted %.1fx; re-measuring on the next call", ratio)
+            with _memory_lock:
+                memory.stale = True
+
+    return execute(
+        plan, fn, shippable, config, items, ordered=ordered, star=star, on_chunk=on_chunk
+    )
+
+
+def _decide(m: _cost.Measurements, config: Config, n: Optional[int]) -> Plan:
+    """The cost model's plan for ``n`` items, with the user's explicit settings on top."""
+    plan = _cost.decide(m, _overheads.current(config), ASSUMED_LENGTH if n is None else n)
+    # Unknown length: chunks that adapt as results come (the model's assumed n is a guess).
+    chunksize = plan.chunksize if n is not None else None
+    return dataclasses.replace(
+        plan,
+        n_items=n,
+        workers=config.workers or plan.workers,
+        chunksize=config.chunksize or chunksize,
+    )
+
+
+class _Watch:
+    """The probe's view of the process CPU rate, over the last few milliseconds."""
+
+    def __init__(self) -> None:
+        self.mark = (time.perf_counter(), time.process_time())
+        self.rate: Optional[float] = None  # CPU-s per wall-s since the mark
+
+    def update(self, min_window: float) -> Optional[float]:
+        now, cpu = time.perf_counter(), time.process_time()
+        if now - self.mark[0] >= min_window:
+            self.rate = (cpu - self.mark[1]) / (now - self.mark[0])
+            self.mark = (now, cpu)
+        return self.rate
+
+
+def _calibrated(
+    state: FunctionState,
+    fn: Callable[..., Any],
+    shippable: Callable[..., Any],
+    config: Config,
+    items: Iterable[Any],
+    n_items: Optional[int],
+    ordered: bool,
+    star: bool,
+) -> Iterator[List[Any]]:
+    iterator = iter(items)
+    limit = max(64, 2 * config.max_threads)
+    probe = Probe(fn, iterator, star, limit if n_items is None else min(limit, n_items))
+    t0 = time.perf_counter()
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    try:
+        rate = _probe_until_known(probe, config, t0, deadline)
+        m = _measure(probe, shippable, rate)
+        remaining = None if n_items is None else n_items - probe.read
+        # With nothing left, the plan shown (and used next time) is for the whole call.
+        plan = _decide(m, config, remaining or n_items)
+        if plan.kind == "process" and not probe.finished:
+            _start_processes_while_probing(probe, config, plan, deadline)
+        boundary = probe.stop()
+    except BaseException:
+        probe.stop()
+        raise
+    with _memory_lock:
+        state.memory = Memory(m)
+    spent = time.perf_counter() - t0
+    finished = probe.exhausted or (n_items is not None and boundary >= n_items)
+    if finished or probe.failure is not None:
+        note = f"all {boundary} items ran while measuring ({spent * 1e3:.1f} ms); "
+        note += f"later calls: {plan.kind}"
+    else:
+        note = f"the first {boundary} items ran while measuring ({spent * 1e3:.1f} ms)"
+    plan = dataclasses.replace(plan, n_items=n_items, reason=f"{plan.reason} ({note})")
+    state.last_plan = plan
+    log.debug("autopar: %s -> %s", getattr(fn, "__qualname__", fn), plan)
+    if deadline is not None:
+        config = dataclasses.replace(config, timeout=max(1e-3, deadline - time.monotonic()))
+    rest: Optional[Iterator[List[Any]]] = None
+    if not finished and probe.failure is None and probe.input_error is None:
+        rest = execute(
+            plan, fn, shippable, config, iterator, ordered=ordered, star=star, start_index=boundary
+        )
+    return _merge(probe, boundary, rest, ordered)
+
+
+def _probe_until_known(
+    probe: Probe, config: Config, t0: float, deadline: Optional[float]
+) -> Optional[float]:
+    """Let the probe run and grow until the costs are known; return the CPU rate seen."""
+    budget = config.calibration_ms / 1e3
+    cores = cpu_count()
+    watch = _Watch()
+    probe.grow(1)
+    while not probe.finished:
+        probe.wait(TICK)
+        now = time.perf_counter()
+        if deadline is not None and time.monotonic() > deadline:
+            raise AutoparTimeoutError(f"the call did not finish within timeout={config.timeout:g}s")
+        walls = [w for w, _, _ in probe.samples]
+        mean = sum(walls) / len(walls) if walls else probe.oldest_running()
+        rate = watch.update(2 * TICK)
+        if rate is None:
+            continue
+        workers = probe.workers
+        if rate < WAITING_RATE:
+            # The process is mostly idle while items run: they wait. Double the threads.
+            probe.grow(min(config.max_threads, 2 * workers))
+        elif rate > 0.75 * workers and workers < cores and mean > SLOW_ITEM / 4:
+            # Busy computing and every thread so far adds CPU: do threads overlap (GIL)?
+            probe.grow(workers + 1)
+        else:
+            cpu_known = workers >= min(2, cores) or mean <= SLOW_ITEM / 4
+            if len(walls) >= 3 and cpu_known and now - t0 >= 3 * mean:
+                break  # computing, and the thread test (if worth one) is done
+        if workers != probe.workers:
+            watch = _Watch()
+        if now - t0 >= budget:
+            break
+    return watch.rate
+
+
+def _measure(
+    probe: Probe, shippable: Callable[..., Any], rate: Optional[float]
+) -> _cost.Measurements:
+    samples = list(probe.samples)
+    cpu_heavy = rate is not None and rate >= WAITING_RATE
+    clean = [(w, c) for w, c, alone in samples if alone]
+    if len(clean) >= 3 or len(clean) == len(samples) > 0:
+        chosen = clean
+    else:
+        # Items still running count with the time they have run so far (a lower bound):
+        # ignoring them would take a cheap first item for the cost of all.
+        chosen = [(w, c) for w, c, _ in samples] + [
+            (t, t if cpu_heavy else 0.0) for t in probe.running_times()
+        ]
+    chosen = chosen or [(0.0, 0.0)]  # the first item raised: nothing to go by
+    wall = sum(w for w, _ in chosen) / len(chosen)
+    cpu = sum(c for _, c in chosen) / len(chosen)
+    if not clean and cpu_heavy:
+        wall = min(wall, max(cpu, 1e-9))  # contended samples: CPU work alone takes its CPU time
+    picklable, ship_caller, ship_worker = _ship_costs(shippable, probe.example)
+    return _cost.Measurements(
+        wall=max(wall, 1e-9),
+        cpu=cpu,
+        samples=len(samples),
+        parallel_rate=rate if probe.workers > 1 else None,
+        rate_threads=probe.workers,
+        ship_caller=ship_caller,
+        ship_worker=ship_worker,
+        picklable=picklable,
+    )
+
+
+def _ship_costs(
+    shippable: Callable[..., Any], example: Optional[Tuple[Any, Any]]
+) -> Tuple[bool, float, float]:
+    """Whether the function and an example item/result pickle, and what that costs."""
+    try:
+        dumps(shippable)
+        if example is None:
+            return True, 0.0, 0.0
+        item, result = example
+        t0 = time.perf_counter()
+        item_bytes = dumps(item)
+        t1 = time.perf_counter()
+        pickle.loads(item_bytes)
+        t2 = time.perf_counter()
+        result_bytes = dumps(result)
+        t3 = time.perf_counter()
+        pickle.loads(result_bytes)
+        t4 = time.perf_counter()
+    except Exception:
+        return False, math.inf, math.inf
+    transfer = (len(item_bytes) + len(result_bytes)) / PIPE_BYTES_PER_SECOND
+    return True, (t1 - t0) + (t4 - t3) + transfer, (t2 - t1) + (t3 - t2) + transfer
+
+
+def _start_processes_while_probing(
+    probe: Probe, config: Config, plan: Plan, deadline: Optional[float]
+) -> None:
+    """Start the process pool in the background; the probe keeps working meanwhile."""
+    if _overheads.process_warm(config):
+        return
+    probe.limit = max(probe.limit, probe.read + 1_000_000)
+    ready = threading.Event()
+    error: List[BaseException] = []
+
+    def warm() -> None:
+        try:
+            _overheads.warm_process_pool(config, plan.workers)
+        except BaseException as exc:  # reported by the call that runs on the pool
+            error.append(exc)
+        finally:
+            ready.set()
+
+    threading.Thread(target=warm, name="autopar-warm", daemon=True).start()
+    while not ready.wait(TICK) and not probe.finished:
+        if deadline is not None and time.monotonic() > deadline:
+            raise AutoparTimeoutError(f"the call did not finish within timeout={config.timeout:g}s")
+
+
+def _merge(
+    probe: Probe, boundary: int, rest: Optional[Iterator[List[Any]]], ordered: bool
+) -> Iterator[List[Any]]:
+    """The probe's results (indices below ``boundary``) then the rest, as chunks."""
+    try:
+        if probe.input_error is not None:
+            probe.drain()
+            raise probe.input_error
+        if not ordered:
+            while (ready := probe.take_any()) is not None:
+                yield ready
+            if rest is not None:
+                yield from rest
+            return
+        first: List[List[Any]] = []
+        error: Optional[BaseException] = None
+        if rest is not None:
+            # Start the rest now, so that it runs while the probe's last items finish.
+            try:
+                first.append(next(rest))
+            except StopIteration:
+                rest = None
+            except BaseException as exc:
+                error = exc
+        yield [probe.take_result(index) for index in range(boundary)]
+        probe.drain()
+        if error is not None:
+            raise error
+        yield from first
+        if rest is not None:
+            yield from rest
+    finally:
+        probe.stop()
+        if rest is not None:
+            rest.close()  # type: ignore[attr-defined]

@@ -7,12 +7,12 @@ defaults, ``kind="auto"`` is planned by :mod:`autopar._auto`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, List, Optional
 
 from . import _pools
 from ._config import Config
 from ._runner import Chunker, Run
-from ._worker import in_worker
+from ._worker import ChunkResult, in_worker
 from .plan import Plan
 
 log = logging.getLogger("autopar")
@@ -47,8 +47,8 @@ def start(
     *,
     ordered: bool,
     star: bool,
-) -> Iterator[Any]:
-    """Plan the call, record the plan on ``state``, and return the lazy result iterator.
+) -> Iterator[List[Any]]:
+    """Plan the call, record the plan on ``state``, and return the lazy chunks of results.
 
     ``fn`` runs in this process; ``shippable`` is the same function in a form that pickles
     by reference where it can (the decorated wrapper), for kinds that ship it.
@@ -82,8 +82,9 @@ def execute(
     ordered: bool,
     star: bool,
     start_index: int = 0,
-) -> Iterator[Any]:
-    """Run ``plan`` over ``items`` on the program-wide pool of its kind."""
+    on_chunk: Optional[Callable[[ChunkResult, int], None]] = None,
+) -> Iterator[List[Any]]:
+    """Run ``plan`` over ``items`` on the program-wide pool of its kind, chunk by chunk."""
     backend = _pools.get(plan.kind, config, plan.workers)
     run = Run(
         backend,
@@ -92,5 +93,17 @@ def execute(
         window=plan.workers,  # in-flight chunks: this is what bounds concurrency
         star=star,
         timeout=config.timeout,
+        on_chunk=on_chunk,
     )
     return run.ordered() if ordered else run.unordered()
+
+
+def flatten(chunks: Iterator[List[Any]]) -> Iterator[Any]:
+    """Results one by one, closing the chunk source (cancelling work) if the caller stops."""
+    try:
+        for chunk in chunks:
+            yield from chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()

@@ -9,13 +9,15 @@ forkserver before it forks workers, so it must stay light.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import pickle
 import signal
 import threading
 import time
 import traceback
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 # True in a process started by autopar's process pool; set once by init_process().
 _IN_PROCESS_WORKER = False
@@ -52,6 +54,17 @@ class ChunkResult(NamedTuple):
 def in_worker() -> bool:
     """Whether the current code runs inside an autopar worker (thread or process)."""
     return _IN_PROCESS_WORKER or getattr(_local, "active", False)
+
+
+@contextlib.contextmanager
+def mark_worker_thread() -> Iterator[None]:
+    """Flag the current thread as an autopar worker while inside the block."""
+    previous = getattr(_local, "active", False)
+    _local.active = True
+    try:
+        yield
+    finally:
+        _local.active = previous
 
 
 def init_process(blas_threads: int = 1) -> None:
@@ -93,21 +106,38 @@ def run_chunk(
     wall0, cpu0 = time.perf_counter(), time.thread_time()
     failure = None
     try:
-        for offset, item in enumerate(items):
-            if deadline is not None and time.monotonic() > deadline:
-                from .errors import AutoparTimeoutError
-
-                exc = AutoparTimeoutError(f"the call's timeout passed before item {start + offset}")
-                failure = Failure(start + offset, exc, "")
-                break
-            try:
-                results.append(fn(*item) if star else fn(item))
-            except Exception as exc:
-                failure = Failure(start + offset, exc, traceback.format_exc())
-                break
+        if deadline is None:
+            _run_all(fn, items, star, results)
+        else:
+            _run_until(fn, items, star, results, deadline, start)
+    except Exception as exc:
+        # results holds exactly the items before the one that raised.
+        failure = Failure(start + len(results), exc, traceback.format_exc())
     finally:
         _local.active = previous
     return ChunkResult(results, time.perf_counter() - wall0, time.thread_time() - cpu0, failure)
+
+
+def _run_all(fn: Callable[..., Any], items: Sequence[Any], star: bool, out: List[Any]) -> None:
+    # The hot loop of every kind, in C: list.extend keeps what it appended before an
+    # exception, so len(out) is then the failing item's offset.
+    out.extend(itertools.starmap(fn, items) if star else map(fn, items))
+
+
+def _run_until(
+    fn: Callable[..., Any],
+    items: Sequence[Any],
+    star: bool,
+    out: List[Any],
+    deadline: float,
+    start: int,
+) -> None:
+    for item in items:
+        if time.monotonic() > deadline:
+            from .errors import AutoparTimeoutError
+
+            raise AutoparTimeoutError(f"the call's timeout passed before item {start + len(out)}")
+        out.append(fn(*item) if star else fn(item))
 
 
 # Unpickled functions by payload, so a long map unpickles its function once per process.

@@ -9,6 +9,7 @@ can import it, and the function by value otherwise (``__main__``, closures, lamb
 from __future__ import annotations
 
 import importlib
+import itertools
 import sys
 from typing import (
     TYPE_CHECKING,
@@ -77,7 +78,7 @@ class _Methods(Generic[P, R]):
 
     def _parallel_run(
         self, items: Iterable[Any], ordered: bool, star: bool, materialize: bool, **call: Any
-    ) -> Iterator[Any]:
+    ) -> Iterator[List[Any]]:
         state, options = self._parallel_state()
         config = _config.current().merged(**options).merged(**call)
         n_items: Optional[int]
@@ -104,9 +105,8 @@ class _Methods(Generic[P, R]):
         progress: Optional[bool] = None,
     ) -> List[R]:
         """``[f(x) for x in items]``, in input order, run the way this function's kind says."""
-        return list(
-            self._parallel_run(items, True, False, True, **_call(timeout, chunksize, progress))
-        )
+        chunks = self._parallel_run(items, True, False, True, **_call(timeout, chunksize, progress))
+        return list(itertools.chain.from_iterable(chunks))
 
     def starmap(
         self,
@@ -117,9 +117,8 @@ class _Methods(Generic[P, R]):
         progress: Optional[bool] = None,
     ) -> List[R]:
         """``[f(*args) for args in items]``, like ``itertools.starmap``, as a list."""
-        return list(
-            self._parallel_run(items, True, True, True, **_call(timeout, chunksize, progress))
-        )
+        chunks = self._parallel_run(items, True, True, True, **_call(timeout, chunksize, progress))
+        return list(itertools.chain.from_iterable(chunks))
 
     def imap(
         self,
@@ -130,7 +129,10 @@ class _Methods(Generic[P, R]):
         progress: Optional[bool] = None,
     ) -> Iterator[R]:
         """Lazy results in input order; the input is read only a few chunks ahead."""
-        return self._parallel_run(items, True, False, False, **_call(timeout, chunksize, progress))
+        chunks = self._parallel_run(
+            items, True, False, False, **_call(timeout, chunksize, progress)
+        )
+        return _dispatch.flatten(chunks)
 
     def imap_unordered(
         self,
@@ -141,7 +143,10 @@ class _Methods(Generic[P, R]):
         progress: Optional[bool] = None,
     ) -> Iterator[R]:
         """Lazy results in the order they finish (chunk by chunk)."""
-        return self._parallel_run(items, False, False, False, **_call(timeout, chunksize, progress))
+        chunks = self._parallel_run(
+            items, False, False, False, **_call(timeout, chunksize, progress)
+        )
+        return _dispatch.flatten(chunks)
 
     @property
     def last_plan(self) -> Optional[Plan]:

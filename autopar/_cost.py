@@ -1,0 +1,171 @@
+"""The cost model: predict each kind's time for a call and pick the least. Pure: no clock.
+
+Inputs are what calibration measured about the function (:class:`Measurements`) and
+what the pools cost on this machine (:class:`Overheads`); the output is a
+:class:`~autopar.plan.Plan`. Every term below is a time the call will really spend:
+
+    serial   n * wall
+    thread   max(n * wall / k, n * cpu / cpu_lanes) + chunks * dispatch / k + new threads
+             (cpu_lanes = 1 while the function holds the GIL, else min(k, cores))
+    process  cold start (overlapped with work done meanwhile on a thread)
+             + max(n * ship_caller, n * (wall + ship_worker) / p) + chunks * dispatch / p
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Dict, Iterable, Optional, Tuple
+
+from .plan import Plan
+
+# A chunk should run this many times longer than its hand-off, so dispatch stays ~5%.
+CHUNK_OVER_DISPATCH = 20
+# A faster kind must beat a simpler one (serial < thread < process) by this factor to be
+# chosen: predictions carry noise, and simpler kinds fail in fewer ways.
+SIMPLER_BIAS = 1.05
+# Above this measured CPU rate (CPU-seconds per wall-second) with several threads running,
+# the function runs in parallel on threads: it releases the GIL (hashlib, numpy, I/O).
+GIL_FREE_RATE = 1.35
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurements:
+    """What one item of the function costs, from calibration (seconds unless noted)."""
+
+    wall: float  # mean wall time per item, one worker, no contention
+    cpu: float  # mean CPU time per item, same conditions
+    samples: int  # items measured
+    parallel_rate: Optional[float] = None  # CPU-s per wall-s with `rate_threads` threads
+    rate_threads: int = 0
+    ship_caller: float = 0.0  # caller side: pickle an item, unpickle its result
+    ship_worker: float = 0.0  # worker side: the reverse
+    picklable: bool = True  # function, a sample item and its result all pickle
+
+    @property
+    def cpu_fraction(self) -> float:
+        return min(1.0, self.cpu / self.wall) if self.wall > 0 else 1.0
+
+    @property
+    def gil_free(self) -> bool:
+        return self.parallel_rate is not None and self.parallel_rate >= GIL_FREE_RATE
+
+    def as_table(self) -> Dict[str, float]:
+        table = {
+            "wall": self.wall,
+            "cpu": self.cpu,
+            "cpu_fraction": self.cpu_fraction,
+            "ship_to_process": self.ship_caller + self.ship_worker,
+            "items_sampled": float(self.samples),
+        }
+        if self.parallel_rate is not None:
+            table["thread_speedup"] = self.parallel_rate
+        return table
+
+
+@dataclasses.dataclass(frozen=True)
+class Overheads:
+    """What the pools cost on this machine (see ``python -m autopar info``)."""
+
+    cores: int
+    thread_dispatch: float  # per chunk, submit to result
+    thread_start: float  # per new thread
+    threads_started: int  # threads already running in the pool (free to use)
+    process_dispatch: float  # per chunk round trip, warm pool
+    process_start: float  # cold pool start; 0 when a pool is already running
+    max_threads: int = 128
+
+
+Choice = Tuple[float, int, int]  # predicted seconds, workers, chunksize
+
+
+def chunk_for(wall: float, dispatch: float, n: int, workers: int) -> int:
+    """Items per chunk: long enough to hide the hand-off, short enough to balance."""
+    wanted = math.ceil(CHUNK_OVER_DISPATCH * dispatch / max(wall, 1e-9))
+    balanced = max(1, math.ceil(n / (4 * workers)))
+    return max(1, min(wanted, balanced))
+
+
+def serial_time(m: Measurements, n: int) -> Choice:
+    # Serial chunks only batch the bookkeeping; 1024 keeps imap lazy and timeouts prompt.
+    return n * m.wall, 1, max(1, min(n, 1024))
+
+
+def thread_time(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
+    chunk = chunk_for(m.wall, o.thread_dispatch, n, workers)
+    chunks = math.ceil(n / chunk)
+    k = min(workers, chunks)
+    lanes = min(k, o.cores) if m.gil_free else 1
+    # Threads contending for the GIL lose a little to switching; waiting threads do not.
+    contention = 1.0 if m.gil_free or k == 1 else 1.05
+    compute = n * m.cpu * contention / lanes
+    elapsed = max(n * m.wall / k, compute) + chunks * o.thread_dispatch / k
+    elapsed += max(0, k - o.threads_started) * o.thread_start
+    return elapsed, k, chunk
+
+
+def best_threads(m: Measurements, o: Overheads, n: int) -> Choice:
+    """The thread count with the least predicted time (the smallest one within 2% of it)."""
+    limit = max(1, min(o.max_threads, n))
+    candidates = sorted({limit, o.cores, *(2**i for i in range(int(math.log2(limit)) + 1))})
+    options = [thread_time(m, o, n, k) for k in candidates if k <= limit]
+    fastest = min(t for t, _, _ in options)
+    return next(c for c in options if c[0] <= fastest * 1.02)
+
+
+def process_time(m: Measurements, o: Overheads, n: int) -> Choice:
+    workers = max(1, min(o.cores, n))
+    chunk = chunk_for(m.wall + m.ship_worker, o.process_dispatch, n, workers)
+    # While a cold pool starts, a thread keeps running items at serial speed.
+    done_meanwhile = min(n, int(o.process_start / m.wall)) if m.wall > 0 else n
+    rest = n - done_meanwhile
+    chunks = math.ceil(rest / chunk) if rest else 0
+    run = max(rest * m.ship_caller, rest * (m.wall + m.ship_worker) / workers)
+    elapsed = (
+        (o.process_start if rest else n * m.wall) + run + chunks * o.process_dispatch / workers
+    )
+    return elapsed, workers, chunk
+
+
+def decide(
+    m: Measurements, o: Overheads, n: int, allowed: Iterable[str] = ("serial", "thread", "process")
+) -> Plan:
+    """Predict every allowed kind for ``n`` more items and choose the fastest."""
+    allowed = tuple(allowed)
+    options: Dict[str, Choice] = {"serial": serial_time(m, n)}
+    if "thread" in allowed and n > 1:
+        options["thread"] = best_threads(m, o, n)
+    if "process" in allowed and n > 1 and m.picklable and o.cores > 1:
+        options["process"] = process_time(m, o, n)
+    kind = "serial"
+    for candidate in ("thread", "process"):
+        if candidate in options and options[candidate][0] * SIMPLER_BIAS < options[kind][0]:
+            kind = candidate
+    _, workers, chunk = options[kind]
+    return Plan(
+        kind=kind,
+        workers=workers,
+        chunksize=chunk,
+        reason=_reason(kind, m, o, options),
+        n_items=n,
+        predicted={k: v[0] for k, v in options.items()},
+        measured=m.as_table(),
+    )
+
+
+def _reason(kind: str, m: Measurements, o: Overheads, options: Dict[str, Choice]) -> str:
+    waiting = 1 - m.cpu_fraction
+    if kind == "serial":
+        if len(options) == 1:
+            return "one item, or no other kind allowed"
+        return "items are too cheap for any pool's hand-off to pay off"
+    if kind == "thread":
+        if waiting >= 0.5:
+            return f"items spend {waiting:.0%} of their time waiting: threads overlap the waits"
+        return "items compute without holding the GIL, so threads run them in parallel"
+    why = "items compute in Python and hold the GIL" if not m.gil_free else "processes win"
+    if "process" in options and not m.picklable:
+        why = "unpicklable"
+    return f"{why}: {options['process'][1]} processes beat serial by the predicted ratio " + (
+        f"{options['serial'][0] / max(options['process'][0], 1e-12):.1f}x"
+    )

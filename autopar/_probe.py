@@ -1,0 +1,179 @@
+"""Calibration that does real work: the first items of a call run here, timed one by one.
+
+    caller (autopar._auto)                    probe workers (daemon threads)
+    ----------------------                    ------------------------------
+    start 1 worker, then every tick:          take the next item (one at a time, under
+      item in flight too long? -> double        the lock, reading the input lazily)
+        the workers (waiting work wants        run it; record wall, CPU, result
+        many threads, found in a few ticks)
+      CPU-heavy? -> a short window with       every result is kept: items run while
+        several workers tells whether          measuring count as done
+        threads overlap (GIL or not)
+      enough seen -> stop(): workers finish their item and leave
+
+Items are taken one at a time so that a slow item never holds cheap ones hostage, and
+so that growing the worker count takes effect at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+from ._threadpool import DaemonThreadPool
+from ._worker import Failure, mark_worker_thread
+
+Sample = Tuple[float, float, bool]  # wall, cpu, and whether no other worker was busy
+
+
+class Probe:
+    """Runs items of one call on a growing number of helper threads, measuring each."""
+
+    def __init__(
+        self, fn: Callable[..., Any], items: Iterator[Any], star: bool, limit: int
+    ) -> None:
+        self._fn, self._items, self._star = fn, items, star
+        self.limit = limit  # the most items the probe may read
+        # _cond guards every attribute below; workers notify it after each item.
+        self._cond = threading.Condition()
+        self.read = 0  # items taken from the input (their indices are 0..read-1)
+        self.exhausted = False
+        self.stopped = False
+        self.input_error: Optional[BaseException] = None
+        self.results: Dict[int, Any] = {}
+        self.failure: Optional[Failure] = None
+        self.running: Dict[int, float] = {}  # index -> perf_counter at start
+        self.samples: List[Sample] = []
+        self.example: Optional[Tuple[Any, Any]] = None  # the first (item, result) seen
+        self.workers = 0
+        self._changes = 0  # bumps whenever the worker count grows
+        self._pool = DaemonThreadPool(1 << 30, name="autopar-probe")
+
+    # -- worker side -------------------------------------------------------------------
+    def _take(self) -> Optional[Tuple[int, Any, bool]]:
+        with self._cond:
+            if self.stopped or self.exhausted or self.failure or self.read >= self.limit:
+                return None
+            try:
+                item = next(self._items)
+            except StopIteration:
+                self.exhausted = True
+                return None
+            except BaseException as exc:  # the input itself failed: the caller re-raises it
+                self.input_error, self.exhausted = exc, True
+                return None
+            index, self.read = self.read, self.read + 1
+            self.running[index] = time.perf_counter()
+            alone = self.workers == 1
+            return index, item, alone
+
+    def _work(self) -> None:
+        with mark_worker_thread():
+            while (task := self._take()) is not None:
+                self._run(*task)
+        with self._cond:
+            self.workers -= 1
+            self._cond.notify_all()
+
+    def _run(self, index: int, item: Any, alone: bool) -> None:
+        changes = self._changes
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        try:
+            value = self._fn(*item) if self._star else self._fn(item)
+            failure = None
+        except Exception as exc:
+            failure = Failure(index, exc, traceback.format_exc())
+        wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+        with self._cond:
+            del self.running[index]
+            if failure is None:
+                self.results[index] = value
+                if self.example is None:
+                    self.example = (item, value)
+                clean = alone and self.workers == 1 and changes == self._changes
+                self.samples.append((wall, cpu, clean))
+            elif self.failure is None or index < self.failure.index:
+                self.failure = failure
+            self._cond.notify_all()
+
+    # -- caller side -------------------------------------------------------------------
+    def grow(self, workers: int) -> None:
+        """Run with ``workers`` threads from now on (never fewer than now)."""
+        with self._cond:
+            extra = workers - self.workers
+            if extra <= 0 or self.stopped:
+                return
+            self.workers += extra
+            self._changes += 1
+        for _ in range(extra):
+            self._pool.submit(self._work)
+
+    def wait(self, timeout: float) -> None:
+        with self._cond:
+            if not self.finished:
+                self._cond.wait(timeout)
+
+    @property
+    def finished(self) -> bool:
+        """No more items will be taken and none is running."""
+        done_taking = self.stopped or self.exhausted or self.failure or self.read >= self.limit
+        return bool(done_taking) and not self.running
+
+    def oldest_running(self) -> float:
+        """Seconds the longest-running item has been running (0 if none)."""
+        with self._cond:
+            if not self.running:
+                return 0.0
+            return time.perf_counter() - min(self.running.values())
+
+    def running_times(self) -> List[float]:
+        """Seconds each running item has run so far."""
+        with self._cond:
+            now = time.perf_counter()
+            return [now - t for t in self.running.values()]
+
+    def stop(self) -> int:
+        """Take no more items; return how many were taken (the rest start at this index)."""
+        with self._cond:
+            self.stopped = True
+            return self.read
+
+    def drain(self) -> None:
+        """Wait until every taken item has finished, then release the threads."""
+        with self._cond:
+            while self.running:
+                self._cond.wait()
+        self._pool.shutdown()
+
+    def take_result(self, index: int) -> Any:
+        """The result for ``index`` (< read), waiting for it; a failure raises it."""
+        with self._cond:
+            while index not in self.results:
+                # Items are taken in order, so the one asked for is the lowest not yet
+                # handed back: if it failed, nothing before it can fail any more.
+                if self.failure is not None and self.failure.index == index:
+                    raise_failure(self.failure)
+                self._cond.wait()
+            return self.results.pop(index)
+
+    def take_any(self) -> Optional[List[Any]]:
+        """After stop(): results finished since the last call (waiting for one if none is
+        ready), None once all are handed back; a failure raises when nothing else is left."""
+        with self._cond:
+            while not self.results and self.running:
+                self._cond.wait()
+            if self.results:
+                ready = list(self.results.values())
+                self.results.clear()
+                return ready
+            if self.failure is not None:
+                raise_failure(self.failure)
+            return None
+
+
+def raise_failure(failure: Failure) -> None:
+    from .errors import annotate
+
+    raise annotate(failure.exc, failure.index, "calibration")
