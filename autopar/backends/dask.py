@@ -178,12 +178,15 @@ class _Bridge(Future[Any]):
             setter(value)
 
     def cancel(self) -> bool:
+        # This future first: cancelling the task fires _copy, which would settle it as failed.
+        if not super().cancel():
+            return False
         # Dask drops the task if it has not started; a running one finishes on its worker
         # (threads cannot be stopped) and its result is discarded.
         task = self.task
         if task is not None:
             task.cancel()
-        return super().cancel()
+        return True
 
 
 class DaskBackend(Backend):
