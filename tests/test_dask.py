@@ -1,0 +1,231 @@
+"""kind="dask" against a real cluster: a LocalCluster of two worker processes, one thread each."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import dask
+import distributed
+import pytest
+
+import autopar
+from autopar import AutoparError, AutoparTimeoutError, RemoteTraceback, _pools, parallel
+from autopar.backends import dask as dask_backend
+from autopar.errors import PicklingFailedError, WorkerCrashedError
+from tests import dask_helpers, helpers
+from tests.conftest import run_python
+
+
+@pytest.fixture(scope="module")
+def client():
+    # allowed-failures=1: a task whose worker dies is retried once, then reported, so the
+    # crash tests cost two worker restarts rather than dask's default four.
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        )
+    # Not the default client: each test says whether a Client is active (see `active`).
+    with cluster, distributed.Client(cluster, set_as_default=False) as c:
+        yield c
+        autopar.shutdown()
+
+
+@pytest.fixture
+def active(client):
+    """The module's Client, made the current one for the test (as a user's own Client is)."""
+    with client.as_current():
+        yield client
+    autopar.shutdown()
+
+
+def worker_pids(client):
+    client.wait_for_workers(2, timeout=60)
+    return set(client.run(os.getpid).values())
+
+
+def test_map_imap_unordered_and_starmap_match_builtins(active):
+    f = parallel(kind="dask")(helpers.square)
+    assert f.map(range(100)) == [x * x for x in range(100)]
+    assert f.map([]) == []
+    assert sorted(f.imap_unordered(range(50))) == [x * x for x in range(50)]
+    assert parallel(kind="dask")(helpers.add).starmap([(1, 2), (3, 4)]) == [3, 7]
+
+
+def test_runs_on_the_clusters_worker_processes(active):
+    f = parallel(kind="dask", chunksize=1)(helpers.pid)
+    pids = set(f.map(range(8)))
+    assert os.getpid() not in pids
+    assert pids <= worker_pids(active)
+
+
+def test_plan_shows_dask_and_the_clusters_thread_count(active):
+    f = parallel(kind="dask")(helpers.square)
+    f.map(range(10))
+    assert f.last_plan is not None
+    assert (f.last_plan.kind, f.last_plan.workers) == ("dask", 2)
+    assert "ran on: dask (workers=2" in f.explain()
+
+
+def test_items_are_batched_into_one_task_per_chunk(active, monkeypatch):
+    sizes = []
+    submit = dask_backend.DaskBackend.submit
+
+    def spy(self, payload, start, items, star, deadline):
+        sizes.append(len(items))
+        return submit(self, payload, start, items, star, deadline)
+
+    monkeypatch.setattr(dask_backend.DaskBackend, "submit", spy)
+    assert parallel(kind="dask")(helpers.square).map(range(100)) == [x * x for x in range(100)]
+    assert sizes == [13] * 7 + [9]  # about four chunks per worker thread, as for processes
+
+
+def test_imap_keeps_order_and_reads_a_bounded_distance_ahead(active):
+    seen = []
+
+    def source():
+        for i in range(10_000):
+            seen.append(i)
+            yield i
+
+    f = parallel(kind="dask", workers=2, chunksize=2)(helpers.identity)
+    results = f.imap(source())
+    assert [next(results) for _ in range(10)] == list(range(10))
+    results.close()
+    assert len(seen) <= 10 + 2 * 2  # consumed, plus the window: two chunks of two in flight
+
+
+def test_worker_exception_keeps_its_type_index_and_traceback(active):
+    f = parallel(kind="dask", chunksize=2)(helpers.fail_on_three)
+    with pytest.raises(ValueError, match="item 3 is bad") as info:
+        f.map(range(10))
+    assert info.value.autopar_index == 3
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert "fail_on_three" in info.value.__cause__.tb
+
+
+def test_unpicklable_item_is_named_by_index(active):
+    f = parallel(kind="dask", chunksize=1)(helpers.identity)
+    with pytest.raises(PicklingFailedError, match="item 2 cannot be pickled") as info:
+        f.map([1, 2, threading.Lock()])
+    assert info.value.index == 2
+
+
+def test_nested_call_inside_a_task_runs_serially(active):
+    f = parallel(kind="dask")(dask_helpers.outer_sum)
+    assert f.map([4]) == [(0 + 1 + 4 + 9, "serial")]
+
+
+def test_timeout_stops_the_call(active):
+    f = parallel(kind="dask", chunksize=4, timeout=0.5)(helpers.nap)
+    with pytest.raises(AutoparTimeoutError):
+        f.map([0.2] * 8)
+    assert f.map([0.0, 0.0]) == [0.0, 0.0]  # the pool still serves the next call
+
+
+def test_abort_cancels_tasks_in_flight_but_keeps_the_users_client(active):
+    f = parallel(kind="dask")(helpers.nap)
+    f.map([0.0])
+    backend = _pools.peek("dask")
+    payload = backend.prepare(helpers.nap)
+    bridges = [backend.submit(payload, i, [0.3], False, None) for i in range(3)]
+    tasks = [b.task for b in bridges]
+    backend.abort()
+    assert all(b.cancelled() for b in bridges)
+    assert [t.status for t in tasks] == ["cancelled"] * 3
+    assert active.status == "running"
+
+
+def test_kind_from_the_environment(active, monkeypatch):
+    monkeypatch.setenv("AUTOPAR_KIND", "dask")
+    f = parallel(helpers.square)
+    assert f.map(range(5)) == [0, 1, 4, 9, 16]
+    assert f.last_plan is not None and f.last_plan.kind == "dask"
+
+
+def test_address_route_connects_and_shutdown_closes_only_its_own_client(client, monkeypatch):
+    monkeypatch.setenv("AUTOPAR_DASK_ADDRESS", client.scheduler.address)
+    f = parallel(kind="dask", chunksize=1)(helpers.pid)
+    assert set(f.map(range(4))) <= worker_pids(client)
+    own = _pools.peek("dask").client
+    assert own is not client
+    autopar.shutdown()
+    assert own.status == "closed"
+    assert client.status == "running"
+
+
+def test_without_a_cluster_the_error_says_how_to_name_one():
+    f = parallel(kind="dask")(helpers.square)
+    with pytest.raises(AutoparError, match="AUTOPAR_DASK_ADDRESS") as info:
+        f.map([1, 2])
+    assert "distributed.Client" in str(info.value)
+
+
+def test_unreachable_address_is_reported(monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("AUTOPAR_DASK_ADDRESS", f"tcp://127.0.0.1:{port}")
+    f = parallel(kind="dask")(helpers.square)
+    fail_fast = dask.config.set({"distributed.comm.timeouts.connect": "1s"})
+    with fail_fast, pytest.raises(AutoparError, match="could not connect to the dask scheduler"):
+        f.map([1, 2])
+
+
+def test_without_the_extra_the_error_names_it():
+    proc = run_python(
+        """
+        import sys
+        sys.modules["distributed"] = None  # as if dask.distributed were not installed
+        from autopar import parallel
+        from tests.helpers import square
+        try:
+            parallel(kind="dask")(square).map([1, 2])
+        except ImportError as exc:
+            print("ImportError:", exc)
+        """,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ImportError: kind='dask' needs dask.distributed" in proc.stdout
+    assert "pip install 'autopar[dask]'" in proc.stdout
+
+
+def test_a_script_on_the_address_route_exits_cleanly(client):
+    proc = run_python(
+        """
+        from autopar import parallel
+        from tests.helpers import square
+        print(parallel(kind="dask")(square).map(range(5)))
+        """,
+        env={"AUTOPAR_DASK_ADDRESS": client.scheduler.address},
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[0, 1, 4, 9, 16]"
+    assert "Traceback" not in proc.stderr
+
+
+def test_measure_dispatch_returns_seconds_per_task(client):
+    seconds = dask_backend.measure_dispatch(client, tasks=5)
+    assert isinstance(seconds, float) and seconds > 0
+
+
+# Last: these kill worker processes, which the nannies restart (worker_pids waits for them).
+def test_a_worker_that_dies_once_is_retried(active, tmp_path):
+    f = parallel(kind="dask")(dask_helpers.die_once)
+    assert f.map([str(tmp_path / "died")]) == ["survived"]
+    worker_pids(active)
+
+
+def test_a_task_that_keeps_killing_workers_is_reported(active):
+    f = parallel(kind="dask", chunksize=2)(dask_helpers.die_always)
+    with pytest.raises(WorkerCrashedError, match=r"dask gave up on items 0\.\.1") as info:
+        f.map(range(2))
+    assert info.value.items == range(0, 2)
+    worker_pids(active)
