@@ -147,12 +147,8 @@ def run_task(
     deadline = None if seconds_left is None else time.monotonic() + seconds_left
     # Mark the thread as a worker, so a nested autopar call in the function runs serially
     # rather than trying to reach a cluster (or start processes) from inside a task.
-    previous = getattr(_worker._local, "active", False)
-    _worker._local.active = True
-    try:
+    with _worker.mark_worker_thread():
         return run_chunk_pickled(payload, start, items, star, deadline)
-    finally:
-        _worker._local.active = previous
 
 
 class _Bridge(Future[Any]):
