@@ -91,16 +91,20 @@ def _remembered(
     plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
     state.last_plan = plan
     log.debug("autopar: %s: %s", getattr(fn, "__qualname__", fn), plan.reason)
-    watch = plan.kind != "thread" or m.gil_free or m.cpu_fraction < WAITING_RATE
+    # Threads that compute share cores (and maybe the GIL), which stretches their wall
+    # time but not their CPU time: compare CPU there, wall time everywhere else.
+    by_cpu = plan.kind == "thread" and m.cpu_fraction >= WAITING_RATE
+    expected = m.cpu if by_cpu else m.wall
 
     def on_chunk(result: ChunkResult, count: int) -> None:
         done = len(result.results)
-        if not watch or done == 0 or result.wall < 1e-4:
+        if done == 0 or result.wall < 1e-4:
             return
-        ratio = (result.wall / done) / max(m.wall, 1e-9)
+        observed = (result.cpu if by_cpu else result.wall) / done
+        ratio = observed / max(expected, 1e-9)
         # Both a large ratio and a real difference: for tiny items, timer noise is huge
         # relative to the item, and any choice there is serial anyway.
-        if (ratio > DRIFT or ratio < 1 / DRIFT) and abs(result.wall / done - m.wall) > 2e-5:
+        if (ratio > DRIFT or ratio < 1 / DRIFT) and abs(observed - expected) > 2e-5:
             log.debug("autopar: cost drifted %.1fx; re-measuring on the next call", ratio)
             with _memory_lock:
                 memory.stale = True
@@ -160,7 +164,7 @@ def _calibrated(
         # With nothing left, the plan shown (and used next time) is for the whole call.
         plan = _decide(m, config, remaining or n_items)
         if plan.kind == "process" and not probe.finished:
-            _start_processes_while_probing(probe, config, plan, deadline)
+            _start_processes(probe, config, plan, m, deadline)
         boundary = probe.stop()
     except BaseException:
         probe.stop()
@@ -207,8 +211,9 @@ def _probe_until_known(
             continue
         workers = probe.workers
         if rate < WAITING_RATE:
-            # The process is mostly idle while items run: they wait. Double the threads.
-            probe.grow(min(config.max_threads, 2 * workers))
+            # The process is mostly idle while items run: they wait. Quadruple the threads
+            # (1, 4, 16, 64, 128 reaches the cap in four looks).
+            probe.grow(min(config.max_threads, 4 * workers))
         elif rate > 0.75 * workers and workers < cores and mean > SLOW_ITEM / 4:
             # Busy computing and every thread so far adds CPU: do threads overlap (GIL)?
             probe.grow(workers + 1)
@@ -229,14 +234,10 @@ def _measure(
     samples = list(probe.samples)
     cpu_heavy = rate is not None and rate >= WAITING_RATE
     clean = [(w, c) for w, c, alone in samples if alone]
-    if len(clean) >= 3 or len(clean) == len(samples) > 0:
-        chosen = clean
-    else:
-        # Items still running count with the time they have run so far (a lower bound):
-        # ignoring them would take a cheap first item for the cost of all.
-        chosen = [(w, c) for w, c, _ in samples] + [
-            (t, t if cpu_heavy else 0.0) for t in probe.running_times()
-        ]
+    chosen = clean if len(clean) >= 3 else [(w, c) for w, c, _ in samples]
+    # Items still running count with the time they have run so far (a lower bound):
+    # ignoring them would take a cheap first item for the cost of all.
+    chosen += [(t, t if cpu_heavy else 0.0) for t in probe.running_times()]
     chosen = chosen or [(0.0, 0.0)]  # the first item raised: nothing to go by
     wall = sum(w for w, _ in chosen) / len(chosen)
     cpu = sum(c for _, c in chosen) / len(chosen)
@@ -279,13 +280,22 @@ def _ship_costs(
     return True, (t1 - t0) + (t4 - t3) + transfer, (t2 - t1) + (t3 - t2) + transfer
 
 
-def _start_processes_while_probing(
-    probe: Probe, config: Config, plan: Plan, deadline: Optional[float]
+def _start_processes(
+    probe: Probe, config: Config, plan: Plan, m: _cost.Measurements, deadline: Optional[float]
 ) -> None:
-    """Start the process pool in the background; the probe keeps working meanwhile."""
+    """Start the process pool; the probe keeps working meanwhile unless that would slow it.
+
+    Starting workers takes many short steps in this process, each needing the GIL. A
+    probe thread computing in Python holds the GIL for up to the switch interval (5 ms)
+    at a time, which was measured to stretch a 60 ms start to a second; so GIL-bound work
+    pauses while the pool starts, and waiting or GIL-free work goes on.
+    """
     if _overheads.process_warm(config):
         return
-    probe.limit = max(probe.limit, probe.read + 1_000_000)
+    if m.cpu_fraction >= WAITING_RATE and not m.gil_free:
+        probe.stop()
+    else:
+        probe.limit = max(probe.limit, probe.read + 1_000_000)
     ready = threading.Event()
     error: List[BaseException] = []
 

@@ -7,7 +7,7 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
     serial   n * wall
     thread   max(n * wall / k, n * cpu / cpu_lanes) + chunks * dispatch / k + new threads
              (cpu_lanes = 1 while the function holds the GIL, else min(k, cores))
-    process  cold start (overlapped with work done meanwhile on a thread)
+    process  cold start (overlapped with work done meanwhile on a thread, unless GIL-bound)
              + max(n * ship_caller, n * (wall + ship_worker) / p) + chunks * dispatch / p
 """
 
@@ -116,8 +116,10 @@ def best_threads(m: Measurements, o: Overheads, n: int) -> Choice:
 def process_time(m: Measurements, o: Overheads, n: int) -> Choice:
     workers = max(1, min(o.cores, n))
     chunk = chunk_for(m.wall + m.ship_worker, o.process_dispatch, n, workers)
-    # While a cold pool starts, a thread keeps running items at serial speed.
-    done_meanwhile = min(n, int(o.process_start / m.wall)) if m.wall > 0 else n
+    # While a cold pool starts, a thread keeps running items at serial speed, unless the
+    # items hold the GIL: then they would slow the start itself, and autopar waits.
+    overlaps = m.cpu_fraction < 0.5 or m.gil_free
+    done_meanwhile = min(n, int(o.process_start / m.wall)) if overlaps else 0
     rest = n - done_meanwhile
     chunks = math.ceil(rest / chunk) if rest else 0
     run = max(rest * m.ship_caller, rest * (m.wall + m.ship_worker) / workers)

@@ -36,7 +36,7 @@ class Probe:
     ) -> None:
         self._fn, self._items, self._star = fn, items, star
         self.limit = limit  # the most items the probe may read
-        # _cond guards every attribute below; workers notify it after each item.
+        # _cond guards every attribute below.
         self._cond = threading.Condition()
         self.read = 0  # items taken from the input (their indices are 0..read-1)
         self.exhausted = False
@@ -49,6 +49,7 @@ class Probe:
         self.example: Optional[Tuple[Any, Any]] = None  # the first (item, result) seen
         self.workers = 0
         self._changes = 0  # bumps whenever the worker count grows
+        self._result_waiters = 0  # callers blocked in take_result/take_any/drain
         self._pool = DaemonThreadPool(1 << 30, name="autopar-probe")
 
     # -- worker side -------------------------------------------------------------------
@@ -96,7 +97,10 @@ class Probe:
                 self.samples.append((wall, cpu, clean))
             elif self.failure is None or index < self.failure.index:
                 self.failure = failure
-            self._cond.notify_all()
+            # Waking the caller on every item would make it compete with the workers for
+            # the GIL; it looks every tick, and is woken here only when waiting on results.
+            if self._result_waiters or self.finished:
+                self._cond.notify_all()
 
     # -- caller side -------------------------------------------------------------------
     def grow(self, workers: int) -> None:
@@ -144,8 +148,16 @@ class Probe:
         """Wait until every taken item has finished, then release the threads."""
         with self._cond:
             while self.running:
-                self._cond.wait()
+                self._wait_for_results()
         self._pool.shutdown()
+
+    def _wait_for_results(self) -> None:
+        # Called with _cond held.
+        self._result_waiters += 1
+        try:
+            self._cond.wait()
+        finally:
+            self._result_waiters -= 1
 
     def take_result(self, index: int) -> Any:
         """The result for ``index`` (< read), waiting for it; a failure raises it."""
@@ -155,7 +167,7 @@ class Probe:
                 # handed back: if it failed, nothing before it can fail any more.
                 if self.failure is not None and self.failure.index == index:
                     raise_failure(self.failure)
-                self._cond.wait()
+                self._wait_for_results()
             return self.results.pop(index)
 
     def take_any(self) -> Optional[List[Any]]:
@@ -163,7 +175,7 @@ class Probe:
         ready), None once all are handed back; a failure raises when nothing else is left."""
         with self._cond:
             while not self.results and self.running:
-                self._cond.wait()
+                self._wait_for_results()
             if self.results:
                 ready = list(self.results.values())
                 self.results.clear()

@@ -1,0 +1,124 @@
+"""kind="auto" decides each trap the right way (decisions only: timing is for benchmarks)."""
+
+import threading
+
+import pytest
+
+from autopar import _config, parallel
+from tests import auto_helpers as h
+
+MULTICORE = _config.cpu_count() >= 2
+
+
+def test_tiny_items_run_serially_and_correctly():
+    f = parallel(h.square)
+    assert f.map(range(20_000)) == [x * x for x in range(20_000)]
+    assert f.last_plan.kind == "serial"
+    assert f.map(range(20_000)) == [x * x for x in range(20_000)]
+    assert "remembered" in f.last_plan.reason
+
+
+def test_waiting_work_gets_threads_sized_by_waiting_not_cores():
+    h.reset_peak()
+    f = parallel(h.nap)
+    assert f.map([0.02] * 40) == [0.02] * 40
+    assert f.last_plan.kind == "thread"
+    assert f.last_plan.workers > 2 * _config.cpu_count()
+    assert h.peak > 2 * _config.cpu_count()  # the waits really overlapped
+
+
+def test_cheap_first_item_then_expensive_ones_still_overlap():
+    # The classic trap: sleep(0) first; a choice from item 0 alone would be serial.
+    h.reset_peak()
+    f = parallel(h.nap)
+    assert f.map([0, 0.3, 0.3, 0.3, 0.3, 0.3]) == [0, 0.3, 0.3, 0.3, 0.3, 0.3]
+    assert h.peak >= 4
+    assert f.last_plan.kind == "thread"
+
+
+def test_growing_costs_overlap():
+    h.reset_peak()
+    f = parallel(h.nap)
+    f.map([i / 200 for i in range(30)])  # 0 .. 145 ms, growing along the input
+    assert h.peak >= 4
+    assert f.last_plan.kind == "thread"
+
+
+@pytest.mark.skipif(not MULTICORE, reason="processes only pay with two or more cores")
+def test_gil_bound_python_work_goes_to_processes(tmp_path):
+    log = tmp_path / "ran.txt"
+    f = parallel(h.burn_and_log)
+    n = 60
+    assert f.map([(str(log), i, 5) for i in range(n)]) == list(range(n))
+    assert f.last_plan.kind == "process", f.explain()
+    # Sampled items count as done: every item ran exactly once, in the probe or a worker.
+    assert sorted(int(line) for line in log.read_text().split()) == list(range(n))
+    assert f.last_plan.measured["cpu_fraction"] > 0.5
+
+
+def test_large_arguments_stay_out_of_processes():
+    buffers = [bytes(1 << 20)] * 100
+    f = parallel(h.size)
+    assert f.map(buffers) == [1 << 20] * 100
+    assert f.last_plan.kind == "serial", f.explain()
+    assert f.last_plan.measured["ship_to_process"] > f.last_plan.measured["wall"]
+
+
+def test_gil_free_c_code_is_not_shipped_to_processes():
+    buffers = [bytes(1 << 22)] * 24  # sha256 releases the GIL on large buffers
+    f = parallel(h.digest)
+    assert f.map(buffers) == [h.digest(b) for b in buffers[:1]] * 24
+    # Shipping 4 MiB per item costs more than hashing it; whether threads beat serial
+    # depends on free cores (CI's are shared), so only the process trap is asserted.
+    assert f.last_plan.kind != "process", f.explain()
+    assert f.last_plan.predicted["process"] >= f.last_plan.predicted["serial"]
+
+
+def test_unpicklable_items_make_auto_avoid_processes():
+    lock = threading.Lock()
+    f = parallel(h.burn_holding)
+    f.map([(lock, 3)] * 40)
+    assert f.last_plan.kind != "process"
+    assert "process" not in f.last_plan.predicted
+
+
+def test_memory_is_used_then_refreshed_when_the_cost_drifts():
+    f = parallel(h.tunable)
+    f.map([0.0] * 50)
+    assert "measuring" in f.last_plan.reason
+    f.map([0.0] * 50)
+    assert "remembered" in f.last_plan.reason
+    f.map([0.05] * 12)  # far dearer than remembered: this call flags the memory stale
+    f.map([0.05] * 12)
+    assert "measuring" in f.last_plan.reason
+    assert f.last_plan.kind == "thread"
+
+
+def test_results_in_order_for_imap_and_all_for_unordered():
+    f = parallel(h.nap)
+    items = [0.03, 0.0, 0.02, 0.0, 0.01] * 4
+    assert list(f.imap(items)) == items
+    g = parallel(h.nap)
+    assert sorted(g.imap_unordered(items)) == sorted(items)
+
+
+def test_exception_during_calibration_keeps_type_and_index():
+    f = parallel(h.nap)
+    with pytest.raises(TypeError) as info:
+        f.map([0.0, 0.0, "soon", 0.0])
+    assert info.value.autopar_index == 2
+
+
+def test_explain_answers_why():
+    f = parallel(h.nap)
+    f.map([0.02] * 20)
+    text = f.explain()
+    assert "thread" in text and "waiting" in text
+    assert "predicted time for this call" in text and "<- chosen" in text
+    assert "serial" in text
+
+
+def test_one_item_runs_in_the_caller():
+    f = parallel(h.square)
+    assert f.map([3]) == [9]
+    assert f.last_plan.kind == "serial"

@@ -1,0 +1,116 @@
+"""The cost model is a pure function: tables in, plan out, no clock."""
+
+import pytest
+
+from autopar._cost import Measurements, Overheads, decide
+
+MACHINE = Overheads(
+    cores=2,
+    thread_dispatch=30e-6,
+    thread_start=80e-6,
+    threads_started=0,
+    process_dispatch=300e-6,
+    process_start=0.035,
+)
+WARM = Overheads(**{**MACHINE.__dict__, "process_start": 0.0})
+SIXTEEN = Overheads(**{**MACHINE.__dict__, "cores": 16})
+
+
+def items(wall, cpu, **kw):
+    return Measurements(wall=wall, cpu=cpu, samples=20, **kw)
+
+
+def test_tiny_items_run_serially():
+    plan = decide(items(0.2e-6, 0.2e-6), MACHINE, 1000)
+    assert plan.kind == "serial"
+    assert plan.predicted["serial"] < plan.predicted["thread"]
+    assert plan.predicted["serial"] < plan.predicted["process"]
+    assert "cheap" in plan.reason
+
+
+def test_waiting_items_get_many_threads():
+    plan = decide(items(0.010, 20e-6), MACHINE, 200)
+    assert plan.kind == "thread"
+    assert plan.workers == 128  # not the core count: waits overlap, cores don't matter
+    assert plan.chunksize == 1
+    assert "waiting" in plan.reason
+
+
+def test_waiting_threads_are_capped_by_max_threads_and_items():
+    capped = Overheads(**{**MACHINE.__dict__, "max_threads": 16})
+    assert decide(items(0.010, 20e-6), capped, 200).workers == 16
+    assert decide(items(1.0, 1e-5), MACHINE, 5).workers == 5
+
+
+def test_gil_bound_cpu_work_goes_to_processes():
+    m = items(2e-3, 2e-3, parallel_rate=1.0, rate_threads=2)
+    plan = decide(m, MACHINE, 300)
+    assert plan.kind == "process"
+    assert plan.workers == 2
+    assert plan.predicted["thread"] >= plan.predicted["serial"]  # the GIL: no gain
+    assert "GIL" in plan.reason
+
+
+def test_gil_free_cpu_work_uses_threads():
+    m = items(1e-3, 1e-3, parallel_rate=1.9, rate_threads=2, ship_caller=1e-3, ship_worker=1e-3)
+    plan = decide(m, MACHINE, 200)
+    assert plan.kind == "thread"
+    assert plan.workers >= 2
+    assert "GIL" in plan.reason
+
+
+def test_large_arguments_make_processes_lose():
+    # Cheap work on 1 MiB items: shipping costs more than the work.
+    m = items(2e-6, 2e-6, ship_caller=0.5e-3, ship_worker=0.5e-3)
+    plan = decide(m, WARM, 200)
+    assert plan.kind == "serial"
+    assert plan.predicted["process"] > 10 * plan.predicted["serial"]
+
+
+def test_cold_pool_start_keeps_short_cpu_calls_serial():
+    m = items(1e-3, 1e-3, parallel_rate=1.0, rate_threads=2)
+    assert decide(m, MACHINE, 20).kind == "serial"  # 20 ms of work vs a 35 ms start
+    assert decide(m, WARM, 20).kind == "process"  # once the pool is warm, it pays
+
+
+def test_unpicklable_work_never_goes_to_processes():
+    m = items(5e-3, 5e-3, parallel_rate=1.0, rate_threads=2, picklable=False)
+    plan = decide(m, WARM, 500)
+    assert plan.kind != "process" and "process" not in plan.predicted
+
+
+def test_one_core_never_uses_processes():
+    single = Overheads(**{**MACHINE.__dict__, "cores": 1})
+    m = items(5e-3, 5e-3, parallel_rate=1.0, rate_threads=2)
+    assert decide(m, single, 500).kind == "serial"
+
+
+def test_more_cores_more_process_workers():
+    m = items(5e-3, 5e-3, parallel_rate=1.0, rate_threads=2)
+    assert decide(m, SIXTEEN, 1000).workers == 16
+
+
+def test_process_chunks_hide_dispatch_but_keep_balance():
+    m = items(10e-6, 10e-6, parallel_rate=1.0, rate_threads=2)
+    plan = decide(m, WARM, 100_000)
+    if plan.kind == "process":
+        assert plan.chunksize * 10e-6 >= 10 * WARM.process_dispatch
+    assert plan.chunksize <= 100_000 // (4 * 2)
+
+
+@pytest.mark.parametrize("n", [2, 10, 1000, 100_000])
+def test_predictions_are_positive_and_serial_is_n_times_wall(n):
+    m = items(1e-4, 5e-5)
+    plan = decide(m, MACHINE, n)
+    assert plan.predicted["serial"] == pytest.approx(n * 1e-4)
+    assert all(v > 0 for v in plan.predicted.values())
+    assert plan.kind == min(plan.predicted, key=plan.predicted.get) or (
+        plan.predicted[plan.kind] <= 1.05 * min(plan.predicted.values()) * 1.0001
+    )
+
+
+def test_explain_shows_the_table():
+    plan = decide(items(0.010, 20e-6), MACHINE, 200)
+    text = plan.explain()
+    assert "predicted time" in text and "<- chosen" in text
+    assert "cpu_fraction" in text and "thread" in text
