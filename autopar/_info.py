@@ -1,15 +1,35 @@
-"""``python -m autopar info``: what autopar knows about this machine."""
+"""``python -m autopar info``: what autopar measures on this machine, as auto sees it."""
 
 from __future__ import annotations
 
 import sys
 
-from . import _config
+from . import _config, _overheads
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.3f} ms"
 
 
 def print_info() -> None:
+    """Measure the pool costs (this starts a process pool) and print them."""
     config = _config.current()
-    print(f"python:        {sys.version.split()[0]} ({sys.platform})")
-    print(f"cpus:          {_config.cpu_count()}")
-    print(f"start method:  {config.start_method}")
-    print(f"default kind:  {config.kind}")
+    cores = _config.cpu_count()
+    threads = _overheads.thread_costs()
+    cold = _overheads.warm_process_pool(config, cores)
+    measured = _overheads.measured()
+    rows = [
+        ("python", f"{sys.version.split()[0]} ({sys.platform})"),
+        ("cpus usable", str(cores)),
+        ("default kind", config.kind),
+        ("process start method", config.start_method),
+        ("thread start (per thread)", _ms(threads["thread_start"])),
+        ("thread dispatch (per chunk)", _ms(threads["thread_dispatch"])),
+        (f"process pool cold start ({cores} workers)", _ms(cold)),
+        ("process dispatch (per chunk)", _ms(measured["process_dispatch"])),
+        ("max threads for waiting work", str(config.max_threads)),
+        ("calibration budget", f"{config.calibration_ms:g} ms"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
