@@ -20,7 +20,7 @@ import math
 import pickle
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import _cost, _overheads
 from ._config import Config, cpu_count
@@ -47,8 +47,13 @@ _memory_lock = threading.Lock()
 
 @dataclasses.dataclass
 class Memory:
+    """What a function's calibration found; ``plans`` caches decisions by call size."""
+
     measurements: _cost.Measurements
     stale: bool = False
+    plans: Dict[Tuple[Optional[int], _cost.Overheads], Plan] = dataclasses.field(
+        default_factory=dict
+    )
 
 
 def start(
@@ -87,8 +92,17 @@ def _remembered(
     star: bool,
 ) -> Iterator[List[Any]]:
     m = memory.measurements
-    plan = _decide(m, config, n_items)
-    plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
+    overheads = _overheads.current(config)
+    key = (n_items, overheads)
+    with _memory_lock:
+        plan = memory.plans.get(key)
+    if plan is None:
+        plan = _decide(m, config, n_items, overheads)
+        plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
+        with _memory_lock:
+            if len(memory.plans) > 64:
+                memory.plans.clear()
+            memory.plans[key] = plan
     state.last_plan = plan
     log.debug("autopar: %s: %s", getattr(fn, "__qualname__", fn), plan.reason)
     # Threads that compute share cores (and maybe the GIL), which stretches their wall
@@ -114,9 +128,15 @@ def _remembered(
     )
 
 
-def _decide(m: _cost.Measurements, config: Config, n: Optional[int]) -> Plan:
+def _decide(
+    m: _cost.Measurements,
+    config: Config,
+    n: Optional[int],
+    overheads: Optional[_cost.Overheads] = None,
+) -> Plan:
     """The cost model's plan for ``n`` items, with the user's explicit settings on top."""
-    plan = _cost.decide(m, _overheads.current(config), ASSUMED_LENGTH if n is None else n)
+    overheads = overheads or _overheads.current(config)
+    plan = _cost.decide(m, overheads, ASSUMED_LENGTH if n is None else n)
     # Unknown length: chunks that adapt as results come (the model's assumed n is a guess).
     chunksize = plan.chunksize if n is not None else None
     return dataclasses.replace(

@@ -149,19 +149,22 @@ def from_environ(environ: Mapping[str, str]) -> Config:
     return Config(**values)
 
 
-# The environment is parsed once per distinct set of AUTOPAR_* values; _lock guards the cache.
+# The environment is parsed once per distinct set of AUTOPAR_* values; _lock guards the
+# cache. Only the known names are read per call (a full scan of os.environ costs more than
+# a cheap map): unknown AUTOPAR_* names are looked for whenever the known values change.
 _lock = threading.Lock()
-_cache: Tuple[Tuple[Tuple[str, str], ...], Config] | None = None
+_cache: Tuple[Tuple[Optional[str], ...], Config] | None = None
 
 
 def current() -> Config:
     """The Config the environment describes now (cached until an AUTOPAR_* variable changes)."""
     global _cache
-    snapshot = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AUTOPAR_")))
+    get = os.environ.get
+    snapshot = tuple(get(var) for var in ENV_VARS)
     with _lock:
         if _cache is not None and _cache[0] == snapshot:
             return _cache[1]
-    config = from_environ(dict(snapshot))
+    config = from_environ({k: v for k, v in os.environ.items() if k.startswith("AUTOPAR_")})
     with _lock:
         _cache = (snapshot, config)
     return config
