@@ -106,19 +106,22 @@ def _remembered(
     state.last_plan = plan
     log.debug("autopar: %s: %s", getattr(fn, "__qualname__", fn), plan.reason)
     # Threads that compute share cores (and maybe the GIL), which stretches their wall
-    # time but not their CPU time: compare CPU there, wall time everywhere else.
-    by_cpu = plan.kind == "thread" and m.cpu_fraction >= WAITING_RATE
-    expected = m.cpu if by_cpu else m.wall
+    # time by up to the thread count: allow for that on wall time, not on CPU time.
+    stretch = DRIFT * (plan.workers if plan.kind == "thread" else 1)
+
+    def drifted(observed: float, expected: float, allowance: float) -> bool:
+        # Both a large ratio and a real difference: for tiny items, timer noise is huge
+        # relative to the item, and any choice there is serial anyway.
+        ratio = observed / max(expected, 1e-9)
+        return (ratio > allowance or ratio < 1 / DRIFT) and abs(observed - expected) > 2e-5
 
     def on_chunk(result: ChunkResult, count: int) -> None:
         done = len(result.results)
         if done == 0 or result.wall < 1e-4:
             return
-        observed = (result.cpu if by_cpu else result.wall) / done
-        ratio = observed / max(expected, 1e-9)
-        # Both a large ratio and a real difference: for tiny items, timer noise is huge
-        # relative to the item, and any choice there is serial anyway.
-        if (ratio > DRIFT or ratio < 1 / DRIFT) and abs(observed - expected) > 2e-5:
+        wall, cpu = result.wall / done, result.cpu / done
+        if drifted(wall, m.wall, stretch) or drifted(cpu, m.cpu, DRIFT):
+            ratio = wall / max(m.wall, 1e-9)
             log.debug("autopar: cost drifted %.1fx; re-measuring on the next call", ratio)
             with _memory_lock:
                 memory.stale = True
@@ -178,8 +181,8 @@ def _calibrated(
     t0 = time.perf_counter()
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     try:
-        rate = _probe_until_known(probe, config, t0, deadline)
-        m = _measure(probe, shippable, rate)
+        rates = _probe_until_known(probe, config, t0, deadline)
+        m = _measure(probe, shippable, rates)
         remaining = None if n_items is None else n_items - probe.read
         # With nothing left, the plan shown (and used next time) is for the whole call.
         plan = _decide(m, config, remaining or n_items)
@@ -213,8 +216,12 @@ def _calibrated(
 
 def _probe_until_known(
     probe: Probe, config: Config, t0: float, deadline: Optional[float]
-) -> Optional[float]:
-    """Let the probe run and grow until the costs are known; return the CPU rate seen."""
+) -> Dict[int, float]:
+    """Let the probe run and grow until the costs are known.
+
+    Returns the process CPU rate (CPU-s per wall-s) last seen with each worker count.
+    """
+    rates: Dict[int, float] = {}
     budget = config.calibration_ms / 1e3
     cores = cpu_count()
     watch = _Watch()
@@ -224,52 +231,76 @@ def _probe_until_known(
         now = time.perf_counter()
         if deadline is not None and time.monotonic() > deadline:
             raise AutoparTimeoutError(f"the call did not finish within timeout={config.timeout:g}s")
-        walls = [w for w, _, _ in probe.samples]
-        mean = sum(walls) / len(walls) if walls else probe.oldest_running()
         rate = watch.update(2 * TICK)
-        if rate is None:
+        costs = _item_costs(probe, rate)
+        if rate is None or not costs:
             continue
+        rates[probe.workers] = rate
+        mean = sum(w for w, _ in costs) / len(costs)
+        # Waiting: items' threads use little CPU *and* the process as a whole is mostly
+        # idle. Threads taking turns on the GIL also show little CPU each, but keep the
+        # process busy: they must not be mistaken for waiting and multiplied.
+        idle_items = sum(c for _, c in costs) < WAITING_RATE * sum(w for w, _ in costs)
+        waiting = idle_items and rate < WAITING_RATE
         workers = probe.workers
-        if rate < WAITING_RATE:
-            # The process is mostly idle while items run: they wait. Quadruple the threads
-            # (1, 4, 16, 64, 128 reaches the cap in four looks).
+        if waiting:
+            # Quadruple the threads: 1, 4, 16, 64, 128 reaches the cap in four looks.
             probe.grow(min(config.max_threads, 4 * workers))
         elif rate > 0.75 * workers and workers < cores and mean > SLOW_ITEM / 4:
             # Busy computing and every thread so far adds CPU: do threads overlap (GIL)?
             probe.grow(workers + 1)
         else:
-            cpu_known = workers >= min(2, cores) or mean <= SLOW_ITEM / 4
-            if len(walls) >= 3 and cpu_known and now - t0 >= 3 * mean:
+            thread_test_done = workers >= min(2, cores) or mean <= SLOW_ITEM / 4
+            if len(probe.samples) >= 3 and thread_test_done and now - t0 >= 3 * mean:
                 break  # computing, and the thread test (if worth one) is done
         if workers != probe.workers:
             watch = _Watch()
         if now - t0 >= budget:
             break
-    return watch.rate
+    return rates
+
+
+def _item_costs(probe: Probe, rate: Optional[float]) -> List[Tuple[float, float]]:
+    """(wall, CPU) of finished items, and of running ones so far.
+
+    A running item's CPU is read from its thread's clock where the platform allows;
+    elsewhere the process's CPU rate stands in. Counting running items matters: a cheap
+    first item must not speak for slow ones still running.
+    """
+    samples = list(probe.samples)
+    clean = [(w, c) for w, c, alone in samples if alone]
+    costs = clean if len(clean) >= 3 else [(w, c) for w, c, _ in samples]
+    busy = rate is not None and rate >= WAITING_RATE
+    for wall, cpu in probe.running_costs():
+        costs.append((wall, cpu if cpu is not None else (wall if busy else 0.0)))
+    return costs
 
 
 def _measure(
-    probe: Probe, shippable: Callable[..., Any], rate: Optional[float]
+    probe: Probe, shippable: Callable[..., Any], rates: Dict[int, float]
 ) -> _cost.Measurements:
-    samples = list(probe.samples)
-    cpu_heavy = rate is not None and rate >= WAITING_RATE
-    clean = [(w, c) for w, c, alone in samples if alone]
-    chosen = clean if len(clean) >= 3 else [(w, c) for w, c, _ in samples]
-    # Items still running count with the time they have run so far (a lower bound):
-    # ignoring them would take a cheap first item for the cost of all.
-    chosen += [(t, t if cpu_heavy else 0.0) for t in probe.running_times()]
-    chosen = chosen or [(0.0, 0.0)]  # the first item raised: nothing to go by
-    wall = sum(w for w, _ in chosen) / len(chosen)
-    cpu = sum(c for _, c in chosen) / len(chosen)
-    if not clean and cpu_heavy:
-        wall = min(wall, max(cpu, 1e-9))  # contended samples: CPU work alone takes its CPU time
+    rate = rates.get(probe.workers)
+    costs = _item_costs(probe, rate) or [(0.0, 0.0)]  # the first item raised: no figures
+    wall = sum(w for w, _ in costs) / len(costs)
+    cpu = sum(c for _, c in costs) / len(costs)
+    clean = any(alone for _, _, alone in probe.samples)
+    if not clean and rate is not None and rate >= WAITING_RATE and probe.workers > 1:
+        # Several threads kept the process busy, each item slowed by the others: taking
+        # turns on the GIL, k threads stretch each item about k / rate times.
+        wall = max(cpu, wall * min(1.0, rate) / probe.workers)
     picklable, ship_caller, ship_worker = _ship_costs(shippable, probe.example)
+    # Thread speed-up: the CPU rate several threads reached over what one thread reached,
+    # both measured in this call, so a busy machine slows both alike.
+    speedup = None
+    single = rates.get(1)
+    if probe.workers > 1 and single is not None and single >= WAITING_RATE and rate is not None:
+        speedup = rate / single
     return _cost.Measurements(
         wall=max(wall, 1e-9),
-        cpu=cpu,
-        samples=len(samples),
-        parallel_rate=rate if probe.workers > 1 else None,
-        rate_threads=probe.workers,
+        cpu=min(cpu, wall),
+        samples=len(probe.samples),
+        thread_speedup=speedup,
+        speedup_threads=probe.workers if speedup is not None else 0,
         ship_caller=ship_caller,
         ship_worker=ship_worker,
         picklable=picklable,

@@ -6,7 +6,8 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
 
     serial   n * wall
     thread   max(n * wall / k, n * cpu / cpu_lanes) + chunks * dispatch / k + new threads
-             (cpu_lanes = 1 while the function holds the GIL, else min(k, cores))
+             (cpu_lanes = 1 while the function holds the GIL, else min(k, cores));
+             for computing items, n * wall / (the measured thread speed-up)
     process  cold start (overlapped with work done meanwhile on a thread, unless GIL-bound)
              + max(n * ship_caller, n * (wall + ship_worker) / p) + chunks * dispatch / p
 """
@@ -24,8 +25,8 @@ CHUNK_OVER_DISPATCH = 20
 # A faster kind must beat a simpler one (serial < thread < process) by this factor to be
 # chosen: predictions carry noise, and simpler kinds fail in fewer ways.
 SIMPLER_BIAS = 1.05
-# Above this measured CPU rate (CPU-seconds per wall-second) with several threads running,
-# the function runs in parallel on threads: it releases the GIL (hashlib, numpy, I/O).
+# Above this measured speed-up of two threads' CPU rate over one thread's, the function
+# runs in parallel on threads: it releases the GIL (hashlib, numpy, I/O).
 GIL_FREE_RATE = 1.35
 
 
@@ -36,8 +37,10 @@ class Measurements:
     wall: float  # mean wall time per item, one worker, no contention
     cpu: float  # mean CPU time per item, same conditions
     samples: int  # items measured
-    parallel_rate: Optional[float] = None  # CPU-s per wall-s with `rate_threads` threads
-    rate_threads: int = 0
+    # CPU rate with `speedup_threads` threads over the rate with one: about 1 when the GIL
+    # serialises them; None when not measured (waiting work, or too cheap to matter).
+    thread_speedup: Optional[float] = None
+    speedup_threads: int = 0
     ship_caller: float = 0.0  # caller side: pickle an item, unpickle its result
     ship_worker: float = 0.0  # worker side: the reverse
     picklable: bool = True  # function, a sample item and its result all pickle
@@ -48,7 +51,7 @@ class Measurements:
 
     @property
     def gil_free(self) -> bool:
-        return self.parallel_rate is not None and self.parallel_rate >= GIL_FREE_RATE
+        return self.thread_speedup is not None and self.thread_speedup >= GIL_FREE_RATE
 
     def as_table(self) -> Dict[str, float]:
         table = {
@@ -58,8 +61,8 @@ class Measurements:
             "ship_to_process": self.ship_caller + self.ship_worker,
             "items_sampled": float(self.samples),
         }
-        if self.parallel_rate is not None:
-            table["thread_speedup"] = self.parallel_rate
+        if self.thread_speedup is not None:
+            table["thread_speedup"] = self.thread_speedup
         return table
 
 
@@ -95,11 +98,16 @@ def thread_time(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
     chunk = chunk_for(m.wall, o.thread_dispatch, n, workers)
     chunks = math.ceil(n / chunk)
     k = min(workers, chunks)
-    lanes = min(k, o.cores) if m.gil_free else 1
     # Threads contending for the GIL lose a little to switching; waiting threads do not.
     contention = 1.0 if m.gil_free or k == 1 else 1.05
-    compute = n * m.cpu * contention / lanes
-    elapsed = max(n * m.wall / k, compute) + chunks * o.thread_dispatch / k
+    if m.thread_speedup is not None and m.cpu_fraction >= 0.5:
+        # Computing, and measured: trust the speed-up seen, never more than the cores.
+        lanes = min(k, o.cores) if m.gil_free else min(k, max(1.0, m.thread_speedup))
+        run = n * m.wall * contention / lanes
+    else:
+        lanes = min(k, o.cores) if m.gil_free else 1
+        run = max(n * m.wall / k, n * m.cpu * contention / lanes)
+    elapsed = run + chunks * o.thread_dispatch / k
     elapsed += max(0, k - o.threads_started) * o.thread_start
     return elapsed, k, chunk
 

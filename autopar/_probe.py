@@ -44,7 +44,8 @@ class Probe:
         self.input_error: Optional[BaseException] = None
         self.results: Dict[int, Any] = {}
         self.failure: Optional[Failure] = None
-        self.running: Dict[int, float] = {}  # index -> perf_counter at start
+        # index -> (perf_counter, the worker thread's CPU clock or None, its reading) at start
+        self.running: Dict[int, Tuple[float, Optional[int], float]] = {}
         self.samples: List[Sample] = []
         self.example: Optional[Tuple[Any, Any]] = None  # the first (item, result) seen
         self.workers = 0
@@ -53,7 +54,7 @@ class Probe:
         self._pool = DaemonThreadPool(1 << 30, name="autopar-probe")
 
     # -- worker side -------------------------------------------------------------------
-    def _take(self) -> Optional[Tuple[int, Any, bool]]:
+    def _take(self, clock: Optional[int]) -> Optional[Tuple[int, Any, bool]]:
         with self._cond:
             if self.stopped or self.exhausted or self.failure or self.read >= self.limit:
                 return None
@@ -66,13 +67,15 @@ class Probe:
                 self.input_error, self.exhausted = exc, True
                 return None
             index, self.read = self.read, self.read + 1
-            self.running[index] = time.perf_counter()
+            cpu0 = time.clock_gettime(clock) if clock is not None else 0.0
+            self.running[index] = (time.perf_counter(), clock, cpu0)
             alone = self.workers == 1
             return index, item, alone
 
     def _work(self) -> None:
+        clock = _thread_clock()
         with mark_worker_thread():
-            while (task := self._take()) is not None:
+            while (task := self._take(clock)) is not None:
                 self._run(*task)
         with self._cond:
             self.workers -= 1
@@ -130,13 +133,18 @@ class Probe:
         with self._cond:
             if not self.running:
                 return 0.0
-            return time.perf_counter() - min(self.running.values())
+            return time.perf_counter() - min(t for t, _, _ in self.running.values())
 
-    def running_times(self) -> List[float]:
-        """Seconds each running item has run so far."""
+    def running_costs(self) -> List[Tuple[float, Optional[float]]]:
+        """Wall seconds each running item has run so far, and its CPU seconds where the
+        platform can read another thread's CPU clock (None elsewhere)."""
         with self._cond:
-            now = time.perf_counter()
-            return [now - t for t in self.running.values()]
+            entries = list(self.running.values())
+        now = time.perf_counter()
+        return [
+            (now - t, None if clock is None else time.clock_gettime(clock) - cpu0)
+            for t, clock, cpu0 in entries
+        ]
 
     def stop(self) -> int:
         """Take no more items; return how many were taken (the rest start at this index)."""
@@ -183,6 +191,14 @@ class Probe:
             if self.failure is not None:
                 raise_failure(self.failure)
             return None
+
+
+def _thread_clock() -> Optional[int]:
+    """This thread's CPU clock, readable from other threads (POSIX), else None."""
+    try:
+        return time.pthread_getcpuclockid(threading.get_ident())
+    except (AttributeError, OSError):
+        return None
 
 
 def raise_failure(failure: Failure) -> None:

@@ -43,7 +43,7 @@ def test_waiting_threads_are_capped_by_max_threads_and_items():
 
 
 def test_gil_bound_cpu_work_goes_to_processes():
-    m = items(2e-3, 2e-3, parallel_rate=1.0, rate_threads=2)
+    m = items(2e-3, 2e-3, thread_speedup=1.0, speedup_threads=2)
     plan = decide(m, MACHINE, 300)
     assert plan.kind == "process"
     assert plan.workers == 2
@@ -52,7 +52,7 @@ def test_gil_bound_cpu_work_goes_to_processes():
 
 
 def test_gil_free_cpu_work_uses_threads():
-    m = items(1e-3, 1e-3, parallel_rate=1.9, rate_threads=2, ship_caller=1e-3, ship_worker=1e-3)
+    m = items(1e-3, 1e-3, thread_speedup=1.9, speedup_threads=2, ship_caller=1e-3, ship_worker=1e-3)
     plan = decide(m, MACHINE, 200)
     assert plan.kind == "thread"
     assert plan.workers >= 2
@@ -68,30 +68,30 @@ def test_large_arguments_make_processes_lose():
 
 
 def test_cold_pool_start_keeps_short_cpu_calls_serial():
-    m = items(1e-3, 1e-3, parallel_rate=1.0, rate_threads=2)
+    m = items(1e-3, 1e-3, thread_speedup=1.0, speedup_threads=2)
     assert decide(m, MACHINE, 20).kind == "serial"  # 20 ms of work vs a 35 ms start
     assert decide(m, WARM, 20).kind == "process"  # once the pool is warm, it pays
 
 
 def test_unpicklable_work_never_goes_to_processes():
-    m = items(5e-3, 5e-3, parallel_rate=1.0, rate_threads=2, picklable=False)
+    m = items(5e-3, 5e-3, thread_speedup=1.0, speedup_threads=2, picklable=False)
     plan = decide(m, WARM, 500)
     assert plan.kind != "process" and "process" not in plan.predicted
 
 
 def test_one_core_never_uses_processes():
     single = Overheads(**{**MACHINE.__dict__, "cores": 1})
-    m = items(5e-3, 5e-3, parallel_rate=1.0, rate_threads=2)
+    m = items(5e-3, 5e-3, thread_speedup=1.0, speedup_threads=2)
     assert decide(m, single, 500).kind == "serial"
 
 
 def test_more_cores_more_process_workers():
-    m = items(5e-3, 5e-3, parallel_rate=1.0, rate_threads=2)
+    m = items(5e-3, 5e-3, thread_speedup=1.0, speedup_threads=2)
     assert decide(m, SIXTEEN, 1000).workers == 16
 
 
 def test_process_chunks_hide_dispatch_but_keep_balance():
-    m = items(10e-6, 10e-6, parallel_rate=1.0, rate_threads=2)
+    m = items(10e-6, 10e-6, thread_speedup=1.0, speedup_threads=2)
     plan = decide(m, WARM, 100_000)
     if plan.kind == "process":
         assert plan.chunksize * 10e-6 >= 10 * WARM.process_dispatch
