@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 from . import _cost, _overheads
 from ._config import Config, cpu_count
 from ._dispatch import FunctionState, execute
-from ._probe import Probe
+from ._probe import Probe, schedstat
 from ._worker import ChunkResult, dumps
 from .errors import AutoparTimeoutError
 from .plan import Plan
@@ -151,17 +151,50 @@ def _decide(
 
 
 class _Watch:
-    """The probe's view of the process CPU rate, over the last few milliseconds."""
+    """The CPU the probe's work asks for, per wall-second, over the last few milliseconds.
 
-    def __init__(self) -> None:
-        self.mark = (time.perf_counter(), time.process_time())
-        self.rate: Optional[float] = None  # CPU-s per wall-s since the mark
+    On Linux, with few threads, it sums each worker thread's run time and run-queue wait
+    (see :func:`autopar._probe.schedstat`), so a busy machine slows nothing here: one
+    computing thread reads 1, threads taking turns on the GIL read 1 together, GIL-free
+    threads read their number, waiting threads read near 0. Elsewhere the process's CPU
+    time stands in, which a busy machine deflates.
+    """
+
+    MAX_THREADS_READ = 16  # reading /proc costs ~20 us a thread; waiting work needs none
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self.at, self.base = time.perf_counter(), self._read()
+        self.rate: Optional[float] = None
+        self.by_demand = False  # whether the last rate came from the scheduler's figures
+
+    def _read(self) -> Tuple[float, Optional[Dict[int, float]]]:
+        ids = self.probe.thread_ids()
+        demand: Optional[Dict[int, float]] = None
+        if len(ids) <= self.MAX_THREADS_READ:
+            demand = {}
+            for native in ids:
+                used = schedstat(native)
+                if used is None:
+                    demand = None
+                    break
+                demand[native] = used
+        return time.process_time(), demand
 
     def update(self, min_window: float) -> Optional[float]:
-        now, cpu = time.perf_counter(), time.process_time()
-        if now - self.mark[0] >= min_window:
-            self.rate = (cpu - self.mark[1]) / (now - self.mark[0])
-            self.mark = (now, cpu)
+        now = time.perf_counter()
+        if now - self.at < min_window:
+            return self.rate
+        cpu, demand = self._read()
+        base_cpu, base_demand = self.base
+        if demand is not None and base_demand is not None:
+            # A thread born in the window counts from zero: all it used is recent.
+            used = sum(v - base_demand.get(native, 0.0) for native, v in demand.items())
+            self.by_demand = True
+        else:
+            used, self.by_demand = cpu - base_cpu, False
+        self.rate = used / (now - self.at)
+        self.at, self.base = now, (cpu, demand)
         return self.rate
 
 
@@ -224,7 +257,7 @@ def _probe_until_known(
     rates: Dict[int, float] = {}
     budget = config.calibration_ms / 1e3
     cores = cpu_count()
-    watch = _Watch()
+    watch = _Watch(probe)
     probe.grow(1)
     while not probe.finished:
         probe.wait(TICK)
@@ -241,7 +274,7 @@ def _probe_until_known(
         # idle. Threads taking turns on the GIL also show little CPU each, but keep the
         # process busy: they must not be mistaken for waiting and multiplied.
         idle_items = sum(c for _, c in costs) < WAITING_RATE * sum(w for w, _ in costs)
-        waiting = idle_items and rate < WAITING_RATE
+        waiting = rate < WAITING_RATE and (watch.by_demand or idle_items)
         workers = probe.workers
         if waiting:
             # Quadruple the threads: 1, 4, 16, 64, 128 reaches the cap in four looks.
@@ -254,7 +287,7 @@ def _probe_until_known(
             if len(probe.samples) >= 3 and thread_test_done and now - t0 >= 3 * mean:
                 break  # computing, and the thread test (if worth one) is done
         if workers != probe.workers:
-            watch = _Watch()
+            watch = _Watch(probe)
         if now - t0 >= budget:
             break
     return rates
@@ -283,6 +316,11 @@ def _measure(
     costs = _item_costs(probe, rate) or [(0.0, 0.0)]  # the first item raised: no figures
     wall = sum(w for w, _ in costs) / len(costs)
     cpu = sum(c for _, c in costs) / len(costs)
+    single = rates.get(1)
+    if single is not None and single >= WAITING_RATE:
+        # One thread asked for this share of a core: on a busy machine its items wait for
+        # a core, which their own CPU clock does not show.
+        cpu = max(cpu, wall * min(1.0, single))
     clean = any(alone for _, _, alone in probe.samples)
     if not clean and rate is not None and rate >= WAITING_RATE and probe.workers > 1:
         # Several threads kept the process busy, each item slowed by the others: taking
@@ -292,7 +330,6 @@ def _measure(
     # Thread speed-up: the CPU rate several threads reached over what one thread reached,
     # both measured in this call, so a busy machine slows both alike.
     speedup = None
-    single = rates.get(1)
     if probe.workers > 1 and single is not None and single >= WAITING_RATE and rate is not None:
         speedup = rate / single
     return _cost.Measurements(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from ._threadpool import DaemonThreadPool
 from ._worker import Failure, mark_worker_thread
@@ -51,6 +51,7 @@ class Probe:
         self.workers = 0
         self._changes = 0  # bumps whenever the worker count grows
         self._result_waiters = 0  # callers blocked in take_result/take_any/drain
+        self._thread_ids: Set[int] = set()  # native ids of the live worker threads
         self._pool = DaemonThreadPool(1 << 30, name="autopar-probe")
 
     # -- worker side -------------------------------------------------------------------
@@ -74,10 +75,14 @@ class Probe:
 
     def _work(self) -> None:
         clock = _thread_clock()
+        native = threading.get_native_id()
+        with self._cond:
+            self._thread_ids.add(native)
         with mark_worker_thread():
             while (task := self._take(clock)) is not None:
                 self._run(*task)
         with self._cond:
+            self._thread_ids.discard(native)
             self.workers -= 1
             self._cond.notify_all()
 
@@ -116,6 +121,11 @@ class Probe:
             self._changes += 1
         for _ in range(extra):
             self._pool.submit(self._work)
+
+    def thread_ids(self) -> List[int]:
+        """Native ids of the worker threads now alive."""
+        with self._cond:
+            return list(self._thread_ids)
 
     def wait(self, timeout: float) -> None:
         with self._cond:
@@ -191,6 +201,20 @@ class Probe:
             if self.failure is not None:
                 raise_failure(self.failure)
             return None
+
+
+def schedstat(native_id: int) -> Optional[float]:
+    """Seconds a thread of this process has run plus waited for a core (Linux), else None.
+
+    Their sum is the CPU the thread asked for: on a busy machine a computing thread waits
+    for a core instead of running, and must not be mistaken for one waiting on I/O.
+    """
+    try:
+        with open(f"/proc/self/task/{native_id}/schedstat", "rb") as stats:
+            ran, queued, _ = stats.read().split()
+    except (OSError, ValueError):
+        return None
+    return (int(ran) + int(queued)) / 1e9
 
 
 def _thread_clock() -> Optional[int]:
