@@ -320,6 +320,15 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _load() -> str:
+    """The 1-minute load average: how busy the shared machine was (above the core count,
+    other tenants were competing with the benchmark for CPU)."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except (AttributeError, OSError):
+        return "unknown"
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -331,8 +340,11 @@ def machine_lines(scale: float, reps: int) -> List[str]:
     """The header: which machine, which code, and how the numbers were taken."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     commit = _git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = _git("status", "--porcelain", "--", "autopar")
-    code = f"`{commit}`" + (" plus uncommitted changes in `autopar/`" if dirty else "")
+    dirty = [line[3:] for line in _git("status", "--porcelain", "--", "autopar").splitlines()]
+    code = f"`{commit}`"
+    if dirty:
+        # Others edit autopar/ while benchmarks run: say exactly what was not committed.
+        code += f" plus uncommitted changes in {', '.join(f'`{d}`' for d in dirty)}"
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     mode = f"quick (scale {scale:g})" if scale < 1 else "full"
     return [
@@ -439,8 +451,9 @@ def _cold_line(row: Row) -> str:
     )
 
 
-def render(rows: List[Row], scale: float, reps: int) -> str:
-    lines = [_PREAMBLE, "## Machine", "", *machine_lines(scale, reps), ""]
+def render(rows: List[Row], scale: float, reps: int, load: str) -> str:
+    lines = [_PREAMBLE, "## Machine", "", *machine_lines(scale, reps)]
+    lines += [f"- load average (1 min) at start and end of the run: {load}", ""]
     missing = missing_optional()
     if missing:
         lines += [f"Not installed, so not compared: {', '.join(missing)}.", ""]
@@ -480,6 +493,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     reps = args.reps or (2 if args.quick else 3)
     budget = 1.0 if args.quick else 3.0
     rows: List[Row] = []
+    load_start = _load()
     try:
         warm_pools()
         for workload in selected(args.only):
@@ -491,7 +505,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"{workload.name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     finally:
         autopar.shutdown()
-    args.out.write_text(render(rows, scale, reps))
+    args.out.write_text(render(rows, scale, reps, f"{load_start} and {_load()}"))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
