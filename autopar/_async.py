@@ -25,11 +25,25 @@ from typing import (
     List,
     Optional,
     Sequence,
+    overload,
 )
 
-from .decorator import BoundParallelFunction, P, ParallelFunction, R, _call, _Methods
+from .decorator import (
+    _P2,
+    _R2,
+    _T,
+    BoundParallelFunction,
+    P,
+    ParallelFunction,
+    R,
+    _call,
+    _Methods,
+)
 from .errors import AutoparTimeoutError, annotate
 from .plan import Plan
+
+if TYPE_CHECKING:
+    from typing_extensions import Concatenate
 
 log = logging.getLogger("autopar")
 
@@ -209,6 +223,10 @@ class _AsyncMethods(_Methods[P, R]):
 class BoundAsyncParallelFunction(_AsyncMethods[P, R], BoundParallelFunction[P, Any]):
     """A decorated ``async def`` method read from an instance (``obj.method.map``)."""
 
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+
 
 class AsyncParallelFunction(_AsyncMethods[P, R], ParallelFunction[P, Any]):
     """An ``async def`` function decorated with :func:`~autopar.parallel`.
@@ -222,3 +240,18 @@ class AsyncParallelFunction(_AsyncMethods[P, R], ParallelFunction[P, Any]):
     if TYPE_CHECKING:
 
         def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+
+        @overload
+        def __get__(
+            self, instance: None, owner: Optional[type] = None, /
+        ) -> BoundAsyncParallelFunction[P, R]: ...
+
+        @overload
+        def __get__(
+            self: AsyncParallelFunction[Concatenate[_T, _P2], _R2],
+            instance: _T,
+            owner: Optional[type] = None,
+            /,
+        ) -> BoundAsyncParallelFunction[_P2, _R2]: ...
+
+        def __get__(self, instance: Any, owner: Optional[type] = None, /) -> Any: ...

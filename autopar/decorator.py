@@ -38,12 +38,16 @@ if TYPE_CHECKING:
     from ._async import AsyncParallelFunction
 
 if sys.version_info >= (3, 10):
-    from typing import ParamSpec
+    from typing import Concatenate, ParamSpec
 else:  # pragma: no cover
-    from typing_extensions import ParamSpec
+    from typing_extensions import Concatenate, ParamSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# For typing methods: the instance type, and the parameters left once it is bound.
+_T = TypeVar("_T")
+_P2 = ParamSpec("_P2")
+_R2 = TypeVar("_R2")
 
 _OPTIONS = ("kind", "workers", "chunksize", "timeout", "progress")
 
@@ -193,6 +197,10 @@ def _call(
 class BoundParallelFunction(_Methods[P, R], wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
     """The form a decorated method takes when read from an instance (``obj.method.map``)."""
 
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
     def _parallel_state(self) -> Tuple[_dispatch.FunctionState, Dict[str, Any]]:
         parent = self._self_parent
         return parent._self_state, parent._self_options
@@ -226,8 +234,24 @@ class ParallelFunction(_Methods[P, R], wrapt.FunctionWrapper):  # type: ignore[t
         self._self_state = _dispatch.FunctionState()
 
     if TYPE_CHECKING:
+        # Typing only: wrapt binds methods at run time; these tell mypy what comes out.
 
         def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+        @overload
+        def __get__(
+            self, instance: None, owner: Optional[type] = None, /
+        ) -> BoundParallelFunction[P, R]: ...
+
+        @overload
+        def __get__(
+            self: ParallelFunction[Concatenate[_T, _P2], _R2],
+            instance: _T,
+            owner: Optional[type] = None,
+            /,
+        ) -> BoundParallelFunction[_P2, _R2]: ...
+
+        def __get__(self, instance: Any, owner: Optional[type] = None, /) -> Any: ...
 
     def _parallel_state(self) -> Tuple[_dispatch.FunctionState, Dict[str, Any]]:
         return self._self_state, self._self_options
