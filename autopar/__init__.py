@@ -12,7 +12,10 @@ Importing autopar is light: thread and process machinery load on first use.
 
 from __future__ import annotations
 
+import logging
+
 from . import _pools
+from ._async import AsyncParallelFunction, BoundAsyncParallelFunction
 from .decorator import BoundParallelFunction, ParallelFunction, parallel
 from .errors import (
     AutoparError,
@@ -26,9 +29,15 @@ from .plan import Plan
 
 __version__ = "0.1.0"
 
+# A library logs and lets the application decide where records go: without this, Python's
+# last-resort handler would print our WARNINGs to stderr when no logging is configured.
+logging.getLogger("autopar").addHandler(logging.NullHandler())
+
 __all__ = [
+    "AsyncParallelFunction",
     "AutoparError",
     "AutoparTimeoutError",
+    "BoundAsyncParallelFunction",
     "BoundParallelFunction",
     "ParallelFunction",
     "PicklingFailedError",

@@ -48,11 +48,21 @@ def get(kind: str, config: Config, workers: int) -> Backend:
             why = backend.usable(config, workers)
             if why is None:
                 return backend
-            log.info("autopar: replacing the %s pool: %s", kind, why)
+            # A broken pool is a recovery the user should hear of; other reasons are choices.
+            level = logging.WARNING if _is_breakage(why) else logging.DEBUG
+            log.log(level, "autopar: replacing the %s pool: %s", kind, why)
             del _backends[kind]
             backend.shutdown()
         backend = _backends[kind] = backend_class(kind)(config, workers)
         return backend
+
+
+# Words the backends' usable() uses when a pool can no longer run anything.
+_BREAKAGE_WORDS = ("died", "broken", "crashed", "killed")
+
+
+def _is_breakage(why: str) -> bool:
+    return any(word in why for word in _BREAKAGE_WORDS)
 
 
 def peek(kind: str) -> Backend | None:

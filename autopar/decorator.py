@@ -9,36 +9,45 @@ can import it, and the function by value otherwise (``__main__``, closures, lamb
 from __future__ import annotations
 
 import importlib
+import inspect
 import itertools
 import sys
 from typing import (
     TYPE_CHECKING,
     Any,
     Callable,
+    Coroutine,
     Dict,
     Generic,
     Iterable,
     Iterator,
     List,
     Optional,
+    Protocol,
     Tuple,
     TypeVar,
-    Union,
     overload,
 )
 
 import wrapt
 
-from . import _config, _dispatch
+from . import _config, _dispatch, _progress
 from .plan import Plan
 
+if TYPE_CHECKING:
+    from ._async import AsyncParallelFunction
+
 if sys.version_info >= (3, 10):
-    from typing import ParamSpec
+    from typing import Concatenate, ParamSpec
 else:  # pragma: no cover
-    from typing_extensions import ParamSpec
+    from typing_extensions import Concatenate, ParamSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# For typing methods: the instance type, and the parameters left once it is bound.
+_T = TypeVar("_T")
+_P2 = ParamSpec("_P2")
+_R2 = TypeVar("_R2")
 
 _OPTIONS = ("kind", "workers", "chunksize", "timeout", "progress")
 
@@ -55,7 +64,7 @@ def _lookup(module: str, qualname: str) -> Any:
 
 
 def _rebuild(fn: Callable[..., Any], options: Dict[str, Any]) -> ParallelFunction[Any, Any]:
-    return ParallelFunction(fn, options)
+    return _make(fn, options)
 
 
 class _ByReference:
@@ -76,11 +85,23 @@ class _Methods(Generic[P, R]):
     def _parallel_state(self) -> Tuple[_dispatch.FunctionState, Dict[str, Any]]:
         raise NotImplementedError
 
+    def _settle(self, call: Dict[str, Any]) -> Tuple[_dispatch.FunctionState, _config.Config, bool]:
+        """The state, the merged config, and whether an argument (not just the environment)
+        asked for a progress bar."""
+        state, options = self._parallel_state()
+        config = _config.current().merged(**options).merged(**call)
+        asked = call.get("progress")
+        asked = options.get("progress") if asked is None else asked
+        return state, config, asked is True
+
+    def _bar(self, config: _config.Config, explicit: bool, n_items: Optional[int]) -> Any:
+        name = getattr(self, "__name__", "autopar")
+        return _progress.open_bar(config.progress, explicit, n_items, name)
+
     def _parallel_run(
         self, items: Iterable[Any], ordered: bool, star: bool, materialize: bool, **call: Any
     ) -> Iterator[List[Any]]:
-        state, options = self._parallel_state()
-        config = _config.current().merged(**options).merged(**call)
+        state, config, explicit = self._settle(call)
         n_items: Optional[int]
         if materialize and not isinstance(items, (list, tuple, range)):
             items = list(items)
@@ -89,9 +110,15 @@ class _Methods(Generic[P, R]):
         except TypeError:
             n_items = None
         fn: Callable[..., Any] = self.__wrapped__  # type: ignore[attr-defined]
-        return _dispatch.start(
-            state, fn, self._shippable(), config, items, n_items, ordered=ordered, star=star
-        )
+        bar = self._bar(config, explicit, n_items)  # before any work: no tqdm, no run
+        try:
+            results = _dispatch.start(
+                state, fn, self._shippable(), config, items, n_items, ordered=ordered, star=star
+            )
+        except BaseException:
+            bar.close()
+            raise
+        return _progress.counted(results, bar)
 
     def _shippable(self) -> Callable[..., Any]:
         return self  # type: ignore[return-value]
@@ -170,6 +197,10 @@ def _call(
 class BoundParallelFunction(_Methods[P, R], wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]
     """The form a decorated method takes when read from an instance (``obj.method.map``)."""
 
+    if TYPE_CHECKING:
+
+        def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
     def _parallel_state(self) -> Tuple[_dispatch.FunctionState, Dict[str, Any]]:
         parent = self._self_parent
         return parent._self_state, parent._self_options
@@ -203,8 +234,24 @@ class ParallelFunction(_Methods[P, R], wrapt.FunctionWrapper):  # type: ignore[t
         self._self_state = _dispatch.FunctionState()
 
     if TYPE_CHECKING:
+        # Typing only: wrapt binds methods at run time; these tell mypy what comes out.
 
         def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+        @overload
+        def __get__(
+            self, instance: None, owner: Optional[type] = None, /
+        ) -> BoundParallelFunction[P, R]: ...
+
+        @overload
+        def __get__(
+            self: ParallelFunction[Concatenate[_T, _P2], _R2],
+            instance: _T,
+            owner: Optional[type] = None,
+            /,
+        ) -> BoundParallelFunction[_P2, _R2]: ...
+
+        def __get__(self, instance: Any, owner: Optional[type] = None, /) -> Any: ...
 
     def _parallel_state(self) -> Tuple[_dispatch.FunctionState, Dict[str, Any]]:
         return self._self_state, self._self_options
@@ -234,10 +281,26 @@ class ParallelFunction(_Methods[P, R], wrapt.FunctionWrapper):  # type: ignore[t
         return self.__reduce_ex__(2)
 
     def __copy__(self) -> ParallelFunction[P, R]:
-        return ParallelFunction(self.__wrapped__, dict(self._self_options))
+        return _make(self.__wrapped__, dict(self._self_options))
 
     def __deepcopy__(self, memo: Any) -> ParallelFunction[P, R]:
         return self.__copy__()
+
+
+class _Decorator(Protocol):
+    """What ``parallel(kind=...)`` returns: a decorator for a sync or an async function."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /
+    ) -> AsyncParallelFunction[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> ParallelFunction[P, R]: ...
+
+
+@overload
+def parallel(fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncParallelFunction[P, R]: ...
 
 
 @overload
@@ -252,11 +315,11 @@ def parallel(
     chunksize: Optional[int] = None,
     timeout: Optional[float] = None,
     progress: Optional[bool] = None,
-) -> Callable[[Callable[P, R]], ParallelFunction[P, R]]: ...
+) -> _Decorator: ...
 
 
 def parallel(
-    fn: Optional[Callable[P, R]] = None,
+    fn: Optional[Callable[..., Any]] = None,
     /,
     *,
     kind: Optional[str] = None,
@@ -264,7 +327,7 @@ def parallel(
     chunksize: Optional[int] = None,
     timeout: Optional[float] = None,
     progress: Optional[bool] = None,
-) -> Union[ParallelFunction[P, R], Callable[[Callable[P, R]], ParallelFunction[P, R]]]:
+) -> Any:
     """Make an element-wise function runnable over many items: ``f.map(items)``.
 
     ``kind`` is "auto" (measure, then pick serial, threads or processes), "serial",
@@ -272,6 +335,9 @@ def parallel(
     "auto"). ``workers``, ``chunksize``, ``timeout`` (seconds for a whole call) and
     ``progress`` (a tqdm bar) likewise override their ``AUTOPAR_*`` variables. Bad values
     raise ValueError or TypeError here, naming the argument.
+
+    An ``async def`` function runs its coroutines concurrently on an event loop, at most
+    ``workers`` (default 100) at once; its kind is "auto" or "serial" (one at a time).
     """
     given = {
         "kind": kind,
@@ -282,11 +348,25 @@ def parallel(
     }
     options = {k: _config.validate_argument(k, v) for k, v in given.items() if v is not None}
 
-    def decorate(function: Callable[P, R]) -> ParallelFunction[P, R]:
+    def decorate(function: Callable[..., Any]) -> ParallelFunction[Any, Any]:
         if not callable(function):
             raise TypeError(f"@parallel needs a callable, got {type(function).__name__}")
-        return ParallelFunction(function, options)
+        return _make(function, options)
 
     if fn is None:
         return decorate
     return decorate(fn)
+
+
+def _make(fn: Callable[..., Any], options: Dict[str, Any]) -> ParallelFunction[Any, Any]:
+    """The wrapper class that fits ``fn``: coroutine functions get the async one."""
+    if not inspect.iscoroutinefunction(fn):
+        return ParallelFunction(fn, options)
+    from ._async import ASYNC_KINDS, AsyncParallelFunction
+
+    if options.get("kind", "auto") not in ASYNC_KINDS:
+        raise ValueError(
+            f"argument kind={options['kind']!r} does not apply to an async function, whose "
+            f"coroutines run on an event loop: use one of {', '.join(ASYNC_KINDS)}"
+        )
+    return AsyncParallelFunction(fn, options)
