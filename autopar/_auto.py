@@ -106,22 +106,24 @@ def _remembered(
     state.last_plan = plan
     log.debug("autopar: %s: %s", getattr(fn, "__qualname__", fn), plan.reason)
     # Threads that compute share cores (and maybe the GIL), which stretches their wall
-    # time by up to the thread count: allow for that on wall time, not on CPU time.
-    stretch = DRIFT * (plan.workers if plan.kind == "thread" else 1)
-
-    def drifted(observed: float, expected: float, allowance: float) -> bool:
-        # Both a large ratio and a real difference: for tiny items, timer noise is huge
-        # relative to the item, and any choice there is serial anyway.
-        ratio = observed / max(expected, 1e-9)
-        return (ratio > allowance or ratio < 1 / DRIFT) and abs(observed - expected) > 2e-5
+    # time by up to the thread count; waiting threads do not stretch each other.
+    computing_threads = plan.kind == "thread" and m.cpu_fraction >= WAITING_RATE
+    stretch = DRIFT * (plan.workers if computing_threads else 1)
+    n = ASSUMED_LENGTH if n_items is None else n_items
 
     def on_chunk(result: ChunkResult, count: int) -> None:
         done = len(result.results)
-        if done == 0 or result.wall < 1e-4:
+        if done == 0 or result.wall < 1e-4 or memory.stale:
             return
         wall, cpu = result.wall / done, result.cpu / done
-        if drifted(wall, m.wall, stretch) or drifted(cpu, m.cpu, DRIFT):
-            ratio = wall / max(m.wall, 1e-9)
+        ratio = wall / max(m.wall, 1e-9)
+        if 1 / DRIFT <= ratio <= stretch:
+            return
+        # Far off: would the observed cost change the choice? (Tiny items vary wildly in
+        # relative terms and change nothing.) Computing threads: CPU time is the solo cost.
+        seen = dataclasses.replace(m, wall=max(cpu if computing_threads else wall, 1e-9), cpu=cpu)
+        again = _cost.decide(seen, overheads, n)
+        if again.kind != plan.kind or not 0.5 <= again.workers / plan.workers <= 2:
             log.debug("autopar: cost drifted %.1fx; re-measuring on the next call", ratio)
             with _memory_lock:
                 memory.stale = True
@@ -317,7 +319,9 @@ def _measure(
     wall = sum(w for w, _ in costs) / len(costs)
     cpu = sum(c for _, c in costs) / len(costs)
     single = rates.get(1)
-    if single is not None and single >= WAITING_RATE:
+    # (Only for items whose own CPU clock shows real computing: the first window also
+    # holds thread start-up, which would make sleeping items look busy.)
+    if single is not None and single >= WAITING_RATE and cpu >= 0.2 * wall:
         # One thread asked for this share of a core: on a busy machine its items wait for
         # a core, which their own CPU clock does not show.
         cpu = max(cpu, wall * min(1.0, single))

@@ -69,6 +69,11 @@ def burn_and_log(args):
 
 
 def tunable(args):
-    """Sleeps as long as the item says: one function whose cost changes between calls."""
-    time.sleep(args)
+    """Sleeps as long as the item says: one function whose cost changes between calls.
+
+    Zero means no sleep at all: time.sleep(0) yields the CPU, which on a busy machine can
+    take a millisecond and make "cheap" noisy.
+    """
+    if args:
+        time.sleep(args)
     return os.getpid()
