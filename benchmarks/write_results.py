@@ -340,7 +340,8 @@ def machine_lines(scale: float, reps: int) -> List[str]:
     """The header: which machine, which code, and how the numbers were taken."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     commit = _git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = [line[3:] for line in _git("status", "--porcelain", "--", "autopar").splitlines()]
+    status = _git("status", "--porcelain", "--", "autopar").splitlines()
+    dirty = [line.split(None, 1)[-1] for line in status]
     code = f"`{commit}`"
     if dirty:
         # Others edit autopar/ while benchmarks run: say exactly what was not committed.
