@@ -16,30 +16,24 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import pickle
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from . import _cost, _overheads
-from ._config import Config, cpu_count
+from ._calibrate import WAITING_RATE, Calibration
+from ._config import Config
 from ._dispatch import FunctionState, execute
-from ._probe import Probe, schedstat
-from ._worker import ChunkResult, dumps
+from ._probe import Probe
+from ._worker import ChunkResult
 from .errors import AutoparTimeoutError
 from .plan import Plan
 
 log = logging.getLogger("autopar")
 
-TICK = 0.001  # how often the caller looks at the probe
-# An item running longer than this (and than 4x the mean so far) counts as slow: more
-# threads are added while the process's CPU stays mostly idle (waiting work).
-SLOW_ITEM = 0.002
-WAITING_RATE = 0.5  # process CPU-s per wall-s under which the work is mostly waiting
+TICK = 0.001  # how often the caller looks at a pool that is starting
 ASSUMED_LENGTH = 10_000  # items assumed for input of unknown length (imap on a generator)
 DRIFT = 4.0  # observed/remembered per-item cost beyond which the memory is stale
-PIPE_BYTES_PER_SECOND = 1e9  # copying pickled bytes through a pipe, both ends together
 
 # _memory_lock guards FunctionState.memory of every function.
 _memory_lock = threading.Lock()
@@ -152,54 +146,6 @@ def _decide(
     )
 
 
-class _Watch:
-    """The CPU the probe's work asks for, per wall-second, over the last few milliseconds.
-
-    On Linux, with few threads, it sums each worker thread's run time and run-queue wait
-    (see :func:`autopar._probe.schedstat`), so a busy machine slows nothing here: one
-    computing thread reads 1, threads taking turns on the GIL read 1 together, GIL-free
-    threads read their number, waiting threads read near 0. Elsewhere the process's CPU
-    time stands in, which a busy machine deflates.
-    """
-
-    MAX_THREADS_READ = 16  # reading /proc costs ~20 us a thread; waiting work needs none
-
-    def __init__(self, probe: Probe) -> None:
-        self.probe = probe
-        self.at, self.base = time.perf_counter(), self._read()
-        self.rate: Optional[float] = None
-        self.by_demand = False  # whether the last rate came from the scheduler's figures
-
-    def _read(self) -> Tuple[float, Optional[Dict[int, float]]]:
-        ids = self.probe.thread_ids()
-        demand: Optional[Dict[int, float]] = None
-        if len(ids) <= self.MAX_THREADS_READ:
-            demand = {}
-            for native in ids:
-                used = schedstat(native)
-                if used is None:
-                    demand = None
-                    break
-                demand[native] = used
-        return time.process_time(), demand
-
-    def update(self, min_window: float) -> Optional[float]:
-        now = time.perf_counter()
-        if now - self.at < min_window:
-            return self.rate
-        cpu, demand = self._read()
-        base_cpu, base_demand = self.base
-        if demand is not None and base_demand is not None:
-            # A thread born in the window counts from zero: all it used is recent.
-            used = sum(v - base_demand.get(native, 0.0) for native, v in demand.items())
-            self.by_demand = True
-        else:
-            used, self.by_demand = cpu - base_cpu, False
-        self.rate = used / (now - self.at)
-        self.at, self.base = now, (cpu, demand)
-        return self.rate
-
-
 def _calibrated(
     state: FunctionState,
     fn: Callable[..., Any],
@@ -216,8 +162,9 @@ def _calibrated(
     t0 = time.perf_counter()
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     try:
-        rates = _probe_until_known(probe, config, t0, deadline)
-        m = _measure(probe, shippable, rates)
+        calibration = Calibration(probe, config, deadline)
+        calibration.run()
+        m = calibration.measurements(shippable)
         remaining = None if n_items is None else n_items - probe.read
         # With nothing left, the plan shown (and used next time) is for the whole call.
         plan = _decide(m, config, remaining or n_items)
@@ -249,129 +196,6 @@ def _calibrated(
     return _merge(probe, boundary, rest, ordered)
 
 
-def _probe_until_known(
-    probe: Probe, config: Config, t0: float, deadline: Optional[float]
-) -> Dict[int, float]:
-    """Let the probe run and grow until the costs are known.
-
-    Returns the process CPU rate (CPU-s per wall-s) last seen with each worker count.
-    """
-    rates: Dict[int, float] = {}
-    budget = config.calibration_ms / 1e3
-    cores = cpu_count()
-    watch = _Watch(probe)
-    probe.grow(1)
-    while not probe.finished:
-        probe.wait(TICK)
-        now = time.perf_counter()
-        if deadline is not None and time.monotonic() > deadline:
-            raise AutoparTimeoutError(f"the call did not finish within timeout={config.timeout:g}s")
-        rate = watch.update(2 * TICK)
-        costs = _item_costs(probe, rate)
-        if rate is None or not costs:
-            continue
-        rates[probe.workers] = rate
-        mean = sum(w for w, _ in costs) / len(costs)
-        # Waiting: items' threads use little CPU *and* the process as a whole is mostly
-        # idle. Threads taking turns on the GIL also show little CPU each, but keep the
-        # process busy: they must not be mistaken for waiting and multiplied.
-        idle_items = sum(c for _, c in costs) < WAITING_RATE * sum(w for w, _ in costs)
-        waiting = rate < WAITING_RATE and (watch.by_demand or idle_items)
-        workers = probe.workers
-        if waiting:
-            # Quadruple the threads: 1, 4, 16, 64, 128 reaches the cap in four looks.
-            probe.grow(min(config.max_threads, 4 * workers))
-        elif rate > 0.75 * workers and workers < cores and mean > SLOW_ITEM / 4:
-            # Busy computing and every thread so far adds CPU: do threads overlap (GIL)?
-            probe.grow(workers + 1)
-        else:
-            thread_test_done = workers >= min(2, cores) or mean <= SLOW_ITEM / 4
-            if len(probe.samples) >= 3 and thread_test_done and now - t0 >= 3 * mean:
-                break  # computing, and the thread test (if worth one) is done
-        if workers != probe.workers:
-            watch = _Watch(probe)
-        if now - t0 >= budget:
-            break
-    return rates
-
-
-def _item_costs(probe: Probe, rate: Optional[float]) -> List[Tuple[float, float]]:
-    """(wall, CPU) of finished items, and of running ones so far.
-
-    A running item's CPU is read from its thread's clock where the platform allows;
-    elsewhere the process's CPU rate stands in. Counting running items matters: a cheap
-    first item must not speak for slow ones still running.
-    """
-    samples = list(probe.samples)
-    clean = [(w, c) for w, c, alone in samples if alone]
-    costs = clean if len(clean) >= 3 else [(w, c) for w, c, _ in samples]
-    busy = rate is not None and rate >= WAITING_RATE
-    for wall, cpu in probe.running_costs():
-        costs.append((wall, cpu if cpu is not None else (wall if busy else 0.0)))
-    return costs
-
-
-def _measure(
-    probe: Probe, shippable: Callable[..., Any], rates: Dict[int, float]
-) -> _cost.Measurements:
-    rate = rates.get(probe.workers)
-    costs = _item_costs(probe, rate) or [(0.0, 0.0)]  # the first item raised: no figures
-    wall = sum(w for w, _ in costs) / len(costs)
-    cpu = sum(c for _, c in costs) / len(costs)
-    single = rates.get(1)
-    # (Only for items whose own CPU clock shows real computing: the first window also
-    # holds thread start-up, which would make sleeping items look busy.)
-    if single is not None and single >= WAITING_RATE and cpu >= 0.2 * wall:
-        # One thread asked for this share of a core: on a busy machine its items wait for
-        # a core, which their own CPU clock does not show.
-        cpu = max(cpu, wall * min(1.0, single))
-    clean = any(alone for _, _, alone in probe.samples)
-    if not clean and rate is not None and rate >= WAITING_RATE and probe.workers > 1:
-        # Several threads kept the process busy, each item slowed by the others: taking
-        # turns on the GIL, k threads stretch each item about k / rate times.
-        wall = max(cpu, wall * min(1.0, rate) / probe.workers)
-    picklable, ship_caller, ship_worker = _ship_costs(shippable, probe.example)
-    # Thread speed-up: the CPU rate several threads reached over what one thread reached,
-    # both measured in this call, so a busy machine slows both alike.
-    speedup = None
-    if probe.workers > 1 and single is not None and single >= WAITING_RATE and rate is not None:
-        speedup = rate / single
-    return _cost.Measurements(
-        wall=max(wall, 1e-9),
-        cpu=min(cpu, wall),
-        samples=len(probe.samples),
-        thread_speedup=speedup,
-        speedup_threads=probe.workers if speedup is not None else 0,
-        ship_caller=ship_caller,
-        ship_worker=ship_worker,
-        picklable=picklable,
-    )
-
-
-def _ship_costs(
-    shippable: Callable[..., Any], example: Optional[Tuple[Any, Any]]
-) -> Tuple[bool, float, float]:
-    """Whether the function and an example item/result pickle, and what that costs."""
-    try:
-        dumps(shippable)
-        if example is None:
-            return True, 0.0, 0.0
-        item, result = example
-        t0 = time.perf_counter()
-        item_bytes = dumps(item)
-        t1 = time.perf_counter()
-        pickle.loads(item_bytes)
-        t2 = time.perf_counter()
-        result_bytes = dumps(result)
-        t3 = time.perf_counter()
-        pickle.loads(result_bytes)
-        t4 = time.perf_counter()
-    except Exception:
-        return False, math.inf, math.inf
-    transfer = (len(item_bytes) + len(result_bytes)) / PIPE_BYTES_PER_SECOND
-    return True, (t1 - t0) + (t4 - t3) + transfer, (t2 - t1) + (t3 - t2) + transfer
-
-
 def _start_processes(
     probe: Probe, config: Config, plan: Plan, m: _cost.Measurements, deadline: Optional[float]
 ) -> None:
@@ -388,6 +212,7 @@ def _start_processes(
         probe.stop()
     else:
         probe.limit = max(probe.limit, probe.read + 1_000_000)
+        probe.resume()
     ready = threading.Event()
     error: List[BaseException] = []
 

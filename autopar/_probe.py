@@ -49,9 +49,12 @@ class Probe:
         self.samples: List[Sample] = []
         self.example: Optional[Tuple[Any, Any]] = None  # the first (item, result) seen
         self.workers = 0
+        self._paused_workers = 0
         self._changes = 0  # bumps whenever the worker count grows
         self._result_waiters = 0  # callers blocked in take_result/take_any/drain
         self._thread_ids: Set[int] = set()  # native ids of the live worker threads
+        # Called by a worker after each item, outside the lock (calibration's tick).
+        self.on_item: Optional[Callable[[], None]] = None
         self._pool = DaemonThreadPool(1 << 30, name="autopar-probe")
 
     # -- worker side -------------------------------------------------------------------
@@ -81,6 +84,9 @@ class Probe:
         with mark_worker_thread():
             while (task := self._take(clock)) is not None:
                 self._run(*task)
+                hook = self.on_item
+                if hook is not None:
+                    hook()
         with self._cond:
             self._thread_ids.discard(native)
             self.workers -= 1
@@ -155,6 +161,19 @@ class Probe:
             (now - t, None if clock is None else time.clock_gettime(clock) - cpu0)
             for t, clock, cpu0 in entries
         ]
+
+    def pause(self) -> None:
+        """Take no new items for now (running ones finish); resume() undoes it."""
+        with self._cond:
+            self.stopped = True
+            self._paused_workers = self.workers
+
+    def resume(self) -> None:
+        """Take items again with the workers there were (idle ones left: replace them)."""
+        with self._cond:
+            self.stopped = False
+            wanted = max(1, self._paused_workers)
+        self.grow(wanted)
 
     def stop(self) -> int:
         """Take no more items; return how many were taken (the rest start at this index)."""
