@@ -117,10 +117,13 @@ def _remembered(
         # relative terms and change nothing.) Computing threads: CPU time is the solo cost.
         seen = dataclasses.replace(m, wall=max(cpu if computing_threads else wall, 1e-9), cpu=cpu)
         again = _cost.decide(seen, overheads, n)
-        if again.kind != plan.kind or not 0.5 <= again.workers / plan.workers <= 2:
-            log.debug("autopar: cost drifted %.1fx; re-measuring on the next call", ratio)
-            with _memory_lock:
+        with _memory_lock:
+            if again.kind != plan.kind or not 0.5 <= again.workers / plan.workers <= 2:
+                log.debug("autopar: cost drifted %.1fx; re-measuring on the next call", ratio)
                 memory.stale = True
+            elif memory.measurements is m:
+                # Same choice: keep the observed cost, so the next call needs no re-check.
+                memory.measurements = seen
 
     return execute(
         plan, fn, shippable, config, items, ordered=ordered, star=star, on_chunk=on_chunk
