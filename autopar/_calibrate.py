@@ -46,6 +46,7 @@ class _Watch:
         self.at, self.base = time.perf_counter(), self._read()
         self.rate: Optional[float] = None
         self.by_demand = False  # whether the last rate came from the scheduler's figures
+        self.cpu_rate: Optional[float] = None  # CPU the process really used, per second
 
     def _read(self) -> Tuple[float, Optional[Dict[int, float]]]:
         ids = self.probe.thread_ids()
@@ -75,6 +76,7 @@ class _Watch:
         else:
             used, self.by_demand = cpu - base_cpu, False
         self.rate = used / (now - self.at)
+        self.cpu_rate = (cpu - base_cpu) / (now - self.at)
         return self.rate
 
     def age(self) -> float:
@@ -90,8 +92,12 @@ class Calibration:
         self.cores = cpu_count()
         #: Rate of CPU asked per wall-second, last seen with each worker count.
         self.rates: Dict[int, float] = {}
+        #: CPU really used per wall-second (what the GIL caps at 1), per worker count.
+        self.cpu_rates: Dict[int, float] = {}
         self.done = False
-        self._watch = _Watch(probe)
+        # Made once a worker thread runs: a window that began before would count the
+        # thread's start-up as idle time, and call computing work "waiting".
+        self._watch: Optional[_Watch] = None
         # _lock lets one tick run at a time (caller or worker); the others skip it.
         self._lock = threading.Lock()
         self._last_tick = 0.0
@@ -107,7 +113,12 @@ class Calibration:
                     raise AutoparTimeoutError(
                         f"the call did not finish within timeout={self.config.timeout:g}s"
                     )
-                self.maybe_tick()
+                # Workers tick after each item; the caller only fills in while no item
+                # finishes (slow items): a caller starved of the GIL while holding the
+                # tick would otherwise block every worker's tick (seen: 70 ms without).
+                quiet = time.perf_counter() - max(self._last_tick, self.probe.last_done)
+                if quiet > max(5 * TICK, 4 * self.probe.mean_wall()):
+                    self.maybe_tick()
         finally:
             self.probe.on_item = None
 
@@ -126,17 +137,21 @@ class Calibration:
     def _tick(self, now: float) -> bool:
         """One look at the probe: grow it, or return True once the costs are known."""
         probe, watch = self.probe, self._watch
+        if watch is None:
+            if probe.thread_ids():
+                self._watch = _Watch(probe)
+            return False
         rate = watch.update(2 * TICK)
         costs = item_costs(probe, rate)
         if rate is None or not costs:
-            return False
-        self.rates[probe.workers] = rate
+            return now - self.t0 >= self.config.calibration_ms / 1e3
+        self.record(probe.workers, rate, watch.cpu_rate or 0.0)
         mean = sum(w for w, _ in costs) / len(costs)
         # Waiting: items' threads use little CPU *and* the process as a whole asks little.
         # Threads taking turns on the GIL also show little CPU each, but keep the process
         # busy: they must not be mistaken for waiting and multiplied.
         idle_items = sum(c for _, c in costs) < WAITING_RATE * sum(w for w, _ in costs)
-        waiting = rate < WAITING_RATE and (watch.by_demand or idle_items)
+        waiting = rate < WAITING_RATE and idle_items
         workers = probe.workers
         known = False
         if waiting:
@@ -155,7 +170,10 @@ class Calibration:
         return known or now - self.t0 >= self.config.calibration_ms / 1e3
 
     def measurements(self, shippable: Callable[..., Any]) -> _cost.Measurements:
-        return measure(self.probe, shippable, self.rates)
+        return measure(self.probe, shippable, self.rates, self.cpu_rates)
+
+    def record(self, workers: int, rate: float, cpu_rate: float) -> None:
+        self.rates[workers], self.cpu_rates[workers] = rate, cpu_rate
 
 
 def item_costs(probe: Probe, rate: Optional[float]) -> List[Tuple[float, float]]:
@@ -175,10 +193,15 @@ def item_costs(probe: Probe, rate: Optional[float]) -> List[Tuple[float, float]]
 
 
 def measure(
-    probe: Probe, shippable: Callable[..., Any], rates: Dict[int, float]
+    probe: Probe,
+    shippable: Callable[..., Any],
+    rates: Dict[int, float],
+    cpu_rates: Dict[int, float],
 ) -> _cost.Measurements:
     """Per-item costs from what the probe saw, corrected for contention and load."""
-    rate = rates.get(probe.workers)
+    # The most threads measured (the probe may be winding down by now).
+    threads = max(rates, default=probe.workers)
+    rate = rates.get(threads)
     costs = item_costs(probe, rate) or [(0.0, 0.0)]  # the first item raised: no figures
     wall = sum(w for w, _ in costs) / len(costs)
     cpu = sum(c for _, c in costs) / len(costs)
@@ -190,22 +213,27 @@ def measure(
         # a core, which their own CPU clock does not show.
         cpu = max(cpu, wall * min(1.0, single))
     clean = any(alone for _, _, alone in probe.samples)
-    if not clean and rate is not None and rate >= WAITING_RATE and probe.workers > 1:
+    if not clean and rate is not None and rate >= WAITING_RATE and threads > 1:
         # Several threads kept the process busy, each item slowed by the others: taking
         # turns on the GIL, k threads stretch each item about k / rate times.
-        wall = max(cpu, wall * min(1.0, rate) / probe.workers)
+        wall = max(cpu, wall * min(1.0, rate) / threads)
     picklable, ship_caller, ship_worker = _ship_costs(shippable, probe.example)
-    # Thread speed-up: the CPU rate several threads reached over what one thread reached,
-    # both measured in this call, so a busy machine slows both alike.
+    # Thread speed-up: the CPU several threads asked for over what one thread asked for,
+    # both in this call, so a busy machine slows both alike; and no more than the CPU
+    # they really got grew, which the GIL caps (threads trading the GIL queue for a core
+    # together for a moment, which alone read up to 1.5 here).
     speedup = None
-    if probe.workers > 1 and single is not None and single >= WAITING_RATE and rate is not None:
+    if threads > 1 and single is not None and single >= WAITING_RATE and rate is not None:
         speedup = rate / single
+        used_one, used_many = cpu_rates.get(1, 0.0), cpu_rates.get(threads, 0.0)
+        if used_one > 0:
+            speedup = min(speedup, used_many / used_one)
     return _cost.Measurements(
         wall=max(wall, 1e-9),
         cpu=min(cpu, wall),
         samples=len(probe.samples),
         thread_speedup=speedup,
-        speedup_threads=probe.workers if speedup is not None else 0,
+        speedup_threads=threads if speedup is not None else 0,
         ship_caller=ship_caller,
         ship_worker=ship_worker,
         picklable=picklable,

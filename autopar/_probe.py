@@ -49,6 +49,7 @@ class Probe:
         self.samples: List[Sample] = []
         self.example: Optional[Tuple[Any, Any]] = None  # the first (item, result) seen
         self.workers = 0
+        self.last_done = time.perf_counter()  # when the latest item finished
         self._paused_workers = 0
         self._changes = 0  # bumps whenever the worker count grows
         self._result_waiters = 0  # callers blocked in take_result/take_any/drain
@@ -103,6 +104,7 @@ class Probe:
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         with self._cond:
             del self.running[index]
+            self.last_done = time.perf_counter()
             if failure is None:
                 self.results[index] = value
                 if self.example is None:
@@ -127,6 +129,13 @@ class Probe:
             self._changes += 1
         for _ in range(extra):
             self._pool.submit(self._work)
+
+    def mean_wall(self) -> float:
+        """Mean wall time of the items finished so far (0 before the first)."""
+        with self._cond:
+            if not self.samples:
+                return 0.0
+            return sum(w for w, _, _ in self.samples) / len(self.samples)
 
     def thread_ids(self) -> List[int]:
         """Native ids of the worker threads now alive."""
