@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import logging
 
+from typing import TYPE_CHECKING, Any
+
 from . import _pools
-from ._async import AsyncParallelFunction, BoundAsyncParallelFunction
 from .decorator import BoundParallelFunction, ParallelFunction, parallel
 from .errors import (
     AutoparError,
@@ -49,6 +50,19 @@ __all__ = [
     "parallel",
     "shutdown",
 ]
+
+
+if TYPE_CHECKING:
+    from ._async import AsyncParallelFunction, BoundAsyncParallelFunction
+
+
+def __getattr__(name: str) -> Any:
+    # The async wrappers need asyncio (tens of milliseconds to import): load on first use.
+    if name in ("AsyncParallelFunction", "BoundAsyncParallelFunction"):
+        from . import _async
+
+        return getattr(_async, name)
+    raise AttributeError(f"module 'autopar' has no attribute {name!r}")
 
 
 def shutdown() -> None:

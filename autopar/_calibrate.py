@@ -25,6 +25,10 @@ from .errors import AutoparTimeoutError
 TICK = 0.001  # how often calibration looks at the probe
 # Items under a quarter of this are too cheap for a thread test to matter.
 SLOW_ITEM = 0.002
+# Items this cheap cost less than one hand-off to a thread (30-50 us measured here), so
+# no pool can pay: after this many of them (and none running long), stop measuring.
+CHEAP_ITEM = 50e-6
+CHEAP_SAMPLES = 64
 WAITING_RATE = 0.5  # CPU asked per wall-second under which work counts as waiting
 PIPE_BYTES_PER_SECOND = 1e9  # copying pickled bytes through a pipe, both ends together
 
@@ -137,6 +141,8 @@ class Calibration:
     def _tick(self, now: float) -> bool:
         """One look at the probe: grow it, or return True once the costs are known."""
         probe, watch = self.probe, self._watch
+        if probe.cheap(CHEAP_ITEM, CHEAP_SAMPLES):
+            return True
         if watch is None:
             if probe.thread_ids():
                 self._watch = _Watch(probe)

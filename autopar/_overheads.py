@@ -32,7 +32,7 @@ def _noop(_: object) -> None:
 def _time_thread_costs() -> Dict[str, float]:
     from ._threadpool import DaemonThreadPool
 
-    starts = 4
+    starts = 2
     t0 = time.perf_counter()
     for _ in range(starts):
         thread = threading.Thread(target=_noop, args=(None,), daemon=True)
@@ -40,7 +40,7 @@ def _time_thread_costs() -> Dict[str, float]:
         thread.join()
     start = (time.perf_counter() - t0) / starts
     pool = DaemonThreadPool(1, name="autopar-calibrate")
-    rounds = 30
+    rounds = 10
     t0 = time.perf_counter()
     for _ in range(rounds):
         pool.submit(_noop, None).result()

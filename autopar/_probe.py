@@ -17,6 +17,7 @@ so that growing the worker count takes effect at once.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -56,7 +57,7 @@ class Probe:
         self._thread_ids: Set[int] = set()  # native ids of the live worker threads
         # Called by a worker after each item, outside the lock (calibration's tick).
         self.on_item: Optional[Callable[[], None]] = None
-        self._pool = DaemonThreadPool(1 << 30, name="autopar-probe")
+        self._pool = _shared_pool()
 
     # -- worker side -------------------------------------------------------------------
     def _take(self, clock: Optional[int]) -> Optional[Tuple[int, Any, bool]]:
@@ -130,6 +131,17 @@ class Probe:
         for _ in range(extra):
             self._pool.submit(self._work)
 
+    def cheap(self, under: float, samples: int) -> bool:
+        """At least ``samples`` items done, their mean under ``under`` seconds, and none
+        running for longer than 20 times that."""
+        with self._cond:
+            if len(self.samples) < samples:
+                return False
+            mean = sum(w for w, _, _ in self.samples) / len(self.samples)
+            now = time.perf_counter()
+            slow = any(now - t > 20 * under for t, _, _ in self.running.values())
+            return mean < under and not slow
+
     def mean_wall(self) -> float:
         """Mean wall time of the items finished so far (0 before the first)."""
         with self._cond:
@@ -195,7 +207,6 @@ class Probe:
         with self._cond:
             while self.running:
                 self._wait_for_results()
-        self._pool.shutdown()
 
     def _wait_for_results(self) -> None:
         # Called with _cond held.
@@ -229,6 +240,30 @@ class Probe:
             if self.failure is not None:
                 raise_failure(self.failure)
             return None
+
+
+# One pool of probe threads for the program: idle threads are reused by the next call's
+# probe (starting a thread costs ~0.1 ms). _pool_lock guards _pool; a forked child
+# starts without it.
+_pool_lock = threading.Lock()
+_pool: Optional[DaemonThreadPool] = None
+
+
+def _shared_pool() -> DaemonThreadPool:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = DaemonThreadPool(1 << 30, name="autopar-probe")
+        return _pool
+
+
+def _forget_pool() -> None:
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def schedstat(native_id: int) -> Optional[float]:
