@@ -13,7 +13,6 @@ Importing autopar is light: thread and process machinery load on first use.
 from __future__ import annotations
 
 import logging
-
 from typing import TYPE_CHECKING, Any
 
 from . import _pools
