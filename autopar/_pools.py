@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Dict
+from typing import Dict, List
 
 from ._config import Config
 from .backends.base import Backend
@@ -28,9 +28,14 @@ _FACTORIES = {
     "dask": "autopar.backends.dask:DaskBackend",
 }
 
-# _lock guards _backends. RLock: a backend's constructor may log, and logging may call back.
+# _lock guards _backends, _users and _retired. RLock: a backend's constructor may log, and
+# logging may call back.
 _lock = threading.RLock()
 _backends: Dict[str, Backend] = {}
+# Calls running on each pool. A pool replaced while calls still run on it (another thread
+# wanted more workers, or other settings) is retired, and stopped when its last call ends.
+_users: Dict[Backend, int] = {}
+_retired: List[Backend] = []
 
 
 def backend_class(kind: str) -> type[Backend]:
@@ -41,20 +46,53 @@ def backend_class(kind: str) -> type[Backend]:
 
 
 def get(kind: str, config: Config, workers: int) -> Backend:
-    """The live pool for ``kind``, made or replaced so that it can serve ``workers`` workers."""
+    """The live pool for ``kind``, made or replaced so that it can serve ``workers`` workers.
+
+    The caller becomes one of its users and must :func:`release` it when its call ends.
+    """
+    stop = []
     with _lock:
         backend = _backends.get(kind)
         if backend is not None:
             why = backend.usable(config, workers)
-            if why is None:
-                return backend
-            # A broken pool is a recovery the user should hear of; other reasons are choices.
-            level = logging.WARNING if _is_breakage(why) else logging.DEBUG
-            log.log(level, "autopar: replacing the %s pool: %s", kind, why)
-            del _backends[kind]
-            backend.shutdown()
-        backend = _backends[kind] = backend_class(kind)(config, workers)
-        return backend
+            if why is not None:
+                # A broken pool is a recovery the user should hear of; other reasons are choices.
+                level = logging.WARNING if _is_breakage(why) else logging.DEBUG
+                log.log(level, "autopar: replacing the %s pool: %s", kind, why)
+                stop = _retire(backend)
+                backend = None
+        if backend is None:
+            backend = _backends[kind] = backend_class(kind)(config, workers)
+        _users[backend] = _users.get(backend, 0) + 1
+    for old in stop:
+        old.shutdown()
+    return backend
+
+
+def _retire(backend: Backend) -> List[Backend]:
+    """Forget ``backend`` (under _lock); the pools to stop now, outside the lock."""
+    if _backends.get(backend.kind) is backend:
+        del _backends[backend.kind]
+    if _users.get(backend, 0) == 0:
+        _users.pop(backend, None)
+        return [backend]
+    if backend not in _retired:
+        _retired.append(backend)
+    return []
+
+
+def release(backend: Backend) -> None:
+    """One call on ``backend`` ended; a retired pool stops when its last call ends."""
+    with _lock:
+        left = _users.get(backend, 0) - 1
+        if left > 0:
+            _users[backend] = left
+            return
+        _users.pop(backend, None)
+        if backend not in _retired:
+            return
+        _retired.remove(backend)
+    backend.shutdown()
 
 
 # Words the backends' usable() uses when a pool can no longer run anything.
@@ -72,18 +110,28 @@ def peek(kind: str) -> Backend | None:
 
 
 def discard(backend: Backend) -> None:
-    """Abort ``backend`` (kill what it runs, where possible) and forget it if it is current."""
+    """Stop ``backend``'s work now where its kind can (kill processes), and replace it.
+
+    A pool that cannot stop its work (threads) is retired: the stuck threads no longer
+    take capacity, and the pool stops when the calls still on it end. Killing a process
+    pool also fails the other calls running on it at that moment (WorkerCrashedError).
+    """
     with _lock:
-        if _backends.get(backend.kind) is backend:
-            del _backends[backend.kind]
-    backend.abort()
+        stop = _retire(backend)
+        if backend.can_abort and backend in _retired:
+            _retired.remove(backend)
+            stop = [backend]
+    for old in stop:
+        old.abort()
 
 
 def shutdown() -> None:
-    """Stop every pool now. The next call starts fresh ones."""
+    """Stop every pool now, retired ones too. The next call starts fresh ones."""
     with _lock:
-        backends = list(_backends.values())
+        backends = [*_backends.values(), *_retired]
         _backends.clear()
+        _retired.clear()
+        _users.clear()
     for backend in backends:
         backend.shutdown()
 
@@ -93,6 +141,8 @@ def _forget_after_fork() -> None:
     global _lock
     _lock = threading.RLock()
     _backends.clear()
+    _users.clear()
+    _retired.clear()
     forkserver = sys.modules.get("multiprocessing.forkserver")
     if forkserver is not None:
         # multiprocessing keeps one forkserver per program and does not notice a fork: the

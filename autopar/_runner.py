@@ -10,24 +10,62 @@ flight, hand results back in order (or as they finish), and clean up on any way 
 from __future__ import annotations
 
 import itertools
+import sys
 import time
+import weakref
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import Any, Callable, Deque, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import (
+    Any,
+    Callable,
+    Collection,
+    Deque,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
 
 from . import _pools
 from ._worker import ChunkResult
 from .backends.base import Backend
-from .errors import AutoparTimeoutError, RemoteTraceback, annotate
+from .errors import AutoparTimeoutError, RemoteTraceback, WorkerCrashedError, annotate
 
 # With the chunk size left open and no length known, chunks start at one item and double
 # until a chunk takes this long, so per-chunk hand-off stays a small share of the work.
 TARGET_CHUNK_SECONDS = 0.005
 MAX_ADAPTIVE_CHUNK = 4096
+# ... and stop growing before a chunk's items or results pass this many bytes, so that
+# streaming large items (imap over a generator of 1 MiB blobs) keeps memory flat: with
+# ``window`` chunks in flight, about window x 4 MiB of items and as much of results.
+MAX_CHUNK_BYTES = 4 * 2**20
+
+
+def _footprint(values: Sequence[Any]) -> int:
+    """Bytes ``values`` hold, estimated from the shallow sizes of a sample of at most 8.
+
+    Shallow sizes see bytes, str and numpy buffers, the large items that matter here, and
+    a sample keeps the estimate cheap next to the work of a chunk.
+    """
+    if not values:
+        return 0
+    sample = values[:: max(1, len(values) // 8)]
+    return sum(map(sys.getsizeof, sample)) * len(values) // len(sample)
 
 
 class Chunker:
-    """Reads the input lazily, one chunk at a time; the size may change between chunks."""
+    """Reads the input lazily, one chunk at a time; the size may change between chunks.
+
+    An adaptive size (no chunksize named, input of unknown length) doubles while a chunk
+    runs in under TARGET_CHUNK_SECONDS and its items and results stay under half of
+    MAX_CHUNK_BYTES, up to MAX_ADAPTIVE_CHUNK items; it halves when a chunk holds more
+    than MAX_CHUNK_BYTES. So at most about ``window x MAX_CHUNK_BYTES`` of input (and as
+    much of results) is in flight, however large the items are.
+    """
 
     def __init__(self, items: Iterable[Any], size: Optional[int], start: int = 0) -> None:
         self._items = iter(items)
@@ -35,6 +73,7 @@ class Chunker:
         self.size = size or 1
         self.next_index = start
         self.exhausted = False
+        self._roomy = True  # the last chunk read could double and stay within the byte cap
 
     def next(self) -> Optional[Tuple[int, List[Any]]]:
         if self.exhausted:
@@ -44,13 +83,30 @@ class Chunker:
             self.exhausted = True
         if not chunk:
             return None
+        if self.adaptive:
+            self._fit(_footprint(chunk))
         start = self.next_index
         self.next_index += len(chunk)
         return start, chunk
 
+    def _fit(self, nbytes: int) -> None:
+        self._roomy = nbytes * 2 <= MAX_CHUNK_BYTES
+        if nbytes > MAX_CHUNK_BYTES:
+            self.size = max(1, self.size // 2)
+
     def observe(self, result: ChunkResult, count: int) -> None:
         """Grow an adaptive chunk size while chunks are cheap next to their hand-off."""
-        if self.adaptive and count >= self.size and result.wall < TARGET_CHUNK_SECONDS:
+        if not self.adaptive:
+            return
+        nbytes = _footprint(result.results)
+        if nbytes > MAX_CHUNK_BYTES:
+            self.size = max(1, self.size // 2)
+        elif (
+            self._roomy
+            and nbytes * 2 <= MAX_CHUNK_BYTES
+            and count >= self.size
+            and result.wall < TARGET_CHUNK_SECONDS
+        ):
             self.size = min(self.size * 2, MAX_ADAPTIVE_CHUNK)
 
 
@@ -63,6 +119,9 @@ class Run:
     Both yield whole chunks (lists of results): flattening them with
     ``itertools.chain.from_iterable`` costs nothing per item, a generator resumed per item
     would cost about as much as a cheap function itself.
+
+    The backend comes from :func:`autopar._pools.get`, which counts this call as one of
+    its users; the run hands it back when it ends, or when it is dropped unstarted.
     """
 
     def __init__(
@@ -76,6 +135,8 @@ class Run:
         timeout: Optional[float],
         on_chunk: Optional[Callable[[ChunkResult, int], None]] = None,
     ) -> None:
+        # First, so that a failing prepare() below still hands the pool back.
+        self.release = weakref.finalize(self, _pools.release, backend)
         self.backend = backend
         self.payload = backend.prepare(fn)
         self.chunker = chunker
@@ -85,15 +146,23 @@ class Run:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.on_chunk = on_chunk
         self.done = 0
+        self.pending: Collection[_InFlight] = ()
 
-    def _fill(self, pending: Any, add: Callable[[_InFlight], None]) -> None:
+    def _fill(self, add: Callable[[_InFlight], None]) -> None:
         """Submit chunks until ``window`` are in flight or the input runs out."""
-        while len(pending) < self.window:
+        while len(self.pending) < self.window:
             chunk = self.chunker.next()
             if chunk is None:
                 return
             start, items = chunk
-            future = self.backend.submit(self.payload, start, items, self.star, self.deadline)
+            try:
+                future = self.backend.submit(self.payload, start, items, self.star, self.deadline)
+            except WorkerCrashedError as exc:
+                # Raise it where results are collected, after the chunks before this one.
+                future = Future()
+                future.set_exception(exc)
+                add((start, len(items), future))
+                return
             add((start, len(items), future))
 
     def _remaining(self) -> Optional[float]:
@@ -102,12 +171,16 @@ class Run:
     def _timed_out(self) -> AutoparTimeoutError:
         return AutoparTimeoutError(
             f"the call did not finish within timeout={self.timeout:g}s "
-            f"({self.done} items done); pending items were cancelled"
+            f"({self.done} items done); pending items were cancelled and stuck workers "
+            f"replaced. Raise timeout= if the work is just slow"
         )
 
     def _results(self, entry: _InFlight) -> List[Any]:
         start, count, future = entry
-        result = self.backend.collect(future, start, count)
+        try:
+            result = self.backend.collect(future, start, count)
+        except WorkerCrashedError as exc:
+            raise self._crashed(entry, exc) from exc.__cause__
         self.chunker.observe(result, count)
         self.done += len(result.results)
         if self.on_chunk is not None:
@@ -122,23 +195,46 @@ class Run:
             raise annotate(exc, failure.index, f"{self.backend.kind} worker")
         return result.results
 
+    def _crashed(self, entry: _InFlight, exc: WorkerCrashedError) -> WorkerCrashedError:
+        """The crash as seen by the whole call: every chunk lost, every result saved."""
+        lost: List[int] = []
+        partial: Dict[int, Any] = {}
+        for start, count, future in sorted({entry, *self.pending}):
+            saved = self._salvage(start, count, future)
+            partial.update(zip(range(start, start + count), saved))
+            lost.extend(range(start + len(saved), start + count))
+        error = WorkerCrashedError.lost(lost, exc.reason)
+        error.partial_results = partial
+        return error
+
+    def _salvage(self, start: int, count: int, future: Future[Any]) -> List[Any]:
+        """The results of a chunk that finished before the crash (those before a failure)."""
+        if not future.done() or future.cancelled() or future.exception() is not None:
+            return []
+        try:
+            return self.backend.collect(future, start, count).results
+        except Exception:  # a chunk whose results cannot be read back is lost like the rest
+            return []
+
     def ordered(self) -> Iterator[List[Any]]:
         pending: Deque[_InFlight] = deque()
-        with _Cleanup(self.backend, pending):
-            self._fill(pending, pending.append)
+        self.pending = pending
+        with _Cleanup(self):
+            self._fill(pending.append)
             while pending:
                 entry = pending[0]
                 if not wait([entry[2]], timeout=self._remaining()).done:
                     raise self._timed_out()
                 pending.popleft()
                 results = self._results(entry)
-                self._fill(pending, pending.append)
+                self._fill(pending.append)
                 yield results
 
     def unordered(self) -> Iterator[List[Any]]:
         pending: Set[_InFlight] = set()
-        with _Cleanup(self.backend, pending):
-            self._fill(pending, pending.add)
+        self.pending = pending
+        with _Cleanup(self):
+            self._fill(pending.add)
             while pending:
                 done, _ = wait([e[2] for e in pending], self._remaining(), FIRST_COMPLETED)
                 if not done:
@@ -147,25 +243,45 @@ class Run:
                 for entry in sorted(finished):
                     pending.discard(entry)
                     results = self._results(entry)
-                    self._fill(pending, pending.add)
+                    self._fill(pending.add)
                     yield results
 
 
-class _Cleanup:
-    """On any exit but success: cancel chunks not started; on timeout or Ctrl-C, abort."""
+def gather(chunks: Iterator[List[Any]]) -> List[Any]:
+    """All results, flattened, for a map: on a crash, what came back goes on the error."""
+    out: List[Any] = []
+    try:
+        for chunk in chunks:
+            out.extend(chunk)
+    except WorkerCrashedError as exc:
+        exc.partial_results.update(enumerate(out))
+        raise
+    return out
 
-    def __init__(self, backend: Backend, pending: Any) -> None:
-        self.backend = backend
-        self.pending = pending
+
+class _Cleanup:
+    """On any way out: cancel chunks not started, abort the pool if its work must stop
+    (timeout, Ctrl-C, a dead worker), and hand the pool back."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        if kind is None or not self.pending:
-            return
-        running = [f for _, _, f in self.pending if not f.cancel()]
-        if running and issubclass(kind, (AutoparTimeoutError, KeyboardInterrupt)):
+        try:
+            if kind is not None:
+                self._stop(kind)
+        finally:
+            self.run.release()
+
+    def _stop(self, kind: type[BaseException]) -> None:
+        backend = self.run.backend
+        running = [f for _, _, f in self.run.pending if not f.cancel()]
+        if issubclass(kind, WorkerCrashedError) or (
+            running and issubclass(kind, (AutoparTimeoutError, KeyboardInterrupt))
+        ):
             # Kill what runs where the kind allows it (processes); a thread pool that holds
             # stuck threads is retired instead, so they no longer take capacity.
-            _pools.discard(self.backend)
+            _pools.discard(backend)

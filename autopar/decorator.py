@@ -31,7 +31,7 @@ from typing import (
 
 import wrapt
 
-from . import _config, _dispatch, _progress
+from . import _config, _dispatch, _progress, _runner
 from .plan import Plan
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class _Methods(Generic[P, R]):
     ) -> List[R]:
         """``[f(x) for x in items]``, in input order, run the way this function's kind says."""
         chunks = self._parallel_run(items, True, False, True, **_call(timeout, chunksize, progress))
-        return list(itertools.chain.from_iterable(chunks))
+        return _runner.gather(chunks)
 
     def starmap(
         self,
@@ -145,7 +145,7 @@ class _Methods(Generic[P, R]):
     ) -> List[R]:
         """``[f(*args) for args in items]``, like ``itertools.starmap``, as a list."""
         chunks = self._parallel_run(items, True, True, True, **_call(timeout, chunksize, progress))
-        return list(itertools.chain.from_iterable(chunks))
+        return _runner.gather(chunks)
 
     def imap(
         self,

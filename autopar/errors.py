@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-from typing import Any, Dict, Optional, Tuple
+import itertools
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 
 class AutoparError(Exception):
@@ -20,15 +21,44 @@ class AutoparError(Exception):
 class WorkerCrashedError(AutoparError):
     """A worker process died (os._exit, a signal, a segfault, out of memory) while running items.
 
-    The pool it belonged to is discarded; the next call starts a fresh one. ``items`` holds
-    the indices that were being run when the crash was seen, ``partial_results`` the
-    results that had already come back, keyed by item index.
+    The pool it belonged to is discarded; the next call starts a fresh one. ``items`` lists
+    the indices whose results were lost (they were in flight when the crash was seen);
+    ``partial_results`` maps index -> result for every item that had finished (for
+    ``map``, all of them; for ``imap``, those not yet handed to the caller's loop).
     """
 
-    def __init__(self, message: str, items: range | None = None) -> None:
+    def __init__(self, message: str, items: Sequence[int] = (), reason: str = "") -> None:
         super().__init__(message)
-        self.items = items
+        self.items = list(items)
+        self.reason = reason or "killed, crashed or out of memory"
         self.partial_results: Dict[int, Any] = {}
+
+    @classmethod
+    def lost(cls, items: Sequence[int], reason: str) -> WorkerCrashedError:
+        """The error for a whole call: which items were lost, and why."""
+        return cls(
+            f"a worker process died ({reason}) while items {spans(items)} were in flight; "
+            f"their results are lost, and the results that had finished are in "
+            f".partial_results. The next call starts a fresh pool. To find an item that "
+            f"crashes the interpreter, run it alone with kind='serial'; if memory ran out, "
+            f"use fewer workers",
+            items,
+            reason,
+        )
+
+
+def spans(indices: Sequence[int], most: int = 8) -> str:
+    """``[4, 5, 6, 9]`` -> ``"4..6, 9"``; only the first ``most`` runs, then "...".
+
+    >>> spans([4, 5, 6, 9])
+    '4..6, 9'
+    """
+    runs: List[str] = []
+    for _, group in itertools.groupby(enumerate(sorted(indices)), lambda p: p[1] - p[0]):
+        values = [v for _, v in group]
+        runs.append(str(values[0]) if len(values) == 1 else f"{values[0]}..{values[-1]}")
+    text = ", ".join(runs[:most])
+    return text + (", ..." if len(runs) > most else "") if runs else "(none)"
 
 
 class PicklingFailedError(AutoparError, TypeError):

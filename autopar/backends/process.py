@@ -21,7 +21,7 @@ import logging
 import multiprocessing
 import pickle
 import sys
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Optional, Sequence
 
@@ -37,6 +37,12 @@ _pools.run_shutdown_before_concurrent_futures()
 
 # Python 3.11 added max_tasks_per_child; before it, the pool is replaced after as many tasks.
 _NATIVE_RECYCLE = sys.version_info >= (3, 11)
+
+
+def _why_stopped(exc: BaseException) -> str:
+    if isinstance(exc, BrokenProcessPool):
+        return "killed, crashed or out of memory"
+    return "the shared pool was stopped by another call's timeout or Ctrl-C, or by shutdown()"
 
 
 class ProcessBackend(Backend):
@@ -99,22 +105,16 @@ class ProcessBackend(Backend):
         self._tasks += 1
         try:
             return self._executor.submit(run_chunk_pickled, payload, start, data, star, deadline)
-        except BrokenProcessPool as exc:
-            raise WorkerCrashedError(
-                "the process pool is broken: a worker process died", range(start, start)
-            ) from exc
+        except (BrokenProcessPool, RuntimeError) as exc:
+            # Broken by a dead worker, or stopped by another call's timeout or Ctrl-C (the
+            # pool is shared) after this call began: either way nothing more runs here.
+            raise WorkerCrashedError(str(exc), reason=_why_stopped(exc)) from exc
 
     def collect(self, future: Future[Any], start: int, count: int) -> ChunkResult:
         try:
             raw = future.result()
-        except BrokenProcessPool as exc:
-            items = range(start, start + count)
-            raise WorkerCrashedError(
-                f"a worker process died (killed, crashed or ran out of memory) while items "
-                f"{items.start}..{items.stop - 1} were in flight; the pool is replaced on the "
-                f"next call",
-                items,
-            ) from exc
+        except (BrokenProcessPool, CancelledError) as exc:
+            raise WorkerCrashedError(str(exc), reason=_why_stopped(exc)) from exc
         return pickle.loads(raw)  # type: ignore[no-any-return]
 
     def abort(self) -> None:
