@@ -204,15 +204,15 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 def run_chunk_pickled(
-    payload: bytes, start: int, items: bytes, star: bool, deadline: Optional[float]
+    payload: bytes, start: int, items: bytes, star: bool, deadline: Optional[float], count: int
 ) -> bytes:
     """Process-side entry point: unpickle, run, pickle; every failure comes back as data."""
-    fn = _functions.get(payload)
-    if fn is None:
-        if len(_functions) > 32:
-            _functions.clear()
-        fn = _functions[payload] = pickle.loads(payload)
-    result = run_chunk(fn, start, pickle.loads(items), star, deadline=deadline)
+    try:
+        fn = _function(payload)
+        values = pickle.loads(items)
+    except Exception as exc:
+        return dumps(_unpickling_failed(exc, payload, start, count))
+    result = run_chunk(fn, start, values, star, deadline=deadline)
     if result.failure is not None:
         f = result.failure
         result = result._replace(failure=Failure(f.index, _portable(f.exc), f.tb))
@@ -220,15 +220,39 @@ def run_chunk_pickled(
         return dumps(result)
     except Exception:
         index, exc = find_unpicklable(result.results)
-        from .errors import PicklingFailedError
-
-        failure = Failure(
+        failure = _pickling_failed(
             start + index,
-            PicklingFailedError(
-                f"the result of item {start + index} cannot be pickled to return from a "
-                f"process worker: {type(exc).__name__}: {exc}",
-                start + index,
-            ),
-            "",
+            f"the result of item {start + index} cannot be pickled to return from a "
+            f"process worker: {type(exc).__name__}: {exc}",
         )
         return dumps(result._replace(results=result.results[:index], failure=failure))
+
+
+def _function(payload: bytes) -> Callable[..., Any]:
+    fn = _functions.get(payload)
+    if fn is None:
+        if len(_functions) > 32:
+            _functions.clear()
+        fn = _functions[payload] = pickle.loads(payload)
+    return fn
+
+
+def _unpickling_failed(exc: Exception, payload: bytes, start: int, count: int) -> ChunkResult:
+    """The chunk's result when its function or items cannot be rebuilt in the worker."""
+    # Items travel as one pickle per chunk, so the culprit is known to the chunk only.
+    what = (
+        "the function" if payload not in _functions else f"an item of {start}..{start + count - 1}"
+    )
+    if what != "the function" and count == 1:
+        what = f"item {start}"
+    text = (
+        f"{what} was pickled but cannot be unpickled in the process worker "
+        f"({type(exc).__name__}: {exc}); make it picklable both ways, or use kind='thread'"
+    )
+    return ChunkResult([], 0.0, 0.0, _pickling_failed(start, text, traceback.format_exc()))
+
+
+def _pickling_failed(index: int, text: str, tb: str = "") -> Failure:
+    from .errors import PicklingFailedError
+
+    return Failure(index, PicklingFailedError(text, index), tb)

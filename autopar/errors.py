@@ -77,6 +77,10 @@ class RemoteError(AutoparError):
         self.type_name = type_name
         self.text = text
 
+    def __reduce__(self) -> Any:
+        # It travels from worker to caller itself; the default would call __init__(message).
+        return type(self), (self.type_name, self.text), self.__dict__
+
 
 # Since Python 3.11 concurrent.futures.TimeoutError *is* TimeoutError; before, it is not.
 _TIMEOUT_BASES: Tuple[type, ...] = (

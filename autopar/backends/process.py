@@ -104,7 +104,9 @@ class ProcessBackend(Backend):
             ) from exc
         self._tasks += 1
         try:
-            return self._executor.submit(run_chunk_pickled, payload, start, data, star, deadline)
+            return self._executor.submit(
+                run_chunk_pickled, payload, start, data, star, deadline, len(items)
+            )
         except (BrokenProcessPool, RuntimeError) as exc:
             # Broken by a dead worker, or stopped by another call's timeout or Ctrl-C (the
             # pool is shared) after this call began: either way nothing more runs here.

@@ -83,7 +83,9 @@ def lock_for(x: int) -> Any:
 
 
 def blas_env(_: Any) -> dict[str, str | None]:
-    return {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    return {
+        v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    }
 
 
 def stuck(x: int) -> int:
@@ -132,3 +134,19 @@ def outer_thread(n: int) -> tuple[int, int, list[tuple[int, int]], str]:
     got = inner.map(range(n))
     plan = inner.last_plan
     return os.getpid(), threading.get_ident(), got, plan.kind if plan else "none"
+
+
+def _refuse() -> Any:
+    raise RuntimeError("refusing to be rebuilt")
+
+
+class BadReduce:
+    """Pickles fine; unpickling it in the worker raises."""
+
+    def __reduce__(self) -> Any:
+        return _refuse, ()
+
+
+def nap_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()

@@ -1,0 +1,74 @@
+"""Scenario 5: Ctrl-C during a map."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+
+INTERRUPTED = """
+import multiprocessing, os, time
+from autopar import parallel
+from tests.faults import funcs
+
+f = parallel(kind="{kind}", workers=2)(funcs.nap_pid)
+before = set(f.map([0.3, 0.3], chunksize=1))  # starts both workers; these are their PIDs
+print("running", flush=True)
+t0 = time.monotonic()
+try:
+    f.map([30.0] * 10, chunksize=1)
+except KeyboardInterrupt:
+    pass
+else:
+    raise SystemExit("the map was not interrupted")
+print("stopped after", round(time.monotonic() - t0, 1), flush=True)
+assert multiprocessing.active_children() == [], multiprocessing.active_children()
+if "{kind}" == "process":
+    assert os.getpid() not in before and len(before) == 2, before
+    for pid in before:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        raise SystemExit(f"worker {{pid}} outlived the interrupt")
+assert len(f.map([0.0, 0.0])) == 2  # the pool works again
+print("ok", flush=True)
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a process group is POSIX")
+@pytest.mark.parametrize("kind", ["process", "thread"])
+def test_ctrl_c_stops_the_map_kills_its_workers_and_the_next_call_works(kind):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPAR_")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(INTERRUPTED.format(kind=kind))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches it
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "running"
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)  # the whole group: caller, workers, forkserver
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, f"{out}\n{err}"
+    assert out.splitlines()[-1] == "ok"
+    assert time.monotonic() - t0 < 20  # seconds, not the 30 s a task would take
+    assert err == ""
