@@ -36,6 +36,8 @@ _backends: Dict[str, Backend] = {}
 # wanted more workers, or other settings) is retired, and stopped when its last call ends.
 _users: Dict[Backend, int] = {}
 _retired: List[Backend] = []
+# Set once, by the exit hook: calls that then lose their pool are in abandoned threads.
+_exiting = False
 
 
 def backend_class(kind: str) -> type[Backend]:
@@ -136,6 +138,24 @@ def shutdown() -> None:
         backend.shutdown()
 
 
+def _shutdown_at_exit() -> None:
+    global _exiting
+    _exiting = True
+    shutdown()
+
+
+def park_if_exiting() -> None:
+    """Block a daemon thread whose call lost its pool to the exit hook, until the end.
+
+    At exit the hook kills workers still running calls, so that exit cannot hang; a call
+    running in a daemon thread then ends with the thread, as daemon threads do, rather
+    than printing a crash error while the program exits.
+    """
+    thread = threading.current_thread()
+    if _exiting and thread.daemon and thread is not threading.main_thread():
+        threading.Event().wait()
+
+
 def _forget_after_fork() -> None:
     # The parent's pools, threads and pipes belong to the parent: start from nothing.
     global _lock
@@ -167,7 +187,7 @@ def run_shutdown_before_concurrent_futures() -> None:
     """
     register = getattr(threading, "_register_atexit", None)
     if register is not None:
-        register(shutdown)
+        register(_shutdown_at_exit)
 
 
-atexit.register(shutdown)
+atexit.register(_shutdown_at_exit)

@@ -179,8 +179,9 @@ class Run:
         start, count, future = entry
         try:
             result = self.backend.collect(future, start, count)
-        except WorkerCrashedError as exc:
-            raise self._crashed(entry, exc) from exc.__cause__
+        except WorkerCrashedError as crash:
+            _pools.park_if_exiting()
+            raise self._crashed(entry, crash) from crash.__cause__
         self.chunker.observe(result, count)
         self.done += len(result.results)
         if self.on_chunk is not None:
@@ -245,6 +246,20 @@ class Run:
                     results = self._results(entry)
                     self._fill(pending.add)
                     yield results
+
+
+def checked_items(items: Iterable[Any], materialize: bool) -> Iterable[Any]:
+    """``items``, as a list if ``materialize``; a TypeError naming it if it is not iterable."""
+    if isinstance(items, (list, tuple, range)):
+        return items
+    try:
+        iterator = iter(items)
+    except TypeError:
+        raise TypeError(
+            f"items must be an iterable (a list, a generator, ...), not "
+            f"{type(items).__name__}; to run one item, call the function itself"
+        ) from None
+    return list(iterator) if materialize else items
 
 
 def gather(chunks: Iterator[List[Any]]) -> List[Any]:

@@ -210,8 +210,8 @@ def run_chunk_pickled(
     try:
         fn = _function(payload)
         values = pickle.loads(items)
-    except Exception as exc:
-        return dumps(_unpickling_failed(exc, payload, start, count))
+    except Exception as error:
+        return dumps(_unpickling_failed(error, payload, start, count))
     result = run_chunk(fn, start, values, star, deadline=deadline)
     if result.failure is not None:
         f = result.failure

@@ -103,8 +103,7 @@ class _Methods(Generic[P, R]):
     ) -> Iterator[List[Any]]:
         state, config, explicit = self._settle(call)
         n_items: Optional[int]
-        if materialize and not isinstance(items, (list, tuple, range)):
-            items = list(items)
+        items = _runner.checked_items(items, materialize)
         try:
             n_items = len(items)  # type: ignore[arg-type]
         except TypeError:

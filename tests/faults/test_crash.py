@@ -32,7 +32,8 @@ assert not set(err.items) & set(err.partial_results)
 seen = set(err.items) | set(err.partial_results)
 assert seen == set(range(max(seen) + 1)), (err.items, sorted(err.partial_results))
 # The broken pool is replaced: the next call works.
-assert parallel(kind="process", workers=2)(funcs.square).map(range(10)) == [x * x for x in range(10)]
+g = parallel(kind="process", workers=2)(funcs.square)
+assert g.map(range(10)) == [x * x for x in range(10)]
 print("ok")
 """
 

@@ -35,6 +35,11 @@ assert f.map(range(1, 5), timeout=30) == [1, 2, 3, 4]
 print("ok")
 """
 
+PIDS = """
+pids = parallel(kind="process", workers=2)(funcs.nap_pid)
+before = set(pids.map([0.3, 0.3], chunksize=1, timeout=30))
+"""
+
 MAKES = {
     "decorator": ('f = parallel(kind="{kind}", workers=2, timeout=0.5)(funcs.stuck)', ""),
     "call": ('f = parallel(kind="{kind}", workers=2)(funcs.stuck)', "timeout=0.5"),
@@ -46,12 +51,9 @@ MAKES = {
 @pytest.mark.parametrize("where", sorted(MAKES))
 def test_timeout_raises_in_time_and_replaces_the_stuck_worker(kind, where):
     make, arg = MAKES[where]
-    make = make.format(kind=kind) + (
-        "\nbefore = set(parallel(kind='process', workers=2)(funcs.nap_pid).map([0.3, 0.3], timeout=30, "
-        "chunksize=1))"
-        if kind == "process"
-        else ""
-    )
+    make = make.format(kind=kind)
+    if kind == "process":  # the workers' PIDs, to check that the stuck one is killed
+        make += PIDS
     call = f"f.map(range(8), chunksize=1, {arg})" if arg else "f.map(range(8), chunksize=1)"
     env = {"AUTOPAR_TIMEOUT": "0.5"} if where == "environment" else None
     out = script(TIMEOUT.format(make=make, call=call, kind=kind), env=env, timeout=60)
