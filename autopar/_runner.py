@@ -137,6 +137,7 @@ class Run:
     ) -> None:
         # First, so that a failing prepare() below still hands the pool back.
         self.release = weakref.finalize(self, _pools.release, backend)
+        self.release.atexit = False  # at exit the pools are stopped whoever holds them
         self.backend = backend
         self.payload = backend.prepare(fn)
         self.chunker = chunker

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
 import sys
+import threading
+import time
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Optional, Sequence
@@ -43,6 +46,35 @@ def _why_stopped(exc: BaseException) -> str:
     if isinstance(exc, BrokenProcessPool):
         return "killed, crashed or out of memory"
     return "the shared pool was stopped by another call's timeout or Ctrl-C, or by shutdown()"
+
+
+def _unjam(manager: threading.Thread, writer: Any) -> None:
+    """Let an executor's manager thread end after its workers were killed.
+
+    A worker killed while writing its result leaves half a message in the result pipe, and
+    the manager thread, already reading it, waits for the rest forever; exit then hangs
+    joining it. Zeros written to the pipe complete the message, which fails to unpickle:
+    the manager sees a broken pool and ends, as it does for any dead worker.
+    """
+    manager.join(timeout=0.5)
+    if manager.is_alive():
+        log.debug("autopar: unjamming the result pipe of an aborted process pool")
+        threading.Thread(target=_feed_zeros, args=(writer, manager), daemon=True).start()
+        manager.join(timeout=5)
+
+
+def _feed_zeros(writer: Any, manager: threading.Thread) -> None:
+    fd = writer.fileno()
+    os.set_blocking(fd, False)  # a full pipe must not block this thread forever
+    block = bytes(2**16)
+    deadline = time.monotonic() + 30
+    while manager.is_alive() and time.monotonic() < deadline:
+        try:
+            os.write(fd, block)
+        except BlockingIOError:
+            time.sleep(0.01)
+        except OSError:  # the pipe was closed: the manager is ending
+            return
 
 
 class ProcessBackend(Backend):
@@ -121,13 +153,19 @@ class ProcessBackend(Backend):
 
     def abort(self) -> None:
         """Kill every worker: the only way to stop a task that is running."""
-        processes = list((getattr(self._executor, "_processes", None) or {}).values())
+        executor = self._executor
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        # shutdown() forgets these: keep them to free the manager thread afterwards.
+        manager = getattr(executor, "_executor_manager_thread", None)
+        results = getattr(executor, "_result_queue", None)
         for process in processes:
             if process.is_alive():
                 process.kill()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        executor.shutdown(wait=False, cancel_futures=True)
         for process in processes:
             process.join(timeout=5)
+        if manager is not None and results is not None:
+            _unjam(manager, results._writer)
 
     def shutdown(self) -> None:
         # Work still running here belongs to a call that was abandoned (its caller timed out

@@ -60,7 +60,7 @@ def test_ctrl_c_stops_the_map_kills_its_workers_and_the_next_call_works(kind):
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "running"
-        time.sleep(1.0)
+        time.sleep(0.5)  # the map is under way
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)  # the whole group: caller, workers, forkserver
         out, err = proc.communicate(timeout=30)

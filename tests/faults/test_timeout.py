@@ -8,56 +8,50 @@ from tests.faults import script
 
 TIMEOUT = """
 import os, time
-import autopar
 from autopar import AutoparTimeoutError, _pools, parallel
 from tests.faults import funcs
 
-{make}
-t0 = time.monotonic()
-try:
-    {call}
-except TimeoutError as exc:
-    assert isinstance(exc, AutoparTimeoutError), type(exc)
-    assert "timeout=0.5" in str(exc), str(exc)
-else:
-    raise SystemExit("no timeout")
-assert time.monotonic() - t0 < 10, time.monotonic() - t0
-old = _pools.peek("{kind}")
-assert old is None, "the pool holding the stuck worker was replaced"
-if "{kind}" == "process":
-    for pid in before:
+KIND = "{kind}"
+pids = parallel(kind="process", workers=2)(funcs.nap_pid)
+
+
+def times_out(call):
+    before = set(pids.map([0.3, 0.3], chunksize=1, timeout=30)) if KIND == "process" else set()
+    t0 = time.monotonic()
+    try:
+        call()
+    except TimeoutError as exc:
+        assert isinstance(exc, AutoparTimeoutError), type(exc)
+        assert "timeout=0.5" in str(exc), str(exc)
+    else:
+        raise SystemExit("no timeout")
+    assert time.monotonic() - t0 < 10, time.monotonic() - t0
+    assert _pools.peek(KIND) is None, "the pool holding the stuck worker was replaced"
+    for pid in before:  # the stuck worker was killed (and its pool with it)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
             continue
         raise SystemExit(f"stuck worker {{pid}} was not killed")
-assert f.map(range(1, 5), timeout=30) == [1, 2, 3, 4]
+
+
+# On the decorator, on the call, from the environment.
+f = parallel(kind=KIND, workers=2, timeout=0.5)(funcs.stuck)
+times_out(lambda: f.map(range(8), chunksize=1))
+assert f.map(range(1, 5), timeout=30) == [1, 2, 3, 4]  # the call's own timeout wins
+g = parallel(kind=KIND, workers=2)(funcs.stuck)
+times_out(lambda: g.map(range(8), chunksize=1, timeout=0.5))
+os.environ["AUTOPAR_TIMEOUT"] = "0.5"
+times_out(lambda: g.map(range(8), chunksize=1))
+del os.environ["AUTOPAR_TIMEOUT"]
+assert g.map(range(1, 5)) == [1, 2, 3, 4]
 print("ok")
 """
 
-PIDS = """
-pids = parallel(kind="process", workers=2)(funcs.nap_pid)
-before = set(pids.map([0.3, 0.3], chunksize=1, timeout=30))
-"""
-
-MAKES = {
-    "decorator": ('f = parallel(kind="{kind}", workers=2, timeout=0.5)(funcs.stuck)', ""),
-    "call": ('f = parallel(kind="{kind}", workers=2)(funcs.stuck)', "timeout=0.5"),
-    "environment": ('f = parallel(kind="{kind}", workers=2)(funcs.stuck)', ""),
-}
-
 
 @pytest.mark.parametrize("kind", ["thread", "process"])
-@pytest.mark.parametrize("where", sorted(MAKES))
-def test_timeout_raises_in_time_and_replaces_the_stuck_worker(kind, where):
-    make, arg = MAKES[where]
-    make = make.format(kind=kind)
-    if kind == "process":  # the workers' PIDs, to check that the stuck one is killed
-        make += PIDS
-    call = f"f.map(range(8), chunksize=1, {arg})" if arg else "f.map(range(8), chunksize=1)"
-    env = {"AUTOPAR_TIMEOUT": "0.5"} if where == "environment" else None
-    out = script(TIMEOUT.format(make=make, call=call, kind=kind), env=env, timeout=60)
-    assert out.strip() == "ok"
+def test_timeout_raises_in_time_and_replaces_the_stuck_worker(kind):
+    assert script(TIMEOUT.format(kind=kind), timeout=60).strip() == "ok"
 
 
 def test_imap_timeout_covers_the_whole_call():
