@@ -3,8 +3,9 @@ flight, hand results back in order (or as they finish), and clean up on any way 
 
     items -> Chunker -> submit (at most `window` chunks in flight) -> collect -> results
                                        |
-        failure / timeout / Ctrl-C / caller stops early: cancel what has not started;
-        on timeout and Ctrl-C also abort the pool (kill running processes) and replace it.
+        failure / timeout / Ctrl-C / dead worker / caller stops early: cancel what has
+        not started; on timeout, Ctrl-C or a dead worker also abort the pool (kill running
+        processes) and replace it. Either way, hand the pool back to the registry.
 """
 
 from __future__ import annotations
@@ -41,12 +42,13 @@ TARGET_CHUNK_SECONDS = 0.005
 MAX_ADAPTIVE_CHUNK = 4096
 # ... and stop growing before a chunk's items or results pass this many bytes, so that
 # streaming large items (imap over a generator of 1 MiB blobs) keeps memory flat: with
-# ``window`` chunks in flight, about window x 4 MiB of items and as much of results.
+# ``window`` chunks in flight, about window x 4 MiB of items and as much of results. A
+# memory bound, not a speed threshold: tests/faults/test_streaming.py holds it to account.
 MAX_CHUNK_BYTES = 4 * 2**20
 
 
 def _footprint(values: Sequence[Any]) -> int:
-    """Bytes ``values`` hold, estimated from the shallow sizes of a sample of at most 8.
+    """Bytes ``values`` hold, estimated from the shallow sizes of a sample of 8 to 15.
 
     Shallow sizes see bytes, str and numpy buffers, the large items that matter here, and
     a sample keeps the estimate cheap next to the work of a chunk.
