@@ -86,7 +86,7 @@ def execute(
     on_chunk: Optional[Callable[[ChunkResult, int], None]] = None,
 ) -> Iterator[List[Any]]:
     """Run ``plan`` over ``items`` on the program-wide pool of its kind, chunk by chunk."""
-    backend = _pools.get(plan.kind, config, plan.workers)
+    backend = _pools.acquire(plan.kind, config, plan.workers)  # Run releases it
     run = Run(
         backend,
         shippable if backend.ships_by_pickle else fn,

@@ -50,8 +50,19 @@ def backend_class(kind: str) -> type[Backend]:
 def get(kind: str, config: Config, workers: int) -> Backend:
     """The live pool for ``kind``, made or replaced so that it can serve ``workers`` workers.
 
-    The caller becomes one of its users and must :func:`release` it when its call ends.
+    For a short use that no replacement can race (warming a pool up); a call uses
+    :func:`acquire` instead.
     """
+    return _current(kind, config, workers, 0)
+
+
+def acquire(kind: str, config: Config, workers: int) -> Backend:
+    """Like :func:`get`, and the caller becomes one of the pool's users until it calls
+    :func:`release`: until then, replacing the pool retires it instead of stopping it."""
+    return _current(kind, config, workers, 1)
+
+
+def _current(kind: str, config: Config, workers: int, users: int) -> Backend:
     stop = []
     with _lock:
         backend = _backends.get(kind)
@@ -65,7 +76,8 @@ def get(kind: str, config: Config, workers: int) -> Backend:
                 backend = None
         if backend is None:
             backend = _backends[kind] = backend_class(kind)(config, workers)
-        _users[backend] = _users.get(backend, 0) + 1
+        if users:
+            _users[backend] = _users.get(backend, 0) + users
     for old in stop:
         old.shutdown()
     return backend

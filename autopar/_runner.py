@@ -122,7 +122,7 @@ class Run:
     ``itertools.chain.from_iterable`` costs nothing per item, a generator resumed per item
     would cost about as much as a cheap function itself.
 
-    The backend comes from :func:`autopar._pools.get`, which counts this call as one of
+    The backend comes from :func:`autopar._pools.acquire`, which counts this call as one of
     its users; the run hands it back when it ends, or when it is dropped unstarted.
     """
 
@@ -207,7 +207,7 @@ class Run:
             saved = self._salvage(start, count, future)
             partial.update(zip(range(start, start + count), saved))
             lost.extend(range(start + len(saved), start + count))
-        error = WorkerCrashedError.lost(lost, exc.reason)
+        error = WorkerCrashedError.lost(lost, exc)
         error.partial_results = partial
         return error
 

@@ -204,7 +204,12 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 def run_chunk_pickled(
-    payload: bytes, start: int, items: bytes, star: bool, deadline: Optional[float], count: int
+    payload: bytes,
+    start: int,
+    items: bytes,
+    star: bool,
+    deadline: Optional[float],
+    count: int = 0,
 ) -> bytes:
     """Process-side entry point: unpickle, run, pickle; every failure comes back as data."""
     try:
@@ -240,11 +245,12 @@ def _function(payload: bytes) -> Callable[..., Any]:
 def _unpickling_failed(exc: Exception, payload: bytes, start: int, count: int) -> ChunkResult:
     """The chunk's result when its function or items cannot be rebuilt in the worker."""
     # Items travel as one pickle per chunk, so the culprit is known to the chunk only.
-    what = (
-        "the function" if payload not in _functions else f"an item of {start}..{start + count - 1}"
-    )
-    if what != "the function" and count == 1:
+    if payload not in _functions:
+        what = "the function"
+    elif count == 1:
         what = f"item {start}"
+    else:  # a count of 0: the caller did not say how many items the chunk holds
+        what = f"an item of {start}..{start + count - 1}" if count else f"an item from {start}"
     text = (
         f"{what} was pickled but cannot be unpickled in the process worker "
         f"({type(exc).__name__}: {exc}); make it picklable both ways, or use kind='thread'"

@@ -21,30 +21,41 @@ class AutoparError(Exception):
 class WorkerCrashedError(AutoparError):
     """A worker process died (os._exit, a signal, a segfault, out of memory) while running items.
 
-    The pool it belonged to is discarded; the next call starts a fresh one. ``items`` lists
-    the indices whose results were lost (they were in flight when the crash was seen);
-    ``partial_results`` maps index -> result for every item that had finished (for
-    ``map``, all of them; for ``imap``, those not yet handed to the caller's loop).
+    The pool it belonged to is discarded; the next call starts a fresh one. ``items`` holds
+    the indices whose results were lost, in flight when the crash was seen (a ``range``
+    when they are contiguous, else a tuple); ``partial_results`` maps index -> result for
+    every item that had finished (for ``map``, all of them; for ``imap``, those not yet
+    handed to the caller's loop).
     """
 
     def __init__(self, message: str, items: Sequence[int] = (), reason: str = "") -> None:
         super().__init__(message)
-        self.items = list(items)
-        self.reason = reason or "killed, crashed or out of memory"
+        self.items = _compact(items)
+        self.reason = reason  # why the worker died, in a few words, where the backend knows
         self.partial_results: Dict[int, Any] = {}
 
     @classmethod
-    def lost(cls, items: Sequence[int], reason: str) -> WorkerCrashedError:
-        """The error for a whole call: which items were lost, and why."""
+    def lost(cls, items: Sequence[int], cause: WorkerCrashedError) -> WorkerCrashedError:
+        """The error for a whole call: which items were lost, and why (from ``cause``)."""
+        what = f"a worker process died ({cause.reason})" if cause.reason else str(cause)
         return cls(
-            f"a worker process died ({reason}) while items {spans(items)} were in flight; "
-            f"their results are lost, and the results that had finished are in "
-            f".partial_results. The next call starts a fresh pool. To find an item that "
-            f"crashes the interpreter, run it alone with kind='serial'; if memory ran out, "
-            f"use fewer workers",
+            f"{what}; items {spans(items)} were in flight and their results are lost, and "
+            f"the results that had finished are in .partial_results. The next call starts a "
+            f"fresh pool. To find an item that crashes the interpreter, run it alone with "
+            f"kind='serial'; if memory ran out, use fewer workers",
             items,
-            reason,
+            cause.reason,
         )
+
+
+def _compact(indices: Sequence[int]) -> Sequence[int]:
+    """A range where the indices are contiguous and ascending (the usual case), else a tuple."""
+    if isinstance(indices, range):
+        return indices
+    values = tuple(indices)
+    if values and values == tuple(range(values[0], values[-1] + 1)):
+        return range(values[0], values[-1] + 1)
+    return values
 
 
 def spans(indices: Sequence[int], most: int = 8) -> str:
