@@ -25,11 +25,10 @@ CHUNK_OVER_DISPATCH = 20
 # A faster kind must beat a simpler one (serial < thread < process) by this factor to be
 # chosen: predictions carry noise, and simpler kinds fail in fewer ways.
 SIMPLER_BIAS = 1.05
-# Above this measured speed-up of two threads' CPU rate over one thread's, the function
-# runs in parallel on threads: it releases the GIL (hashlib, numpy, I/O). Measured on 2
-# cores: sha256 of 4 MiB reads 1.8-2.0; pure Python reads 1.0-1.26, since threads trading
-# the GIL briefly queue for a core together.
-GIL_FREE_RATE = 1.6
+# Above this measured speed-up of two probe threads over one, the function runs in
+# parallel on threads: it releases the GIL (hashlib, numpy, I/O). Measured on 2 cores:
+# sha256 of 4 MiB reads about 2, pure Python about 1.
+GIL_FREE_RATE = 1.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +38,8 @@ class Measurements:
     wall: float  # mean wall time per item, one worker, no contention
     cpu: float  # mean CPU time per item, same conditions
     samples: int  # items measured
-    # CPU rate with `speedup_threads` threads over the rate with one: about 1 when the GIL
-    # serialises them; None when not measured (waiting work, or too cheap to matter).
+    # Throughput of `speedup_threads` threads over one thread's, from the items' own CPU
+    # clocks: about 1 when the GIL serialises them; None when not measured.
     thread_speedup: Optional[float] = None
     speedup_threads: int = 0
     ship_caller: float = 0.0  # caller side: pickle an item, unpickle its result

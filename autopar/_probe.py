@@ -1,15 +1,13 @@
 """Calibration that does real work: the first items of a call run here, timed one by one.
 
-    caller (autopar._auto)                    probe workers (daemon threads)
-    ----------------------                    ------------------------------
-    start 1 worker, then every tick:          take the next item (one at a time, under
-      item in flight too long? -> double        the lock, reading the input lazily)
-        the workers (waiting work wants        run it; record wall, CPU, result
-        many threads, found in a few ticks)
-      CPU-heavy? -> a short window with       every result is kept: items run while
-        several workers tells whether          measuring count as done
-        threads overlap (GIL or not)
-      enough seen -> stop(): workers finish their item and leave
+    caller (autopar._calibrate)               probe workers (daemon threads)
+    ---------------------------               ------------------------------
+    grow(k): run with k threads               take the next item (one at a time, under
+    wait(), look at samples and running         the lock, reading the input lazily)
+      items (wall, and CPU from each          run it; record wall, CPU (the thread's
+      thread's own clock)                       clock), result; nothing is thrown away
+    pause()/resume(), stop() -> the index
+      where the rest of the input starts
 
 Items are taken one at a time so that a slow item never holds cheap ones hostage, and
 so that growing the worker count takes effect at once.
@@ -21,12 +19,14 @@ import os
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ._threadpool import DaemonThreadPool
 from ._worker import Failure, mark_worker_thread
 
-Sample = Tuple[float, float, bool]  # wall, cpu, and whether no other worker was busy
+# wall, cpu, and the phase: the worker count while the item ran, 0 if it changed meanwhile
+# (phase 1 = no other worker was busy: a clean measurement).
+Sample = Tuple[float, float, int]
 
 
 class Probe:
@@ -50,17 +50,13 @@ class Probe:
         self.samples: List[Sample] = []
         self.example: Optional[Tuple[Any, Any]] = None  # the first (item, result) seen
         self.workers = 0
-        self.last_done = time.perf_counter()  # when the latest item finished
         self._paused_workers = 0
         self._changes = 0  # bumps whenever the worker count grows
         self._result_waiters = 0  # callers blocked in take_result/take_any/drain
-        self._thread_ids: Set[int] = set()  # native ids of the live worker threads
-        # Called by a worker after each item, outside the lock (calibration's tick).
-        self.on_item: Optional[Callable[[], None]] = None
         self._pool = _shared_pool()
 
     # -- worker side -------------------------------------------------------------------
-    def _take(self, clock: Optional[int]) -> Optional[Tuple[int, Any, bool]]:
+    def _take(self, clock: Optional[int]) -> Optional[Tuple[int, Any, int]]:
         with self._cond:
             if self.stopped or self.exhausted or self.failure or self.read >= self.limit:
                 return None
@@ -75,26 +71,18 @@ class Probe:
             index, self.read = self.read, self.read + 1
             cpu0 = time.clock_gettime(clock) if clock is not None else 0.0
             self.running[index] = (time.perf_counter(), clock, cpu0)
-            alone = self.workers == 1
-            return index, item, alone
+            return index, item, self.workers
 
     def _work(self) -> None:
         clock = _thread_clock()
-        native = threading.get_native_id()
-        with self._cond:
-            self._thread_ids.add(native)
         with mark_worker_thread():
             while (task := self._take(clock)) is not None:
                 self._run(*task)
-                hook = self.on_item
-                if hook is not None:
-                    hook()
         with self._cond:
-            self._thread_ids.discard(native)
             self.workers -= 1
             self._cond.notify_all()
 
-    def _run(self, index: int, item: Any, alone: bool) -> None:
+    def _run(self, index: int, item: Any, workers: int) -> None:
         changes = self._changes
         wall0, cpu0 = time.perf_counter(), time.thread_time()
         try:
@@ -105,13 +93,12 @@ class Probe:
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         with self._cond:
             del self.running[index]
-            self.last_done = time.perf_counter()
             if failure is None:
                 self.results[index] = value
                 if self.example is None:
                     self.example = (item, value)
-                clean = alone and self.workers == 1 and changes == self._changes
-                self.samples.append((wall, cpu, clean))
+                steady = self.workers == workers and changes == self._changes
+                self.samples.append((wall, cpu, workers if steady else 0))
             elif self.failure is None or index < self.failure.index:
                 self.failure = failure
             # Waking the caller on every item would make it compete with the workers for
@@ -142,18 +129,6 @@ class Probe:
             slow = any(now - t > 20 * under for t, _, _ in self.running.values())
             return mean < under and not slow
 
-    def mean_wall(self) -> float:
-        """Mean wall time of the items finished so far (0 before the first)."""
-        with self._cond:
-            if not self.samples:
-                return 0.0
-            return sum(w for w, _, _ in self.samples) / len(self.samples)
-
-    def thread_ids(self) -> List[int]:
-        """Native ids of the worker threads now alive."""
-        with self._cond:
-            return list(self._thread_ids)
-
     def wait(self, timeout: float) -> None:
         with self._cond:
             if not self.finished:
@@ -164,13 +139,6 @@ class Probe:
         """No more items will be taken and none is running."""
         done_taking = self.stopped or self.exhausted or self.failure or self.read >= self.limit
         return bool(done_taking) and not self.running
-
-    def oldest_running(self) -> float:
-        """Seconds the longest-running item has been running (0 if none)."""
-        with self._cond:
-            if not self.running:
-                return 0.0
-            return time.perf_counter() - min(t for t, _, _ in self.running.values())
 
     def running_costs(self) -> List[Tuple[float, Optional[float]]]:
         """Wall seconds each running item has run so far, and its CPU seconds where the
@@ -264,20 +232,6 @@ def _forget_pool() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
-
-
-def schedstat(native_id: int) -> Optional[float]:
-    """Seconds a thread of this process has run plus waited for a core (Linux), else None.
-
-    Their sum is the CPU the thread asked for: on a busy machine a computing thread waits
-    for a core instead of running, and must not be mistaken for one waiting on I/O.
-    """
-    try:
-        with open(f"/proc/self/task/{native_id}/schedstat", "rb") as stats:
-            ran, queued, _ = stats.read().split()
-    except (OSError, ValueError):
-        return None
-    return (int(ran) + int(queued)) / 1e9
 
 
 def _thread_clock() -> Optional[int]:
