@@ -46,7 +46,7 @@ class Config:
     def merged(self, **overrides: Any) -> Config:
         """Return a copy with each non-None override validated and applied."""
         clean = {k: validate_argument(k, v) for k, v in overrides.items() if v is not None}
-        return dataclasses.replace(self, **clean)
+        return dataclasses.replace(self, **clean) if clean else self
 
 
 def _positive_int(culprit: str, value: Any) -> int:
@@ -153,14 +153,13 @@ def from_environ(environ: Mapping[str, str]) -> Config:
 # cache. Only the known names are read per call (a full scan of os.environ costs more than
 # a cheap map): unknown AUTOPAR_* names are looked for whenever the known values change.
 _lock = threading.Lock()
-_cache: Tuple[Tuple[Optional[str], ...], Config] | None = None
+_cache: Tuple[Tuple[Any, ...], Config] | None = None
 
 
 def current() -> Config:
     """The Config the environment describes now (cached until an AUTOPAR_* variable changes)."""
     global _cache
-    get = os.environ.get
-    snapshot = tuple(get(var) for var in ENV_VARS)
+    snapshot = _snapshot()
     with _lock:
         if _cache is not None and _cache[0] == snapshot:
             return _cache[1]
@@ -168,6 +167,19 @@ def current() -> Config:
     with _lock:
         _cache = (snapshot, config)
     return config
+
+
+_RAW_ENV: Any = getattr(os.environ, "_data", None)  # CPython: the bytes behind os.environ
+_RAW_KEYS = tuple(os.environ.encodekey(var) for var in ENV_VARS) if _RAW_ENV else ()
+
+
+def _snapshot() -> Tuple[Any, ...]:
+    # Every call reads these; os.environ.get encodes and decodes each name and value
+    # (~2 us apiece), reading the raw mapping it wraps does not. Values are only compared.
+    if _RAW_ENV is not None and isinstance(_RAW_ENV, dict):
+        get = _RAW_ENV.get
+        return tuple(get(key) for key in _RAW_KEYS)
+    return tuple(os.environ.get(var) for var in ENV_VARS)
 
 
 _TEXT_FIELDS = ("kind", "start_method", "dask_address")

@@ -18,6 +18,7 @@ import dataclasses
 import math
 from typing import Dict, Iterable, Optional, Tuple
 
+from .backends.serial import SERIAL_CHUNK
 from .plan import Plan
 
 # A chunk should run this many times longer than its hand-off, so dispatch stays ~5%.
@@ -98,8 +99,7 @@ def chunk_for(wall: float, dispatch: float, n: int, workers: int) -> int:
 
 
 def serial_time(m: Measurements, n: int) -> Choice:
-    # Serial chunks only batch the bookkeeping; 1024 keeps imap lazy and timeouts prompt.
-    return n * m.wall, 1, max(1, min(n, 1024))
+    return n * m.wall, 1, max(1, min(n, SERIAL_CHUNK))
 
 
 def thread_time(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:

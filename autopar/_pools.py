@@ -40,10 +40,16 @@ _retired: List[Backend] = []
 _exiting = False
 
 
+# kind -> class, filled on first use (a dict write is atomic; a race imports twice).
+_classes: Dict[str, type[Backend]] = {}
+
+
 def backend_class(kind: str) -> type[Backend]:
-    """The backend class for ``kind``, importing its module now."""
-    module, _, name = _FACTORIES[kind].partition(":")
-    cls: type[Backend] = getattr(importlib.import_module(module), name)
+    """The backend class for ``kind``, importing its module the first time."""
+    cls = _classes.get(kind)
+    if cls is None:
+        module, _, name = _FACTORIES[kind].partition(":")
+        cls = _classes[kind] = getattr(importlib.import_module(module), name)
     return cls
 
 

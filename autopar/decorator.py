@@ -230,6 +230,7 @@ class ParallelFunction(_Methods[P, R], wrapt.FunctionWrapper):  # type: ignore[t
         super().__init__(fn, _plain_call)
         self._self_options = options
         self._self_state = _dispatch.FunctionState()
+        self._self_shippable: Any = None  # see _shippable()
 
     if TYPE_CHECKING:
         # Typing only: wrapt binds methods at run time; these tell mypy what comes out.
@@ -268,8 +269,12 @@ class ParallelFunction(_Methods[P, R], wrapt.FunctionWrapper):  # type: ignore[t
 
     def _shippable(self) -> Callable[..., Any]:
         # cloudpickle takes this proxy for a plain function and would try to pickle it by
-        # value, so ship either a reference or the unwrapped function (by value).
-        return self._reference() or self.__wrapped__  # type: ignore[return-value]
+        # value, so ship either a reference or the unwrapped function (by value). Looked
+        # up once: finding the module costs more than a cheap call's whole run.
+        shippable = self._self_shippable
+        if shippable is None:
+            shippable = self._self_shippable = self._reference() or self.__wrapped__
+        return shippable  # type: ignore[no-any-return]
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         ref = self._reference()

@@ -9,6 +9,11 @@ from .._worker import run_chunk
 from .base import Backend
 
 
+# Serial chunks only batch the bookkeeping (the deadline is checked between items, not
+# chunks): 200,000 tiny items ran 1.4x slower than plain map in chunks of 1,024.
+SERIAL_CHUNK = 16_384
+
+
 class SerialBackend(Backend):
     kind = "serial"
     inline = True
@@ -16,7 +21,7 @@ class SerialBackend(Backend):
     @classmethod
     def default_chunksize(cls, n_items: Optional[int], workers: int) -> Optional[int]:
         # One chunk would do, but smaller ones let imap stream and the timeout be checked.
-        return None if n_items is None else min(max(n_items, 1), 1024)
+        return None if n_items is None else min(max(n_items, 1), SERIAL_CHUNK)
 
     def usable(self, config: Any, workers: int) -> Optional[str]:
         return None
