@@ -54,6 +54,7 @@ class Probe:
         self._changes = 0  # bumps whenever the worker count grows
         self._result_waiters = 0  # callers blocked in take_result/take_any/drain
         self._pool = _shared_pool()
+        _measure_clock_cost()
 
     # -- worker side -------------------------------------------------------------------
     def _take(self, clock: Optional[int]) -> Optional[Tuple[int, Any, int]]:
@@ -91,6 +92,9 @@ class Probe:
         except Exception as exc:
             failure = Failure(index, exc, traceback.format_exc())
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+        # Less the clocks' own cost: for a 0.1 us item it is ten times the item, enough to
+        # make shipping 100,000 of them to processes look worth it.
+        wall, cpu = max(0.0, wall - _CLOCK_COST[0]), max(0.0, cpu - _CLOCK_COST[1])
         with self._cond:
             del self.running[index]
             if failure is None:
@@ -215,6 +219,30 @@ class Probe:
 # starts without it.
 _pool_lock = threading.Lock()
 _pool: Optional[DaemonThreadPool] = None
+
+
+# What timing an item costs by itself (wall, CPU): the two clock reads around a call.
+# Measured once, on the first probe; a race only measures it twice.
+_CLOCK_COST = [0.0, 0.0]
+_clock_measured = False
+
+
+def _nothing() -> None:
+    return None
+
+
+def _measure_clock_cost() -> None:
+    global _clock_measured
+    if _clock_measured:
+        return
+    fn, best_wall, best_cpu = _nothing, 1.0, 1.0
+    for _ in range(200):  # the least of many: the cost without interruptions
+        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        fn()
+        wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+        best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
+    _CLOCK_COST[:] = [best_wall, best_cpu]
+    _clock_measured = True
 
 
 def _shared_pool() -> DaemonThreadPool:

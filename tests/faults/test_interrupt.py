@@ -14,7 +14,10 @@ import pytest
 from tests.conftest import ROOT
 
 INTERRUPTED = """
-import multiprocessing, os, time
+import multiprocessing, os, signal, time
+# A shell that runs us in the background (CI, nohup, `&`) starts us with SIGINT ignored,
+# and Python then installs no KeyboardInterrupt handler: restore the terminal's default.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from autopar import parallel
 from tests.faults import funcs
 
@@ -67,7 +70,7 @@ def test_ctrl_c_stops_the_map_kills_its_workers_and_the_next_call_works(kind):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            proc.communicate()  # also closes the pipes, which would otherwise leak
     assert proc.returncode == 0, f"{out}\n{err}"
     assert out.splitlines()[-1] == "ok"
     assert time.monotonic() - t0 < 20  # seconds, not the 30 s a task would take
