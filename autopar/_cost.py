@@ -10,6 +10,8 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
              for computing items, n * wall / (the measured thread speed-up)
     process  cold start (overlapped with work done meanwhile on a thread, unless GIL-bound)
              + max(n * ship_caller, n * (wall + ship_worker) / p) + chunks * dispatch / p
+    dask     max(n * ship_caller, n * (wall + ship_worker) / cluster threads,
+                 chunks * scheduler cost per task)   (only with AUTOPAR_DASK_ADDRESS)
 """
 
 from __future__ import annotations
@@ -79,6 +81,8 @@ class Overheads:
     process_dispatch: float  # per chunk round trip, warm pool
     process_start: float  # cold pool start; 0 when a pool is already running
     max_threads: int = 128
+    cluster_threads: int = 0  # dask cluster's worker threads; 0: no cluster to consider
+    cluster_dispatch: float = 0.0  # per task, as a burst of tasks costs the scheduler
 
 
 Choice = Tuple[float, int, int]  # predicted seconds, workers, chunksize
@@ -145,8 +149,21 @@ def process_time(m: Measurements, o: Overheads, n: int) -> Choice:
     return elapsed, workers, chunk
 
 
+def cluster_time(m: Measurements, o: Overheads, n: int) -> Choice:
+    """A dask cluster: no start-up, its own threads, a scheduler cost per task."""
+    workers = max(1, min(o.cluster_threads, n))
+    chunk = chunk_for(m.wall + m.ship_worker, o.cluster_dispatch, n, workers)
+    chunks = math.ceil(n / chunk)
+    run = max(n * m.ship_caller, n * (m.wall + m.ship_worker) / workers)
+    # The scheduler hands out tasks one after another: its cost per task adds up.
+    return max(run, chunks * o.cluster_dispatch) + o.cluster_dispatch, workers, chunk
+
+
 def decide(
-    m: Measurements, o: Overheads, n: int, allowed: Iterable[str] = ("serial", "thread", "process")
+    m: Measurements,
+    o: Overheads,
+    n: int,
+    allowed: Iterable[str] = ("serial", "thread", "process", "dask"),
 ) -> Plan:
     """Predict every allowed kind for ``n`` more items and choose the fastest."""
     allowed = tuple(allowed)
@@ -155,8 +172,10 @@ def decide(
         options["thread"] = best_threads(m, o, n)
     if "process" in allowed and n > 1 and m.picklable and o.cores > 1:
         options["process"] = process_time(m, o, n)
+    if "dask" in allowed and n > 1 and m.picklable and o.cluster_threads > 0:
+        options["dask"] = cluster_time(m, o, n)
     kind = "serial"
-    for candidate in ("thread", "process"):
+    for candidate in ("thread", "process", "dask"):
         if candidate in options and options[candidate][0] * SIMPLER_BIAS < options[kind][0]:
             kind = candidate
     _, workers, chunk = options[kind]
@@ -181,6 +200,14 @@ def _reason(kind: str, m: Measurements, o: Overheads, options: Dict[str, Choice]
         if waiting >= 0.5:
             return f"items spend {waiting:.0%} of their time waiting: threads overlap the waits"
         return "items compute without holding the GIL, so threads run them in parallel"
+    if kind == "dask":
+        ratio = min(v[0] for k, v in options.items() if k != "dask") / max(
+            options["dask"][0], 1e-12
+        )
+        return (
+            f"the cluster's {options['dask'][1]} worker threads beat this machine by the "
+            f"predicted ratio {ratio:.1f}x, its per-task cost included"
+        )
     why = "items compute in Python and hold the GIL" if not m.gil_free else "processes win"
     if "process" in options and not m.picklable:
         why = "unpicklable"

@@ -7,22 +7,37 @@ that); until then a prior is used, and ``python -m autopar info`` measures it on
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from . import _pools
 from ._config import Config, cpu_count
 from ._cost import Overheads
+
+log = logging.getLogger("autopar")
 
 # Used until this program has started a process pool. Measured on a 2-core Linux VM:
 # forkserver pool of 2 workers, first task round trip 30-60 ms (benchmarks/RESULTS.md).
 PRIOR_PROCESS_START = 0.06
 PRIOR_PROCESS_DISPATCH = 3e-4
 
-# _lock guards _measured: name -> seconds.
+# _lock guards _measured (name -> seconds) and _clusters (address -> threads, dispatch).
 _lock = threading.Lock()
 _measured: Dict[str, float] = {}
+_clusters: Dict[str, Tuple[int, float]] = {}
+
+
+def _fresh_lock_after_fork() -> None:
+    # The figures stay true in a child (same machine); a lock held mid-fork would not.
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_after_fork)
 
 
 def _noop(_: object) -> None:
@@ -98,9 +113,34 @@ def process_warm(config: Config) -> bool:
     return backend is not None and backend.usable(config, 1) is None
 
 
+def cluster_costs(config: Config) -> Tuple[int, float]:
+    """(worker threads, scheduler cost per task) of the AUTOPAR_DASK_ADDRESS cluster,
+    measured once per address; (0, 0) without an address or when it cannot be reached
+    (logged: auto then just leaves the cluster out)."""
+    address = config.dask_address
+    if address is None:
+        return 0, 0.0
+    with _lock:
+        known = _clusters.get(address)
+    if known is not None:
+        return known
+    try:
+        from .backends import dask as dask_backend
+
+        client = dask_backend.find_client(config)
+        found = (dask_backend.cluster_threads(client), dask_backend.measure_dispatch(client))
+    except Exception as exc:  # no dask installed, no scheduler there: auto stays local
+        log.warning("autopar: kind='auto' leaves the cluster at %s out: %s", address, exc)
+        found = (0, 0.0)
+    with _lock:
+        _clusters[address] = found
+    return found
+
+
 def current(config: Config) -> Overheads:
     """The overheads a decision should use now (cold start is 0 when a pool is running)."""
     threads = thread_costs()
+    cluster_threads, cluster_dispatch = cluster_costs(config)
     thread_backend = _pools.peek("thread")
     started = getattr(thread_backend, "started_threads", 0)
     start = _get("process_start")
@@ -114,6 +154,8 @@ def current(config: Config) -> Overheads:
         if process_warm(config)
         else (start if start is not None else PRIOR_PROCESS_START),
         max_threads=config.max_threads,
+        cluster_threads=cluster_threads,
+        cluster_dispatch=cluster_dispatch,
     )
 
 

@@ -114,3 +114,14 @@ def test_explain_shows_the_table():
     text = plan.explain()
     assert "predicted time" in text and "<- chosen" in text
     assert "cpu_fraction" in text and "thread" in text
+
+
+def test_a_large_cluster_wins_heavy_work_and_loses_cheap_work():
+    cluster = Overheads(**{**WARM.__dict__, "cluster_threads": 32, "cluster_dispatch": 3e-3})
+    heavy = items(0.1, 0.1, thread_speedup=1.0, speedup_threads=2)
+    plan = decide(heavy, cluster, 400)
+    assert plan.kind == "dask" and plan.workers == 32
+    assert "cluster" in plan.reason
+    cheap = items(1e-6, 1e-6)
+    assert decide(cheap, cluster, 400).kind == "serial"
+    assert "dask" not in decide(heavy, WARM, 400).predicted  # no cluster, no candidate

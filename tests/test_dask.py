@@ -231,3 +231,20 @@ def test_a_task_that_keeps_killing_workers_is_reported(active):
         f.map(range(2))
     assert info.value.items == range(0, 2)
     worker_pids(active)
+
+
+def test_auto_shows_the_cluster_as_a_candidate_when_an_address_is_set(client, monkeypatch):
+    monkeypatch.setenv("AUTOPAR_DASK_ADDRESS", client.scheduler.address)
+    f = parallel(helpers.square)
+    assert f.map(range(500)) == [x * x for x in range(500)]
+    plan = f.last_plan
+    assert "dask" in plan.predicted  # measured and predicted, with its time
+    assert plan.kind != "dask"  # tiny items: the scheduler's cost per task cannot pay
+    assert plan.predicted["dask"] > plan.predicted["serial"]
+    assert "dask" in f.explain()
+
+
+def test_auto_leaves_the_cluster_out_without_an_address():
+    f = parallel(helpers.square)
+    f.map(range(500))
+    assert "dask" not in f.last_plan.predicted

@@ -158,10 +158,16 @@ class ProcessBackend(Backend):
         # shutdown() forgets these: keep them to free the manager thread afterwards.
         manager = getattr(executor, "_executor_manager_thread", None)
         results = getattr(executor, "_result_queue", None)
+        # Python before 3.12 fails every pending future when it finds a worker dead, and
+        # raises (printing a traceback from its manager thread) on one already cancelled,
+        # as the caller's clean-up cancels them: give those items a stand-in to fail.
+        for item in list((getattr(executor, "_pending_work_items", None) or {}).values()):
+            if item.future.cancelled():
+                item.future = Future()
         for process in processes:
             if process.is_alive():
                 process.kill()
-        executor.shutdown(wait=False, cancel_futures=True)
+        executor.shutdown(wait=False, cancel_futures=False)
         for process in processes:
             process.join(timeout=5)
         if manager is not None and results is not None:
