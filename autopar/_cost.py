@@ -118,7 +118,9 @@ def thread_time(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
         run = n * m.wall * contention / lanes
     else:
         lanes = min(k, o.cores) if m.gil_free else 1
-        run = max(n * m.wall / k, n * m.cpu * contention / lanes)
+        # A wait shorter than a thread hand-off is timer noise, not something to overlap.
+        cpu = m.cpu if m.wall - m.cpu >= o.thread_dispatch else m.wall
+        run = max(n * m.wall / k, n * cpu * contention / lanes)
     elapsed = run + chunks * o.thread_dispatch / k
     elapsed += max(0, k - o.threads_started) * o.thread_start
     return elapsed, k, chunk

@@ -125,3 +125,11 @@ def test_a_large_cluster_wins_heavy_work_and_loses_cheap_work():
     cheap = items(1e-6, 1e-6)
     assert decide(cheap, cluster, 400).kind == "serial"
     assert "dask" not in decide(heavy, WARM, 400).predicted  # no cluster, no candidate
+
+
+def test_waits_shorter_than_a_hand_off_do_not_count():
+    # 0.3 us items whose clocks disagree by a few tenths of a microsecond: nothing to overlap.
+    noisy = items(0.3e-6, 0.2e-6, ship_caller=1e-6, ship_worker=1e-6)
+    plan = decide(noisy, WARM, 20_000)
+    assert plan.kind == "serial"
+    assert plan.predicted["thread"] >= plan.predicted["serial"]

@@ -89,6 +89,13 @@ class ProcessBackend(Backend):
 
     def __init__(self, config: Config, workers: int) -> None:
         super().__init__(config, workers)
+        self._executor = self._new_executor()
+        self._tasks = 0
+        # _recycle_lock guards _executor and _tasks where recycling swaps executors.
+        self._recycle_lock = threading.Lock()
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        config = self.config
         context = multiprocessing.get_context(config.start_method)
         if config.start_method == "forkserver":
             # Workers fork from a server that has already imported autopar's worker code.
@@ -96,10 +103,21 @@ class ProcessBackend(Backend):
         kwargs: dict[str, Any] = {}
         if _NATIVE_RECYCLE and config.max_tasks_per_child:
             kwargs["max_tasks_per_child"] = config.max_tasks_per_child
-        self._executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=init_process, **kwargs
+        return ProcessPoolExecutor(
+            max_workers=self.capacity, mp_context=context, initializer=init_process, **kwargs
         )
-        self._tasks = 0
+
+    def _recycled_executor(self) -> ProcessPoolExecutor:
+        """The executor for the next task. Before Python 3.11 there is no per-worker
+        recycling: after max_tasks_per_child tasks a worker, the whole pool is swapped for
+        a fresh one (the old one finishes what it holds, then its workers exit)."""
+        limit = self.config.max_tasks_per_child
+        with self._recycle_lock:
+            if limit and not _NATIVE_RECYCLE and self._tasks >= limit * self.capacity:
+                old, self._executor, self._tasks = self._executor, self._new_executor(), 0
+                old.shutdown(wait=False)
+            self._tasks += 1
+            return self._executor
 
     def usable(self, config: Config, workers: int) -> Optional[str]:
         if getattr(self._executor, "_broken", False):
@@ -108,9 +126,6 @@ class ProcessBackend(Backend):
             return f"start method changed to {config.start_method}"
         if config.max_tasks_per_child != self.config.max_tasks_per_child:
             return "AUTOPAR_MAX_TASKS_PER_CHILD changed"
-        limit = self.config.max_tasks_per_child
-        if limit and not _NATIVE_RECYCLE and self._tasks >= limit * self.capacity:
-            return f"workers ran {limit} tasks each (recycling)"
         return super().usable(config, workers)
 
     def prepare(self, fn: Callable[..., Any]) -> bytes:
@@ -134,9 +149,9 @@ class ProcessBackend(Backend):
                 f"({type(exc).__name__}: {exc}); use kind='thread' or make the item picklable",
                 start + index,
             ) from exc
-        self._tasks += 1
+        executor = self._recycled_executor()
         try:
-            return self._executor.submit(
+            return executor.submit(
                 run_chunk_pickled, payload, start, data, star, deadline, len(items)
             )
         except (BrokenProcessPool, RuntimeError) as exc:

@@ -71,7 +71,7 @@ def test_exception_that_cannot_come_back_is_a_remote_error_with_its_text():
             except RemoteError as exc:
                 assert exc.type_name == name and text in str(exc), str(exc)
                 assert exc.autopar_index == 0
-                tb = "".join(traceback.format_exception(exc))
+                tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 assert f"in {fn.__name__}" in tb, tb
         print("ok")
         """
