@@ -15,6 +15,21 @@ from .._config import Config
 from .._worker import ChunkResult
 
 
+def pickle_function(fn: Callable[..., Any], where: str) -> bytes:
+    """``fn`` pickled for ``where`` (by reference, else by value with cloudpickle); a
+    PicklingFailedError naming the function when neither works."""
+    from .._worker import dumps
+    from ..errors import PicklingFailedError
+
+    try:
+        return dumps(fn)
+    except Exception as exc:
+        raise PicklingFailedError(
+            f"the function {getattr(fn, '__qualname__', fn)!r} cannot be pickled to run "
+            f"{where}, even by value: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 class Backend:
     """Base class of every backend. Subclasses set the capabilities and override the methods."""
 

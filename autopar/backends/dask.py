@@ -44,7 +44,7 @@ from .. import _worker
 from .._config import Config
 from .._worker import ChunkResult, dumps, find_unpicklable, run_chunk_pickled
 from ..errors import AutoparError, PicklingFailedError, WorkerCrashedError
-from .base import Backend
+from .base import Backend, pickle_function
 
 NO_CLUSTER = (
     "kind='dask' found no dask cluster: create a distributed.Client in this process before "
@@ -210,13 +210,7 @@ class DaskBackend(Backend):
         return None  # any worker count: the cluster, not this object, bounds concurrency
 
     def prepare(self, fn: Callable[..., Any]) -> bytes:
-        try:
-            return dumps(fn)
-        except Exception as exc:
-            raise PicklingFailedError(
-                f"the function {getattr(fn, '__qualname__', fn)!r} cannot be pickled to run "
-                f"on a dask worker, even by value: {type(exc).__name__}: {exc}"
-            ) from exc
+        return pickle_function(fn, "on a dask worker")
 
     def submit(
         self, payload: Any, start: int, items: Sequence[Any], star: bool, deadline: Optional[float]

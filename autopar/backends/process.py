@@ -32,7 +32,7 @@ from .. import _pools
 from .._config import Config, cpu_count
 from .._worker import ChunkResult, dumps, find_unpicklable, init_process, run_chunk_pickled
 from ..errors import PicklingFailedError, WorkerCrashedError
-from .base import Backend
+from .base import Backend, pickle_function
 
 log = logging.getLogger("autopar")
 
@@ -129,13 +129,7 @@ class ProcessBackend(Backend):
         return super().usable(config, workers)
 
     def prepare(self, fn: Callable[..., Any]) -> bytes:
-        try:
-            return dumps(fn)
-        except Exception as exc:
-            raise PicklingFailedError(
-                f"the function {getattr(fn, '__qualname__', fn)!r} cannot be pickled to run "
-                f"in a process, even by value: {type(exc).__name__}: {exc}"
-            ) from exc
+        return pickle_function(fn, "in a process")
 
     def submit(
         self, payload: Any, start: int, items: Sequence[Any], star: bool, deadline: Optional[float]
