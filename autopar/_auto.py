@@ -18,12 +18,12 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import _cost, _overheads
 from ._calibrate import WAITING_RATE, Calibration
 from ._config import Config
-from ._dispatch import FunctionState, execute
+from ._dispatch import Call, execute
 from ._probe import Probe
 from ._worker import ChunkResult
 from .errors import AutoparTimeoutError
@@ -50,41 +50,21 @@ class Memory:
     )
 
 
-def start(
-    state: FunctionState,
-    fn: Callable[..., Any],
-    shippable: Callable[..., Any],
-    config: Config,
-    items: Iterable[Any],
-    n_items: Optional[int],
-    *,
-    ordered: bool,
-    star: bool,
-) -> Iterator[List[Any]]:
+def start(call: Call) -> Iterator[List[Any]]:
     """Run one call the way the measurements say is fastest."""
     with _memory_lock:
-        memory = state.memory
-    if n_items is not None and n_items <= 1:
-        plan = Plan("serial", 1, 1, "one item or none: nothing to run in parallel", n_items)
-    elif memory is not None and not memory.stale:
-        return _remembered(state, memory, fn, shippable, config, items, n_items, ordered, star)
-    else:
-        return _calibrated(state, fn, shippable, config, items, n_items, ordered, star)
-    state.last_plan = plan
-    return execute(plan, fn, shippable, config, items, ordered=ordered, star=star)
+        memory = call.state.memory
+    if call.n_items is not None and call.n_items <= 1:
+        plan = Plan("serial", 1, 1, "one item or none: nothing to run in parallel", call.n_items)
+        call.state.last_plan = plan
+        return execute(plan, call)
+    if memory is not None and not memory.stale:
+        return _remembered(call, memory)
+    return _calibrated(call)
 
 
-def _remembered(
-    state: FunctionState,
-    memory: Memory,
-    fn: Callable[..., Any],
-    shippable: Callable[..., Any],
-    config: Config,
-    items: Iterable[Any],
-    n_items: Optional[int],
-    ordered: bool,
-    star: bool,
-) -> Iterator[List[Any]]:
+def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
+    config, n_items = call.config, call.n_items
     m = memory.measurements
     overheads = _overheads.current(config)
     key = (n_items, overheads)
@@ -97,8 +77,8 @@ def _remembered(
             if len(memory.plans) > 64:
                 memory.plans.clear()
             memory.plans[key] = plan
-    state.last_plan = plan
-    log.debug("autopar: %s: %s", getattr(fn, "__qualname__", fn), plan.reason)
+    call.state.last_plan = plan
+    log.debug("autopar: %s: %s", call.name, plan.reason)
     # Threads that compute share cores (and maybe the GIL), which stretches their wall
     # time by up to the thread count; waiting threads do not stretch each other.
     computing_threads = plan.kind == "thread" and m.cpu_fraction >= WAITING_RATE
@@ -125,9 +105,7 @@ def _remembered(
                 # Same choice: keep the observed cost, so the next call needs no re-check.
                 memory.measurements = seen
 
-    return execute(
-        plan, fn, shippable, config, items, ordered=ordered, star=star, on_chunk=on_chunk
-    )
+    return execute(plan, call, on_chunk=on_chunk)
 
 
 def _decide(
@@ -149,25 +127,17 @@ def _decide(
     )
 
 
-def _calibrated(
-    state: FunctionState,
-    fn: Callable[..., Any],
-    shippable: Callable[..., Any],
-    config: Config,
-    items: Iterable[Any],
-    n_items: Optional[int],
-    ordered: bool,
-    star: bool,
-) -> Iterator[List[Any]]:
-    iterator = iter(items)
+def _calibrated(call: Call) -> Iterator[List[Any]]:
+    config, n_items = call.config, call.n_items
+    iterator = iter(call.items)
     limit = max(64, 2 * config.max_threads)
-    probe = Probe(fn, iterator, star, limit if n_items is None else min(limit, n_items))
+    probe = Probe(call.fn, iterator, call.star, limit if n_items is None else min(limit, n_items))
     t0 = time.perf_counter()
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     try:
         calibration = Calibration(probe, config, deadline)
         calibration.run()
-        m = calibration.measurements(shippable)
+        m = calibration.measurements(call.shippable)
         remaining = None if n_items is None else n_items - probe.read
         # With nothing left, the plan shown (and used next time) is for the whole call.
         plan = _decide(m, config, remaining or n_items)
@@ -178,7 +148,7 @@ def _calibrated(
         probe.stop()
         raise
     with _memory_lock:
-        state.memory = Memory(m)
+        call.state.memory = Memory(m)
     spent = time.perf_counter() - t0
     finished = probe.exhausted or (n_items is not None and boundary >= n_items)
     if finished or probe.failure is not None:
@@ -187,16 +157,15 @@ def _calibrated(
     else:
         note = f"the first {boundary} items ran while measuring ({spent * 1e3:.1f} ms)"
     plan = dataclasses.replace(plan, n_items=n_items, reason=f"{plan.reason} ({note})")
-    state.last_plan = plan
-    log.debug("autopar: %s -> %s", getattr(fn, "__qualname__", fn), plan)
+    call.state.last_plan = plan
+    log.debug("autopar: %s -> %s", call.name, plan)
     if deadline is not None:
         config = dataclasses.replace(config, timeout=max(1e-3, deadline - time.monotonic()))
     rest: Optional[Iterator[List[Any]]] = None
     if not finished and probe.failure is None and probe.input_error is None:
-        rest = execute(
-            plan, fn, shippable, config, iterator, ordered=ordered, star=star, start_index=boundary
-        )
-    return _merge(probe, boundary, rest, ordered)
+        the_rest = dataclasses.replace(call, config=config, items=iterator)
+        rest = execute(plan, the_rest, start_index=boundary)
+    return _merge(probe, boundary, rest, call.ordered)
 
 
 def _start_processes(

@@ -6,6 +6,7 @@ defaults, ``kind="auto"`` is planned by :mod:`autopar._auto`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Callable, Iterable, Iterator, List, Optional
 
@@ -38,22 +39,31 @@ def plan_named(kind: str, config: Config, n_items: Optional[int], reason: str) -
     return Plan(kind, workers, chunksize, reason, n_items)
 
 
-def start(
-    state: FunctionState,
-    fn: Callable[..., Any],
-    shippable: Callable[..., Any],
-    config: Config,
-    items: Iterable[Any],
-    n_items: Optional[int],
-    *,
-    ordered: bool,
-    star: bool,
-) -> Iterator[List[Any]]:
-    """Plan the call, record the plan on ``state``, and return the lazy chunks of results.
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """One map/imap/starmap call: the function, its settings, its input, its output form.
 
     ``fn`` runs in this process; ``shippable`` is the same function in a form that pickles
     by reference where it can (the decorated wrapper), for kinds that ship it.
     """
+
+    state: FunctionState
+    fn: Callable[..., Any]
+    shippable: Callable[..., Any]
+    config: Config
+    items: Iterable[Any]
+    n_items: Optional[int]
+    ordered: bool
+    star: bool
+
+    @property
+    def name(self) -> str:
+        return str(getattr(self.fn, "__qualname__", self.fn))
+
+
+def start(call: Call) -> Iterator[List[Any]]:
+    """Plan the call, record the plan on its function, and return the lazy result chunks."""
+    config, n_items = call.config, call.n_items
     if in_worker():
         plan = plan_named(
             "serial",
@@ -65,38 +75,38 @@ def start(
     elif config.kind == "auto":
         from . import _auto
 
-        return _auto.start(state, fn, shippable, config, items, n_items, ordered=ordered, star=star)
+        return _auto.start(call)
     else:
         plan = plan_named(config.kind, config, n_items, f"kind={config.kind!r} was requested")
-    state.last_plan = plan
-    log.debug("autopar: %s -> %s", getattr(fn, "__qualname__", fn), plan)
-    return execute(plan, fn, shippable, config, items, ordered=ordered, star=star)
+    call.state.last_plan = plan
+    log.debug("autopar: %s -> %s", call.name, plan)
+    return execute(plan, call)
 
 
 def execute(
     plan: Plan,
-    fn: Callable[..., Any],
-    shippable: Callable[..., Any],
-    config: Config,
-    items: Iterable[Any],
+    call: Call,
     *,
-    ordered: bool,
-    star: bool,
     start_index: int = 0,
     on_chunk: Optional[Callable[[ChunkResult, int], None]] = None,
 ) -> Iterator[List[Any]]:
-    """Run ``plan`` over ``items`` on the program-wide pool of its kind, chunk by chunk."""
+    """Run ``plan`` over the call's items on the program-wide pool of its kind, by chunks.
+
+    ``start_index`` is the index of the first item in ``call.items`` (auto's calibration
+    may have run those before it).
+    """
+    config = call.config
     backend = _pools.acquire(plan.kind, config, plan.workers)  # Run releases it
     run = Run(
         backend,
-        shippable if backend.ships_by_pickle else fn,
-        Chunker(items, plan.chunksize, start_index),
+        call.shippable if backend.ships_by_pickle else call.fn,
+        Chunker(call.items, plan.chunksize, start_index),
         window=_window(backend, plan.workers),
-        star=star,
+        star=call.star,
         timeout=config.timeout,
         on_chunk=on_chunk,
     )
-    return run.ordered() if ordered else run.unordered()
+    return run.ordered() if call.ordered else run.unordered()
 
 
 def _window(backend: Backend, workers: int) -> int:

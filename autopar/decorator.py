@@ -110,9 +110,10 @@ class _Methods(Generic[P, R]):
         fn: Callable[..., Any] = self.__wrapped__  # type: ignore[attr-defined]
         bar = self._bar(config, explicit, n_items)  # before any work: no tqdm, no run
         try:
-            results = _dispatch.start(
-                state, fn, self._shippable(), config, items, n_items, ordered=ordered, star=star
+            run = _dispatch.Call(
+                state, fn, self._shippable(), config, items, n_items, ordered, star
             )
+            results = _dispatch.start(run)
         except BaseException:
             bar.close()
             raise
