@@ -14,7 +14,6 @@ from . import _pools
 from ._config import Config
 from ._runner import Chunker, Run
 from ._worker import ChunkResult, in_worker
-from .backends.base import Backend
 from .plan import Plan
 
 log = logging.getLogger("autopar")
@@ -101,24 +100,12 @@ def execute(
         backend,
         call.shippable if backend.ships_by_pickle else call.fn,
         Chunker(call.items, plan.chunksize, start_index),
-        window=_window(backend, plan.workers),
+        workers=plan.workers,
         star=call.star,
         timeout=config.timeout,
         on_chunk=on_chunk,
     )
     return run.ordered() if call.ordered else run.unordered()
-
-
-def _window(backend: Backend, workers: int) -> int:
-    """Chunks in flight: this is what bounds concurrency.
-
-    A pool that ships chunks to other processes has a round trip between a result and
-    the next chunk; when the pool is exactly as large as the call's workers, one more
-    chunk per worker waits queued in the pool, so no worker idles through that trip.
-    """
-    if backend.ships_by_pickle and backend.capacity <= workers:
-        return 2 * workers
-    return workers
 
 
 def flatten(chunks: Iterator[List[Any]]) -> Iterator[Any]:

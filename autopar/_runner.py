@@ -1,7 +1,7 @@
 """Drives one call on one backend: cut the input into chunks, keep a bounded number in
 flight, hand results back in order (or as they finish), and clean up on any way out.
 
-    items -> Chunker -> submit (at most `window` chunks in flight) -> collect -> results
+    items -> Chunker -> submit (Backend.window() chunks in flight at most) -> collect
                                        |
         failure / timeout / Ctrl-C / dead worker / caller stops early: cancel what has
         not started; on timeout, Ctrl-C or a dead worker also abort the pool (kill running
@@ -132,7 +132,7 @@ class Run:
         fn: Callable[..., Any],
         chunker: Chunker,
         *,
-        window: int,
+        workers: int,
         star: bool,
         timeout: Optional[float],
         on_chunk: Optional[Callable[[ChunkResult, int], None]] = None,
@@ -141,9 +141,9 @@ class Run:
         self.release = weakref.finalize(self, _pools.release, backend)
         self.release.atexit = False  # at exit the pools are stopped whoever holds them
         self.backend = backend
-        self.payload = backend.prepare(fn)
+        self.payload = backend.prepare(fn, workers)
         self.chunker = chunker
-        self.window = 1 if backend.inline else max(1, window)
+        self.window = max(1, backend.window(workers))
         self.star = star
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout

@@ -67,9 +67,23 @@ class Backend:
             return f"{workers} workers wanted, the pool has {self.capacity}"
         return None
 
-    def prepare(self, fn: Callable[..., Any]) -> Any:
-        """Turn the callable into what submit() sends (the callable itself, or its pickle)."""
+    def prepare(self, fn: Callable[..., Any], workers: int = 1) -> Any:
+        """Turn the callable into what submit() sends for one call (the callable itself,
+        its pickle, ...); ``workers`` is how many of its chunks may run at once."""
         return fn
+
+    def window(self, workers: int) -> int:
+        """Chunks a call with ``workers`` keeps in flight: this is what bounds concurrency.
+
+        A pool that ships chunks to other processes has a round trip between a result and
+        the next chunk; when the pool is exactly as large as the call's workers, one more
+        chunk per worker waits queued in the pool, so no worker idles through that trip.
+        """
+        if self.inline:
+            return 1
+        if self.ships_by_pickle and self.capacity <= workers:
+            return 2 * workers
+        return workers
 
     def submit(
         self, payload: Any, start: int, items: Sequence[Any], star: bool, deadline: Optional[float]

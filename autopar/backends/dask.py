@@ -209,7 +209,7 @@ class DaskBackend(Backend):
             return "another dask Client is current now"
         return None  # any worker count: the cluster, not this object, bounds concurrency
 
-    def prepare(self, fn: Callable[..., Any]) -> bytes:
+    def prepare(self, fn: Callable[..., Any], workers: int = 1) -> bytes:
         return pickle_function(fn, "on a dask worker")
 
     def submit(

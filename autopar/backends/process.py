@@ -128,7 +128,7 @@ class ProcessBackend(Backend):
             return "AUTOPAR_MAX_TASKS_PER_CHILD changed"
         return super().usable(config, workers)
 
-    def prepare(self, fn: Callable[..., Any]) -> bytes:
+    def prepare(self, fn: Callable[..., Any], workers: int = 1) -> bytes:
         return pickle_function(fn, "in a process")
 
     def submit(

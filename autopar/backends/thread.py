@@ -1,14 +1,61 @@
-"""Threads: a shared pool of daemon threads; good for waiting work and GIL-free C code."""
+"""Threads: a shared pool of daemon threads; good for waiting work and GIL-free C code.
+
+A call does not hand each chunk to the pool. It gets ``workers`` *lanes*: pool tasks that
+each run the call's queued chunks one after another. The runner keeps one chunk per lane
+queued ahead, so a lane that finishes a chunk starts the next at once, instead of idling
+until the caller wakes up, collects and submits (a round trip measured at 0.15-0.3 ms
+here, which made 1 MiB sha256 items 1.4x slower in chunks of 4 than in chunks of 16).
+"""
 
 from __future__ import annotations
 
+import collections
+import threading
 from concurrent.futures import Future
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Deque, Optional, Sequence, Tuple
 
 from .._config import Config, cpu_count
 from .._threadpool import DaemonThreadPool
 from .._worker import run_chunk
 from .base import Backend
+
+_Chunk = Tuple["Future[Any]", int, Sequence[Any], bool, Optional[float]]
+
+
+class _Lanes:
+    """One call's chunk queue and the lanes draining it (at most ``workers`` at a time)."""
+
+    def __init__(self, fn: Callable[..., Any], workers: int) -> None:
+        self.fn, self.workers = fn, max(1, workers)
+        # _lock guards _queue and _active.
+        self._lock = threading.Lock()
+        self._queue: Deque[_Chunk] = collections.deque()
+        self._active = 0
+
+    def add(self, chunk: _Chunk) -> bool:
+        """Queue a chunk; True if a new lane must be started for it."""
+        with self._lock:
+            self._queue.append(chunk)
+            if self._active < self.workers:
+                self._active += 1
+                return True
+            return False
+
+    def drain(self) -> None:
+        """A lane: run queued chunks until none is left. Cancelled chunks are skipped."""
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._active -= 1
+                    return
+                future, start, items, star, deadline = self._queue.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(run_chunk(self.fn, start, items, star, True, deadline))
+            except BaseException as exc:  # run_chunk catches the function's own errors
+                future.set_exception(exc)
+            del future, items
 
 
 class ThreadBackend(Backend):
@@ -24,10 +71,19 @@ class ThreadBackend(Backend):
         super().__init__(config, max(workers, config.max_threads))
         self._pool = DaemonThreadPool(self.capacity)
 
+    def prepare(self, fn: Callable[..., Any], workers: int = 1) -> _Lanes:
+        return _Lanes(fn, workers)
+
+    def window(self, workers: int) -> int:
+        return 2 * workers  # one chunk queued behind each running one
+
     def submit(
         self, payload: Any, start: int, items: Sequence[Any], star: bool, deadline: Optional[float]
     ) -> Future[Any]:
-        return self._pool.submit(run_chunk, payload, start, items, star, True, deadline)
+        future: Future[Any] = Future()
+        if payload.add((future, start, items, star, deadline)):
+            self._pool.submit(payload.drain)
+        return future
 
     @property
     def started_threads(self) -> int:
