@@ -227,7 +227,8 @@ class Run:
             self._fill(pending.append)
             while pending:
                 entry = pending[0]
-                if not wait([entry[2]], timeout=self._remaining()).done:
+                # (A serial chunk is done on submit: no need to pay for a waiter.)
+                if not entry[2].done() and not wait([entry[2]], self._remaining()).done:
                     raise self._timed_out()
                 pending.popleft()
                 results = self._results(entry)
