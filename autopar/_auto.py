@@ -136,7 +136,10 @@ def _calibrated(call: Call) -> Iterator[List[Any]]:
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     try:
         calibration = Calibration(probe, config, deadline)
-        calibration.run()
+        if deadline is None:
+            calibration.run_beside_caller()
+        else:
+            calibration.run()
         m = calibration.measurements(call.shippable)
         remaining = None if n_items is None else n_items - probe.read
         # With nothing left, the plan shown (and used next time) is for the whole call.
@@ -226,7 +229,7 @@ def _merge(
                 rest = None
             except BaseException as exc:
                 error = exc
-        yield [probe.take_result(index) for index in range(boundary)]
+        yield probe.take_results(boundary)
         probe.drain()
         if error is not None:
             raise error

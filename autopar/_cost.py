@@ -127,8 +127,13 @@ def thread_time(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
 
 
 def best_threads(m: Measurements, o: Overheads, n: int) -> Choice:
-    """The thread count with the least predicted time (the smallest one within 2% of it)."""
-    limit = max(1, min(o.max_threads, n))
+    """The thread count with the least predicted time (the smallest one within 2% of it).
+
+    More threads than cores only help items that wait (thread_time's own rule for what
+    counts as a wait), so only those try counts up to max_threads.
+    """
+    waits = m.wall - m.cpu >= o.thread_dispatch
+    limit = max(1, min(o.max_threads if waits else min(o.max_threads, o.cores), n))
     candidates = sorted({limit, o.cores, *(2**i for i in range(int(math.log2(limit)) + 1))})
     options = [thread_time(m, o, n, k) for k in candidates if k <= limit]
     fastest = min(t for t, _, _ in options)

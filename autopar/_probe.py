@@ -1,20 +1,22 @@
 """Calibration that does real work: the first items of a call run here, timed one by one.
 
-    caller (autopar._calibrate)               probe workers (daemon threads)
-    ---------------------------               ------------------------------
-    grow(k): run with k threads               take the next item (one at a time, under
-    wait(), look at samples and running         the lock, reading the input lazily)
-      items (wall, and CPU from each          run it; record wall, CPU (the thread's
-      thread's own clock)                       clock), result; nothing is thrown away
-    pause()/resume(), stop() -> the index
+    controller (autopar._calibrate)           probe workers (daemon threads, and the
+    ------------------------------            calling thread itself: work_here())
+    grow(k): run with k workers               ------------------------------------
+    wait(), look at samples and running       take the next item (one at a time, under
+      items (wall, and CPU from each            the lock, reading the input lazily)
+      thread's own clock)                     run it; record wall, CPU (the thread's
+    pause()/resume(), stop() -> the index       clock), result; nothing is thrown away
       where the rest of the input starts
 
 Items are taken one at a time so that a slow item never holds cheap ones hostage, and
-so that growing the worker count takes effect at once.
+so that growing the worker count takes effect at once; only items far cheaper than a
+thread hand-off are taken a few at a time.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -23,6 +25,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ._threadpool import DaemonThreadPool
 from ._worker import Failure, mark_worker_thread
+
+# Items that take less than this (the probe's own bookkeeping costs about as much) are
+# run in batches that double up to MAX_BATCH; a batch is timed, and sampled, as a whole.
+# Kept small: an item in a batch waits behind the batch's earlier items.
+BATCH_ITEM = 5e-6
+MAX_BATCH = 64
 
 # wall, cpu, and the phase: the worker count while the item ran, 0 if it changed meanwhile
 # (phase 1 = no other worker was busy: a clean measurement).
@@ -42,6 +50,7 @@ class Probe:
         self.read = 0  # items taken from the input (their indices are 0..read-1)
         self.exhausted = False
         self.stopped = False
+        self.closed = False  # stop() was called: nothing resumes the probe any more
         self.input_error: Optional[BaseException] = None
         self.results: Dict[int, Any] = {}
         self.failure: Optional[Failure] = None
@@ -52,70 +61,118 @@ class Probe:
         self.workers = 0
         self._paused_workers = 0
         self._changes = 0  # bumps whenever the worker count grows
-        self._result_waiters = 0  # callers blocked in take_result/take_any/drain
+        self._result_waiters = 0  # callers blocked in take_results/take_any/drain
+        self.caller_busy = False  # the calling thread is one of the workers (work_here)
+        self._caller_released = False  # ... and takes no more items once this is set
         self._pool = _shared_pool()
         _measure_clock_cost()
 
     # -- worker side -------------------------------------------------------------------
-    def _take(self, clock: Optional[int]) -> Optional[Tuple[int, Any, int]]:
+    def _take(
+        self, clock: Optional[int], caller: bool, batch: int
+    ) -> Optional[Tuple[int, List[Any], int]]:
+        """The next ``batch`` items (fewer at the limit or the end), or None to stop."""
         with self._cond:
             if self.stopped or self.exhausted or self.failure or self.read >= self.limit:
                 return None
-            try:
-                item = next(self._items)
-            except StopIteration:
-                self.exhausted = True
+            if caller and self._caller_released:
                 return None
+            wanted = min(batch, self.limit - self.read)
+            try:
+                items = list(itertools.islice(self._items, wanted))
             except BaseException as exc:  # the input itself failed: the caller re-raises it
                 self.input_error, self.exhausted = exc, True
                 return None
-            index, self.read = self.read, self.read + 1
+            self.exhausted = len(items) < wanted
+            if not items:
+                return None
+            index, self.read = self.read, self.read + len(items)
             cpu0 = time.clock_gettime(clock) if clock is not None else 0.0
             self.running[index] = (time.perf_counter(), clock, cpu0)
-            return index, item, self.workers
+            return index, items, self.workers
 
-    def _work(self) -> None:
+    def _work(self, caller: bool = False) -> None:
         clock = _thread_clock()
-        with mark_worker_thread():
-            while (task := self._take(clock)) is not None:
-                self._run(*task)
-        with self._cond:
-            self.workers -= 1
-            self._cond.notify_all()
+        batch = 1
+        try:
+            with mark_worker_thread():
+                while (task := self._take(clock, caller, batch)) is not None:
+                    per_item = self._run(*task)
+                    # Items cheaper than the probe's own bookkeeping (~5 us an item) are
+                    # taken a few at a time, each batch timed as a whole.
+                    batch = min(2 * batch, MAX_BATCH) if per_item < BATCH_ITEM else 1
+        finally:
+            with self._cond:
+                self.workers -= 1
+                if caller:
+                    self.caller_busy = False
+                self._cond.notify_all()
 
-    def _run(self, index: int, item: Any, workers: int) -> None:
+    def work_here(self) -> None:
+        """The calling thread runs items as one of the workers until release_caller(), or
+        until no item is left for it. Counted in ``workers`` from the call on."""
+        with self._cond:
+            self.workers += 1
+            self._changes += 1
+            self.caller_busy = True
+        self._work(caller=True)
+
+    def submit_helper(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on one of the probe's pooled threads (a calibration watcher)."""
+        self._pool.submit(fn)
+
+    def release_caller(self) -> None:
+        """The calling thread takes no new item (the one it runs, it finishes)."""
+        with self._cond:
+            self._caller_released = True
+
+    def _run(self, index: int, items: List[Any], workers: int) -> float:
+        """Run a batch, record it; return its wall seconds per item."""
         changes = self._changes
+        values: List[Any] = []
+        failure = None
         wall0, cpu0 = time.perf_counter(), time.thread_time()
         try:
-            value = self._fn(*item) if self._star else self._fn(item)
-            failure = None
+            values.extend(
+                itertools.starmap(self._fn, items) if self._star else map(self._fn, items)
+            )
         except Exception as exc:
-            failure = Failure(index, exc, traceback.format_exc())
+            failure = Failure(index + len(values), exc, traceback.format_exc())
+        except BaseException:
+            # Ctrl-C in the calling thread's own item (or SystemExit): the probe ends here.
+            with self._cond:
+                del self.running[index]
+                self.stopped = self.closed = True
+                self._cond.notify_all()
+            raise
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         # Less the clocks' own cost: for a 0.1 us item it is ten times the item, enough to
         # make shipping 100,000 of them to processes look worth it.
-        wall, cpu = max(0.0, wall - _CLOCK_COST[0]), max(0.0, cpu - _CLOCK_COST[1])
+        count = len(items)
+        wall = max(0.0, wall - _CLOCK_COST[0]) / count
+        cpu = max(0.0, cpu - _CLOCK_COST[1]) / count
         with self._cond:
             del self.running[index]
+            self.results.update(zip(range(index, index + len(values)), values))
             if failure is None:
-                self.results[index] = value
                 if self.example is None:
-                    self.example = (item, value)
+                    self.example = (items[0], values[0])
                 steady = self.workers == workers and changes == self._changes
-                self.samples.append((wall, cpu, workers if steady else 0))
-            elif self.failure is None or index < self.failure.index:
+                self.samples.extend([(wall, cpu, workers if steady else 0)] * count)
+            elif self.failure is None or failure.index < self.failure.index:
                 self.failure = failure
             # Waking the caller on every item would make it compete with the workers for
             # the GIL; it looks every tick, and is woken here only when waiting on results.
             if self._result_waiters or self.finished:
                 self._cond.notify_all()
+        return wall
 
     # -- caller side -------------------------------------------------------------------
     def grow(self, workers: int) -> None:
         """Run with ``workers`` threads from now on (never fewer than now)."""
         with self._cond:
             extra = workers - self.workers
-            if extra <= 0 or self.stopped:
+            if extra <= 0 or self.stopped or self.closed:
                 return
             self.workers += extra
             self._changes += 1
@@ -164,6 +221,8 @@ class Probe:
     def resume(self) -> None:
         """Take items again with the workers there were (idle ones left: replace them)."""
         with self._cond:
+            if self.closed:
+                return
             self.stopped = False
             wanted = max(1, self._paused_workers)
         self.grow(wanted)
@@ -171,7 +230,7 @@ class Probe:
     def stop(self) -> int:
         """Take no more items; return how many were taken (the rest start at this index)."""
         with self._cond:
-            self.stopped = True
+            self.stopped = self.closed = True
             return self.read
 
     def drain(self) -> None:
@@ -188,16 +247,20 @@ class Probe:
         finally:
             self._result_waiters -= 1
 
-    def take_result(self, index: int) -> Any:
-        """The result for ``index`` (< read), waiting for it; a failure raises it."""
+    def take_results(self, count: int) -> List[Any]:
+        """The results of items 0..count-1 (count <= read), in order, waiting for them;
+        the first failure among them raises."""
+        out: List[Any] = []
         with self._cond:
-            while index not in self.results:
-                # Items are taken in order, so the one asked for is the lowest not yet
-                # handed back: if it failed, nothing before it can fail any more.
-                if self.failure is not None and self.failure.index == index:
-                    raise_failure(self.failure)
-                self._wait_for_results()
-            return self.results.pop(index)
+            for index in range(count):
+                while index not in self.results:
+                    # Items are taken in order and handed back in order, so if this one
+                    # failed, nothing before it can fail any more.
+                    if self.failure is not None and self.failure.index == index:
+                        raise_failure(self.failure)
+                    self._wait_for_results()
+                out.append(self.results.pop(index))
+        return out
 
     def take_any(self) -> Optional[List[Any]]:
         """After stop(): results finished since the last call (waiting for one if none is
