@@ -256,7 +256,7 @@ class Probe:
                 while index not in self.results:
                     # Items are taken in order and handed back in order, so if this one
                     # failed, nothing before it can fail any more.
-                    if self.failure is not None and self.failure.index == index:
+                    if self.failure is not None and self.failure.index <= index:
                         raise_failure(self.failure)
                     self._wait_for_results()
                 out.append(self.results.pop(index))

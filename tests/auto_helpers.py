@@ -77,3 +77,28 @@ def tunable(args):
     if args:
         time.sleep(args)
     return os.getpid()
+
+
+def thread_of(_):
+    return threading.get_ident()
+
+
+class Gate:
+    """Item 0 waits until every other item has started (or ``timeout`` passes), and
+    returns whether they all did: they can only start while item 0 is still running if
+    something other than item 0's thread runs them."""
+
+    def __init__(self, n: int, timeout: float = 10.0) -> None:
+        self.others = threading.Semaphore(0)
+        self.n, self.timeout = n, timeout
+
+    def __call__(self, index: int) -> bool:
+        if index == 0:
+            deadline = time.monotonic() + self.timeout
+            for _ in range(self.n - 1):
+                if not self.others.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                    return False
+            return True
+        self.others.release()
+        time.sleep(0.01)
+        return True

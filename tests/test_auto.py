@@ -118,6 +118,35 @@ def test_explain_answers_why():
     assert "serial" in text
 
 
+def test_cheap_items_are_measured_in_the_callers_own_thread():
+    # No hand-off to a helper thread: a first call on cheap items costs about their work.
+    f = parallel(h.thread_of)
+    assert set(f.map(range(300))) == {threading.get_ident()}
+    assert f.last_plan.kind == "serial"
+
+
+def test_with_a_timeout_the_caller_only_watches():
+    # The caller must stay free to raise the timeout, so calibration runs elsewhere.
+    f = parallel(h.thread_of, timeout=30)
+    assert threading.get_ident() not in set(f.map(range(5)))
+
+
+def test_a_slow_item_in_the_callers_hands_holds_up_no_other_item():
+    # Item 0 runs in the caller and returns True only if all other items start meanwhile.
+    gate = h.Gate(12)
+    f = parallel(gate)
+    assert f.map(range(12)) == [True] * 12
+
+
+def test_a_failure_inside_a_batch_of_cheap_items_names_its_own_index():
+    f = parallel(h.square)
+    items = list(range(500))
+    items[45] = "x"  # str * str: TypeError, in the probe's batch of items 31..62
+    with pytest.raises(TypeError) as info:
+        f.map(items)
+    assert info.value.autopar_index == 45
+
+
 def test_one_item_runs_in_the_caller():
     f = parallel(h.square)
     assert f.map([3]) == [9]

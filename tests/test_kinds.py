@@ -8,7 +8,7 @@ import pytest
 
 import autopar
 from autopar import parallel
-from tests import helpers
+from tests import auto_helpers, helpers
 
 KINDS = ["serial", "thread", "process", "auto"]
 
@@ -78,6 +78,14 @@ def test_thread_kind_runs_in_other_threads_and_honours_workers():
     assert results == [0.05] * 6
     g = parallel(kind="thread", chunksize=1)(helpers.thread_id)
     assert threading.get_ident() not in set(g.map(range(4)))
+
+
+def test_thread_kind_runs_at_most_workers_chunks_at_once():
+    # One chunk per worker is queued ahead; queued chunks must not run concurrently.
+    auto_helpers.reset_peak()
+    f = parallel(kind="thread", workers=3, chunksize=1)(auto_helpers.nap)
+    assert f.map([0.02] * 24) == [0.02] * 24
+    assert auto_helpers.peak == 3
 
 
 def test_serial_kind_runs_in_the_caller_thread():
