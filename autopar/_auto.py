@@ -15,10 +15,11 @@ chunk's cost: a drift beyond DRIFT marks the memory stale, so the next call re-p
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import _cost, _overheads
 from ._calibrate import WAITING_RATE, Calibration
@@ -26,7 +27,8 @@ from ._config import Config
 from ._dispatch import Call, execute
 from ._probe import Probe
 from ._worker import ChunkResult
-from .errors import AutoparTimeoutError
+from .backends.serial import SERIAL_CHUNK
+from .errors import AutoparTimeoutError, annotate
 from .plan import Plan
 
 log = logging.getLogger("autopar")
@@ -41,13 +43,18 @@ _memory_lock = threading.Lock()
 
 @dataclasses.dataclass
 class Memory:
-    """What a function's calibration found; ``plans`` caches decisions by call size."""
+    """What a function's calibration found; ``plans`` caches decisions by call size.
+
+    ``serial_always`` caches, per (max_threads, dask address), whether serial wins at any
+    call size: then later calls skip the cost model and the runner (see _serial_here).
+    """
 
     measurements: _cost.Measurements
     stale: bool = False
-    plans: Dict[Tuple[Optional[int], _cost.Overheads], Plan] = dataclasses.field(
+    plans: Dict[Tuple[Optional[int], Optional[_cost.Overheads]], Plan] = dataclasses.field(
         default_factory=dict
     )
+    serial_always: Dict[Tuple[int, Optional[str]], bool] = dataclasses.field(default_factory=dict)
 
 
 def start(call: Call) -> Iterator[List[Any]]:
@@ -66,6 +73,15 @@ def start(call: Call) -> Iterator[List[Any]]:
 def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
     config, n_items = call.config, call.n_items
     m = memory.measurements
+    if (
+        n_items is not None
+        and n_items <= SERIAL_CHUNK
+        and config.timeout is None
+        and config.workers is None
+        and config.chunksize is None
+        and _serial_always(memory, m, config)
+    ):
+        return _serial_here(call, memory, m)
     overheads = _overheads.current(config)
     key = (n_items, overheads)
     with _memory_lock:
@@ -106,6 +122,64 @@ def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
                 memory.measurements = seen
 
     return execute(plan, call, on_chunk=on_chunk)
+
+
+def _serial_always(memory: Memory, m: _cost.Measurements, config: Config) -> bool:
+    """Whether serial wins at any call size, even against pools that are already warm.
+
+    The model's parallel costs are per item plus per chunk plus start-up, and chunks grow
+    with the call: if serial wins for a billion items with no start-up cost, it wins for
+    every size.
+    """
+    key = (config.max_threads, config.dask_address)
+    with _memory_lock:
+        known = memory.serial_always.get(key) if memory.measurements is m else None
+    if known is None:
+        warm = dataclasses.replace(
+            _overheads.current(config), thread_start=0.0, threads_started=0, process_start=0.0
+        )
+        known = _cost.decide(m, warm, 10**9).kind == "serial"
+        with _memory_lock:
+            if memory.measurements is m:
+                memory.serial_always[key] = known
+    return known
+
+
+def _serial_here(call: Call, memory: Memory, m: _cost.Measurements) -> Iterator[List[Any]]:
+    """A call remembered as serial at any size, run right here in one go.
+
+    The general runner costs about 0.1 ms a call (a pool lease, a future, chunk
+    bookkeeping, the cost model): ten times the work of 100 cheap items. The whole call is
+    timed, so a drift in cost still sends the next call back to measuring.
+    """
+    n = call.n_items or 0
+    plan = memory.plans.get((n, None))  # (a dict read is atomic; a race plans twice)
+    if plan is None:
+        plan = Plan(
+            "serial",
+            1,
+            max(1, n),
+            "items are too cheap for any pool to pay off at any size (remembered from an "
+            "earlier call)",
+            n,
+        )
+        with _memory_lock:
+            memory.plans[(n, None)] = plan
+    call.state.last_plan = plan
+    fn: Callable[..., Any] = call.fn
+    out: List[Any] = []
+    t0 = time.perf_counter()
+    try:
+        out.extend(itertools.starmap(fn, call.items) if call.star else map(fn, call.items))
+    except Exception as exc:
+        raise annotate(exc, len(out), "serial worker")  # noqa: B904 (the same exception)
+    wall = time.perf_counter() - t0
+    # Dearer items may now pay for a pool; cheaper ones only favour serial more.
+    if wall >= 1e-4 and wall > DRIFT * m.wall * n:
+        log.debug("autopar: cost drifted %.1fx; re-measuring on the next call", wall / n / m.wall)
+        with _memory_lock:
+            memory.stale = True
+    yield out
 
 
 def _decide(
@@ -166,7 +240,7 @@ def _calibrated(call: Call) -> Iterator[List[Any]]:
         config = dataclasses.replace(config, timeout=max(1e-3, deadline - time.monotonic()))
     rest: Optional[Iterator[List[Any]]] = None
     if not finished and probe.failure is None and probe.input_error is None:
-        the_rest = dataclasses.replace(call, config=config, items=iterator)
+        the_rest = call._replace(config=config, items=iterator)
         rest = execute(plan, the_rest, start_index=boundary)
     return _merge(probe, boundary, rest, call.ordered)
 

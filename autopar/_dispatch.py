@@ -6,9 +6,8 @@ defaults, ``kind="auto"`` is planned by :mod:`autopar._auto`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from typing import Any, Callable, Iterable, Iterator, List, Optional
+from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional
 
 from . import _pools
 from ._config import Config
@@ -38,12 +37,12 @@ def plan_named(kind: str, config: Config, n_items: Optional[int], reason: str) -
     return Plan(kind, workers, chunksize, reason, n_items)
 
 
-@dataclasses.dataclass(frozen=True)
-class Call:
+class Call(NamedTuple):
     """One map/imap/starmap call: the function, its settings, its input, its output form.
 
     ``fn`` runs in this process; ``shippable`` is the same function in a form that pickles
-    by reference where it can (the decorated wrapper), for kinds that ship it.
+    by reference where it can (the decorated wrapper), for kinds that ship it. (A named
+    tuple: every call makes one, and it is a quarter of a frozen dataclass's cost.)
     """
 
     state: FunctionState
@@ -72,14 +71,20 @@ def start(call: Call) -> Iterator[List[Any]]:
             "so workers are not multiplied and the pool cannot deadlock on itself",
         )
     elif config.kind == "auto":
-        from . import _auto
-
-        return _auto.start(call)
+        return _auto_start(call)
     else:
         plan = plan_named(config.kind, config, n_items, f"kind={config.kind!r} was requested")
     call.state.last_plan = plan
     log.debug("autopar: %s -> %s", call.name, plan)
     return execute(plan, call)
+
+
+def _auto_start(call: Call) -> Iterator[List[Any]]:
+    global _auto_start
+    from ._auto import start  # (imports this module: loaded on first use)
+
+    _auto_start = start
+    return start(call)
 
 
 def execute(

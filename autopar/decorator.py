@@ -88,7 +88,11 @@ class _Methods(Generic[P, R]):
         """The state, the merged config, and whether an argument (not just the environment)
         asked for a progress bar."""
         state, options = self._parallel_state()
-        config = _config.current().merged(**options).merged(**call)
+        config = _config.current()
+        if options:
+            config = config.merged(**options)
+        if any(value is not None for value in call.values()):
+            config = config.merged(**call)
         asked = call.get("progress")
         asked = options.get("progress") if asked is None else asked
         return state, config, asked is True

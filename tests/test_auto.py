@@ -147,6 +147,19 @@ def test_a_failure_inside_a_batch_of_cheap_items_names_its_own_index():
     assert info.value.autopar_index == 45
 
 
+def test_later_calls_on_cheap_items_run_directly_and_still_name_a_failing_item():
+    f = parallel(h.square)
+    f.map(range(1000))
+    assert f.map(range(50)) == [x * x for x in range(50)]
+    assert "at any size" in f.last_plan.reason
+    items = list(range(50))
+    items[17] = "x"
+    with pytest.raises(TypeError) as info:
+        f.map(items)
+    assert info.value.autopar_index == 17
+    assert "item 17" in "".join(getattr(info.value, "__notes__", ["item 17"]))
+
+
 def test_one_item_runs_in_the_caller():
     f = parallel(h.square)
     assert f.map([3]) == [9]
