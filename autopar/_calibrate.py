@@ -68,20 +68,48 @@ class Calibration:
         #: CPU per wall-second seen with each worker count (its whole phase).
         self.rates: Dict[int, float] = {}
         self._window: Optional[_Window] = None  # opens once the first item runs
+        self.budget = self.config.calibration_ms / 1e3
+        # _look_lock makes each look one thread's (the watcher's, or the caller's between
+        # its items); it guards known, _last_look, rates and _window.
+        self._look_lock = threading.Lock()
+        self.known = False  # the costs are known or the budget is spent
+        self._last_look = 0.0
 
     def run(self) -> None:
         """Probe until the costs are known, the budget is spent, or the input ends."""
         self.probe.grow(1)
-        budget = self.config.calibration_ms / 1e3
         while not self.probe.finished:
             self.probe.wait(TICK)
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise AutoparTimeoutError(
                     f"the call did not finish within timeout={self.config.timeout:g}s"
                 )
-            if self._tick() or time.perf_counter() - self.t0 >= budget:
+            if self._look():
                 break
         self.probe.pause()
+
+    def _look(self) -> bool:
+        with self._look_lock:
+            if not self.known:
+                self.known = self._tick() or time.perf_counter() - self.t0 >= self.budget
+            self._last_look = time.perf_counter()
+            return self.known
+
+    def _caller_look(self) -> bool:
+        """A look by the caller between its own items, at most one a tick: True to stop.
+
+        Computing items hold the GIL, so a watcher thread gets to look only every few
+        milliseconds (the interpreter's switch interval); the caller is right there.
+        """
+        if time.perf_counter() - self._last_look < TICK:
+            return False
+        if not self._look_lock.acquire(blocking=False):
+            return False  # the watcher is looking
+        self._look_lock.release()
+        if self._look():
+            self.probe.wake()  # the watcher need not wait out its tick
+            return True
+        return False
 
     def run_beside_caller(self) -> None:
         """Calibrate on a helper thread while the calling thread runs items itself.
@@ -114,8 +142,9 @@ class Calibration:
             finally:
                 done.set()
 
+        probe.add_caller()  # first: the helper must see the caller as worker 1
         probe.submit_helper(control)
-        probe.work_here()
+        probe.work_here(self._caller_look)
         with lock:
             skipped[0] = not started[0]
         if not skipped[0]:

@@ -91,13 +91,18 @@ class Probe:
             self.running[index] = (time.perf_counter(), clock, cpu0)
             return index, items, self.workers
 
-    def _work(self, caller: bool = False) -> None:
+    def _work(self, look: Optional[Callable[[], bool]] = None) -> None:
+        """Run items until none is left for this worker; ``look`` marks the calling
+        thread, and is asked after each of its items whether to stop."""
+        caller = look is not None
         clock = _thread_clock()
         batch = 1
         try:
             with mark_worker_thread():
                 while (task := self._take(clock, caller, batch)) is not None:
                     per_item = self._run(*task)
+                    if look is not None and look():
+                        break
                     # Items cheaper than the probe's own bookkeeping (~5 us an item) are
                     # taken a few at a time, each batch timed as a whole.
                     batch = min(2 * batch, MAX_BATCH) if per_item < BATCH_ITEM else 1
@@ -108,14 +113,18 @@ class Probe:
                     self.caller_busy = False
                 self._cond.notify_all()
 
-    def work_here(self) -> None:
-        """The calling thread runs items as one of the workers until release_caller(), or
-        until no item is left for it. Counted in ``workers`` from the call on."""
+    def add_caller(self) -> None:
+        """Count the calling thread as a worker from now on; it then calls work_here()."""
         with self._cond:
             self.workers += 1
             self._changes += 1
             self.caller_busy = True
-        self._work(caller=True)
+
+    def work_here(self, look: Callable[[], bool]) -> None:
+        """The calling thread runs items as one of the workers until release_caller(),
+        until ``look()`` (asked after each of its items) says to stop, or until no item
+        is left for it."""
+        self._work(look)
 
     def submit_helper(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on one of the probe's pooled threads (a calibration watcher)."""
@@ -189,6 +198,11 @@ class Probe:
             now = time.perf_counter()
             slow = any(now - t > 20 * under for t, _, _ in self.running.values())
             return mean < under and not slow
+
+    def wake(self) -> None:
+        """Wake whoever waits in wait()."""
+        with self._cond:
+            self._cond.notify_all()
 
     def wait(self, timeout: float) -> None:
         with self._cond:
