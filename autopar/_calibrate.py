@@ -40,15 +40,18 @@ SLOW_ITEM = 0.002
 CHEAP_ITEM = 50e-6
 CHEAP_SAMPLES = 64
 WAITING_RATE = 0.5  # CPU per wall-second under which work counts as waiting
+BUSY_ITEMS = 0.75  # share of the process's CPU its items must account for to be "busy"
 MIN_WINDOW = 0.004  # shortest window a CPU rate is judged on
 PIPE_BYTES_PER_SECOND = 1e9  # copying pickled bytes through a pipe, both ends together
 BIG_BUFFER = 64 * 1024  # flat buffers from this size are priced by size (_pickle_cost)
 
 
 class _Window:
-    """The process's CPU seconds per wall second since this window opened."""
+    """The process's CPU seconds per wall second since this window opened, for a phase
+    of ``workers`` workers."""
 
-    def __init__(self) -> None:
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
         self.at, self.cpu = time.perf_counter(), time.process_time()
 
     def age(self) -> float:
@@ -160,14 +163,15 @@ class Calibration:
             return True
         if self._window is None:
             if probe.read:
-                self._window = _Window()
+                self._window = _Window(probe.workers)
             return False
         window = self._window
         costs = item_costs(probe, None)
         if window.age() < MIN_WINDOW or not costs:
             return False
         rate, workers = window.rate(), probe.workers
-        self.rates[workers] = rate
+        if workers == window.workers:  # (not while the probe winds down at the input's end)
+            self.rates[workers] = rate
         mean = sum(w for w, _ in costs) / len(costs)
         idle_items = sum(c for _, c in costs) < WAITING_RATE * sum(w for w, _ in costs)
         if rate < WAITING_RATE and idle_items:
@@ -184,7 +188,7 @@ class Calibration:
 
     def _grow(self, workers: int) -> None:
         self.probe.grow(workers)
-        self._window = _Window()
+        self._window = _Window(workers)
 
     def measurements(self, shippable: Callable[..., Any]) -> _cost.Measurements:
         return measure(self.probe, shippable, self.rates)
@@ -226,9 +230,20 @@ def measure(
         # a core, which their own CPU clock does not show.
         cpu = max(cpu, wall * min(1.0, single))
     clean = any(phase == 1 for _, _, phase in probe.samples)
-    if not clean and rate is not None and rate >= WAITING_RATE and threads > 1:
+    # The CPU rate the items' own clocks account for, had `threads` threads run them
+    # back to back.
+    items_rate = threads * cpu / max(wall, 1e-9)
+    if (
+        not clean
+        and rate is not None
+        and rate >= WAITING_RATE
+        and threads > 1
+        and items_rate >= BUSY_ITEMS * rate
+    ):
         # Several threads kept the process busy, each item slowed by the others: taking
-        # turns on the GIL, k threads stretch each item about k / rate times.
+        # turns on the GIL, k threads stretch each item about k / rate times. (Only when
+        # the items themselves made it busy: 128 threads waking from 10 ms sleeps keep a
+        # process 0.7 busy with their own hand-offs, while each item still takes 10 ms.)
         wall = max(cpu, wall * min(1.0, rate) / threads)
     picklable, ship_caller, ship_worker = _ship_costs(shippable, probe.example)
     # The thread speed-up: the CPU rate two threads reached over one thread's (the GIL

@@ -27,6 +27,17 @@ def test_waiting_work_gets_threads_sized_by_waiting_not_cores():
     assert h.peak > 2 * _config.cpu_count()  # the waits really overlapped
 
 
+def test_many_waiting_threads_busy_with_hand_offs_do_not_make_items_look_cheap():
+    # 100+ threads waking from 10 ms naps keep the process ~0.7 busy with their own
+    # hand-offs; that is not items slowing each other, and each nap still takes 10 ms.
+    # (With the probe's threads already started, a second call used to measure 50 us.)
+    for _ in range(3):
+        f = parallel(h.nap)
+        f.map([0.01] * 200)
+        assert f.last_plan.kind == "thread", f.explain()
+        assert f.last_plan.measured["wall"] > 0.005, f.explain()
+
+
 def test_cheap_first_item_then_expensive_ones_still_overlap():
     # The classic trap: sleep(0) first; a choice from item 0 alone would be serial.
     h.reset_peak()
