@@ -15,20 +15,20 @@ chunk's cost: a drift beyond DRIFT marks the memory stale, so the next call re-p
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import _cost, _overheads
 from ._calibrate import WAITING_RATE, Calibration
 from ._config import Config
-from ._dispatch import Call, execute
+from ._dispatch import Call, execute, unchunked
 from ._probe import Probe
+from ._runner import run_here
 from ._worker import ChunkResult
 from .backends.serial import SERIAL_CHUNK
-from .errors import AutoparTimeoutError, annotate
+from .errors import AutoparTimeoutError
 from .plan import Plan
 
 log = logging.getLogger("autopar")
@@ -75,7 +75,7 @@ def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
     m = memory.measurements
     if (
         n_items is not None
-        and n_items <= SERIAL_CHUNK
+        and (n_items <= SERIAL_CHUNK or unchunked(call))
         and config.timeout is None
         and config.workers is None
         and config.chunksize is None
@@ -148,9 +148,9 @@ def _serial_always(memory: Memory, m: _cost.Measurements, config: Config) -> boo
 def _serial_here(call: Call, memory: Memory, m: _cost.Measurements) -> Iterator[List[Any]]:
     """A call remembered as serial at any size, run right here in one go.
 
-    The general runner costs about 0.1 ms a call (a pool lease, a future, chunk
-    bookkeeping, the cost model): ten times the work of 100 cheap items. The whole call is
-    timed, so a drift in cost still sends the next call back to measuring.
+    The general path costs about 0.1 ms a call (the cost model, a pool lease, a future
+    per chunk): ten times the work of 100 cheap items. The whole call is timed, so a
+    drift in cost still sends the next call back to measuring.
     """
     n = call.n_items or 0
     plan = memory.plans.get((n, None))  # (a dict read is atomic; a race plans twice)
@@ -166,20 +166,16 @@ def _serial_here(call: Call, memory: Memory, m: _cost.Measurements) -> Iterator[
         with _memory_lock:
             memory.plans[(n, None)] = plan
     call.state.last_plan = plan
-    fn: Callable[..., Any] = call.fn
-    out: List[Any] = []
-    t0 = time.perf_counter()
-    try:
-        out.extend(itertools.starmap(fn, call.items) if call.star else map(fn, call.items))
-    except Exception as exc:
-        raise annotate(exc, len(out), "serial worker")  # noqa: B904 (the same exception)
-    wall = time.perf_counter() - t0
-    # Dearer items may now pay for a pool; cheaper ones only favour serial more.
-    if wall >= 1e-4 and wall > DRIFT * m.wall * n:
-        log.debug("autopar: cost drifted %.1fx; re-measuring on the next call", wall / n / m.wall)
-        with _memory_lock:
-            memory.stale = True
-    yield out
+
+    def on_chunk(result: ChunkResult, count: int) -> None:
+        # Dearer items may now pay for a pool; cheaper ones only favour serial more.
+        if result.wall >= 1e-4 and result.wall > DRIFT * m.wall * count:
+            per_item = result.wall / max(count, 1)
+            log.debug("autopar: cost drifted %.1fx; re-measuring next call", per_item / m.wall)
+            with _memory_lock:
+                memory.stale = True
+
+    return run_here(call.fn, call.items, call.star, 0, on_chunk)
 
 
 def _decide(

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional
 
 from . import _pools
 from ._config import Config
-from ._runner import Chunker, Run
+from ._runner import Chunker, Run, run_here
 from ._worker import ChunkResult, in_worker
 from .plan import Plan
 
@@ -53,6 +53,7 @@ class Call(NamedTuple):
     n_items: Optional[int]
     ordered: bool
     star: bool
+    eager: bool = False  # the caller takes every result at once (map, starmap): no streaming
 
     @property
     def name(self) -> str:
@@ -100,6 +101,8 @@ def execute(
     may have run those before it).
     """
     config = call.config
+    if _pools.backend_class(plan.kind).inline and unchunked(call):
+        return run_here(call.fn, call.items, call.star, start_index, on_chunk)
     backend = _pools.acquire(plan.kind, config, plan.workers)  # Run releases it
     run = Run(
         backend,
@@ -111,6 +114,13 @@ def execute(
         on_chunk=on_chunk,
     )
     return run.ordered() if call.ordered else run.unordered()
+
+
+def unchunked(call: Call) -> bool:
+    """Whether an inline (serial) plan can run the call in one go, unchunked: no timeout
+    to check between chunks, and no stream or progress bar to feed chunk by chunk."""
+    config = call.config
+    return config.timeout is None and call.eager and not config.progress
 
 
 def flatten(chunks: Iterator[List[Any]]) -> Iterator[Any]:

@@ -252,6 +252,32 @@ class Run:
                     yield results
 
 
+def run_here(
+    fn: Callable[..., Any],
+    items: Iterable[Any],
+    star: bool,
+    start: int = 0,
+    on_chunk: Optional[Callable[[ChunkResult, int], None]] = None,
+) -> Iterator[List[Any]]:
+    """Every item in the caller's thread in one go, as one chunk: a serial plan whose
+    caller takes all results at once, with no timeout to check.
+
+    Cutting such a call into chunks buys nothing and costs copies: 200,000 tiny items ran
+    1.15x slower than plain map in chunks of 16,384, and the general runner adds about
+    0.1 ms a call (a pool lease, a future per chunk).
+    """
+    out: List[Any] = []
+    wall0, cpu0 = time.perf_counter(), time.thread_time()
+    try:
+        out.extend(itertools.starmap(fn, items) if star else map(fn, items))
+    except Exception as exc:
+        raise annotate(exc, start + len(out), "serial worker")  # noqa: B904 (the same one)
+    if on_chunk is not None:
+        result = ChunkResult(out, time.perf_counter() - wall0, time.thread_time() - cpu0, None)
+        on_chunk(result, len(out))
+    yield out
+
+
 def checked_items(items: Iterable[Any], materialize: bool) -> Iterable[Any]:
     """``items``, as a list if ``materialize``; a TypeError naming it if it is not iterable."""
     if isinstance(items, (list, tuple, range)):
@@ -267,11 +293,18 @@ def checked_items(items: Iterable[Any], materialize: bool) -> Iterable[Any]:
 
 
 def gather(chunks: Iterator[List[Any]]) -> List[Any]:
-    """All results, flattened, for a map: on a crash, what came back goes on the error."""
+    """All results, flattened, for a map: on a crash, what came back goes on the error.
+
+    The first chunk becomes the result (chunks are fresh lists that nothing else keeps):
+    copying a one-chunk call's 200,000 results made it 1.13x slower than plain map.
+    """
     out: List[Any] = []
     try:
         for chunk in chunks:
-            out.extend(chunk)
+            if out:
+                out.extend(chunk)
+            else:
+                out = chunk
     except WorkerCrashedError as exc:
         exc.partial_results.update(enumerate(out))
         raise

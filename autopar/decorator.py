@@ -115,7 +115,7 @@ class _Methods(Generic[P, R]):
         bar = self._bar(config, explicit, n_items)  # before any work: no tqdm, no run
         try:
             run = _dispatch.Call(
-                state, fn, self._shippable(), config, items, n_items, ordered, star
+                state, fn, self._shippable(), config, items, n_items, ordered, star, materialize
             )
             results = _dispatch.start(run)
         except BaseException:
