@@ -16,21 +16,25 @@ thread hand-off are taken a few at a time.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from ._threadpool import DaemonThreadPool
 from ._worker import Failure, mark_worker_thread
 
 # Items that take less than this (the probe's own bookkeeping costs about as much) are
-# run in batches that double up to MAX_BATCH; a batch is timed, and sampled, as a whole.
+# run in batches that grow 4x up to MAX_BATCH, once CHEAP_BEFORE_BATCHES batches in a row
+# were that cheap; a batch is timed, and sampled, as a whole.
 # Kept small: an item in a batch waits behind the batch's earlier items.
 BATCH_ITEM = 5e-6
 MAX_BATCH = 64
+CHEAP_BEFORE_BATCHES = 3
+HOSTAGE = 0.0005  # a batch runs items read ahead for at most this long
 
 # wall, cpu, and the phase: the worker count while the item ran, 0 if it changed meanwhile
 # (phase 1 = no other worker was busy: a clean measurement).
@@ -62,6 +66,8 @@ class Probe:
         self._paused_workers = 0
         self._changes = 0  # bumps whenever the worker count grows
         self._result_waiters = 0  # callers blocked in take_results/take_any/drain
+        # (index, item) read ahead for a batch and not yet started: any worker takes them.
+        self._ready: Deque[Tuple[int, Any]] = collections.deque()
         self.caller_busy = False  # the calling thread is one of the workers (work_here)
         self._caller_released = False  # ... and takes no more items once this is set
         self._pool = _shared_pool()
@@ -70,12 +76,22 @@ class Probe:
     # -- worker side -------------------------------------------------------------------
     def _take(
         self, clock: Optional[int], caller: bool, batch: int
-    ) -> Optional[Tuple[int, List[Any], int]]:
-        """The next ``batch`` items (fewer at the limit or the end), or None to stop."""
+    ) -> Optional[Tuple[int, Any, int, bool]]:
+        """The next item (index, item, workers now, whether more were read ahead with it
+        into the ready queue, up to ``batch`` in all), or None to stop. ``batch`` 0 takes
+        only items already read ahead.
+
+        Items read ahead come first, whatever the state: their indices are below
+        ``read``, so the call waits for their results.
+        """
         with self._cond:
-            if self.stopped or self.exhausted or self.failure or self.read >= self.limit:
+            if self._ready:
+                index, item = self._ready.popleft()
+                self._start(index, clock)
+                return index, item, self.workers, False
+            if batch == 0 or self.stopped or self.exhausted or self.failure:
                 return None
-            if caller and self._caller_released:
+            if self.read >= self.limit or (caller and self._caller_released):
                 return None
             wanted = min(batch, self.limit - self.read)
             try:
@@ -87,25 +103,34 @@ class Probe:
             if not items:
                 return None
             index, self.read = self.read, self.read + len(items)
-            cpu0 = time.clock_gettime(clock) if clock is not None else 0.0
-            self.running[index] = (time.perf_counter(), clock, cpu0)
-            return index, items, self.workers
+            self._ready.extend(zip(range(index + 1, self.read), items[1:]))
+            self._start(index, clock)
+            return index, items[0], self.workers, len(items) > 1
+
+    def _start(self, index: int, clock: Optional[int]) -> None:
+        # Called with _cond held.
+        cpu0 = time.clock_gettime(clock) if clock is not None else 0.0
+        self.running[index] = (time.perf_counter(), clock, cpu0)
 
     def _work(self, look: Optional[Callable[[], bool]] = None) -> None:
         """Run items until none is left for this worker; ``look`` marks the calling
         thread, and is asked after each of its items whether to stop."""
         caller = look is not None
         clock = _thread_clock()
-        batch = 1
+        batch, cheap_in_a_row = 1, 0
         try:
             with mark_worker_thread():
                 while (task := self._take(clock, caller, batch)) is not None:
                     per_item = self._run(*task)
-                    if look is not None and look():
-                        break
+                    if batch == 0 or (look is not None and look()):
+                        batch = 0  # leaving: only items read ahead are left to run
+                        continue
                     # Items cheaper than the probe's own bookkeeping (~5 us an item) are
-                    # taken a few at a time, each batch timed as a whole.
-                    batch = min(2 * batch, MAX_BATCH) if per_item < BATCH_ITEM else 1
+                    # taken a few at a time, each batch timed as a whole, once a few in
+                    # a row were (a cheap first item says little about the next ones).
+                    cheap_in_a_row = cheap_in_a_row + 1 if per_item < BATCH_ITEM else 0
+                    grow = cheap_in_a_row >= CHEAP_BEFORE_BATCHES
+                    batch = min(4 * batch, MAX_BATCH) if grow else 1
         finally:
             with self._cond:
                 self.workers -= 1
@@ -135,18 +160,20 @@ class Probe:
         with self._cond:
             self._caller_released = True
 
-    def _run(self, index: int, items: List[Any], workers: int) -> float:
-        """Run a batch, record it; return its wall seconds per item."""
+    def _run(self, index: int, item: Any, workers: int, batch: bool) -> float:
+        """Run an item, and after it, if ``batch``, items from the ready queue for up to
+        HOSTAGE seconds; record them as one sample each of the mean cost. Returns that."""
         changes = self._changes
-        values: List[Any] = []
+        done: List[Tuple[int, Any]] = []
+        at = [index]  # the item running now, for a failure's index
         failure = None
         wall0, cpu0 = time.perf_counter(), time.thread_time()
         try:
-            values.extend(
-                itertools.starmap(self._fn, items) if self._star else map(self._fn, items)
-            )
+            done.append((index, self._fn(*item) if self._star else self._fn(item)))
+            if batch:
+                self._run_ready(done, at, wall0 + HOSTAGE)
         except Exception as exc:
-            failure = Failure(index + len(values), exc, traceback.format_exc())
+            failure = Failure(at[0], exc, traceback.format_exc())
         except BaseException:
             # Ctrl-C in the calling thread's own item (or SystemExit): the probe ends here.
             with self._cond:
@@ -157,15 +184,15 @@ class Probe:
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         # Less the clocks' own cost: for a 0.1 us item it is ten times the item, enough to
         # make shipping 100,000 of them to processes look worth it.
-        count = len(items)
+        count = max(1, len(done))
         wall = max(0.0, wall - _CLOCK_COST[0]) / count
         cpu = max(0.0, cpu - _CLOCK_COST[1]) / count
         with self._cond:
             del self.running[index]
-            self.results.update(zip(range(index, index + len(values)), values))
+            self.results.update(done)
             if failure is None:
                 if self.example is None:
-                    self.example = (items[0], values[0])
+                    self.example = (item, done[0][1])
                 steady = self.workers == workers and changes == self._changes
                 self.samples.extend([(wall, cpu, workers if steady else 0)] * count)
             elif self.failure is None or failure.index < self.failure.index:
@@ -175,6 +202,19 @@ class Probe:
             if self._result_waiters or self.finished:
                 self._cond.notify_all()
         return wall
+
+    def _run_ready(self, done: List[Tuple[int, Any]], at: List[int], until: float) -> None:
+        """Run items from the ready queue into ``done`` until it is empty or ``until``
+        (perf_counter) has passed. Any other worker takes from the same queue, so one
+        slow item here holds none of the others back."""
+        fn, star, ready, clock = self._fn, self._star, self._ready, time.perf_counter
+        while clock() <= until:
+            try:
+                index, item = ready.popleft()  # (atomic: no lock needed)
+            except IndexError:
+                return
+            at[0] = index
+            done.append((index, fn(*item) if star else fn(item)))
 
     # -- caller side -------------------------------------------------------------------
     def grow(self, workers: int) -> None:
@@ -213,7 +253,7 @@ class Probe:
     def finished(self) -> bool:
         """No more items will be taken and none is running."""
         done_taking = self.stopped or self.exhausted or self.failure or self.read >= self.limit
-        return bool(done_taking) and not self.running
+        return bool(done_taking) and not self.running and not self._ready
 
     def running_costs(self) -> List[Tuple[float, Optional[float]]]:
         """Wall seconds each running item has run so far, and its CPU seconds where the
@@ -250,7 +290,7 @@ class Probe:
     def drain(self) -> None:
         """Wait until every taken item has finished, then release the threads."""
         with self._cond:
-            while self.running:
+            while self.running or self._ready:
                 self._wait_for_results()
 
     def _wait_for_results(self) -> None:
@@ -266,6 +306,11 @@ class Probe:
         the first failure among them raises."""
         out: List[Any] = []
         with self._cond:
+            results = self.results
+            if len(results) == count and not self.running:  # all here: no look at each
+                out = [results[index] for index in range(count)]
+                results.clear()
+                return out
             for index in range(count):
                 while index not in self.results:
                     # Items are taken in order and handed back in order, so if this one
@@ -280,7 +325,7 @@ class Probe:
         """After stop(): results finished since the last call (waiting for one if none is
         ready), None once all are handed back; a failure raises when nothing else is left."""
         with self._cond:
-            while not self.results and self.running:
+            while not self.results and (self.running or self._ready):
                 self._wait_for_results()
             if self.results:
                 ready = list(self.results.values())

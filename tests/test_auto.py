@@ -175,3 +175,12 @@ def test_one_item_runs_in_the_caller():
     f = parallel(h.square)
     assert f.map([3]) == [9]
     assert f.last_plan.kind == "serial"
+
+
+def test_a_slow_item_after_a_run_of_cheap_ones_holds_no_batch_hostage():
+    # Near-free items are probed in batches; the sleeps after them must still overlap
+    # instead of queueing behind each other in one batch.
+    h.reset_peak()
+    f = parallel(h.nap_unless_zero)
+    assert f.map([0] * 40 + [0.2] * 8) == [0] * 40 + [0.2] * 8
+    assert h.peak >= 4, f.explain()
