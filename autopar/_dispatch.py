@@ -7,7 +7,7 @@ defaults, ``kind="auto"`` is planned by :mod:`autopar._auto`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from . import _pools
 from ._config import Config
@@ -25,6 +25,9 @@ class FunctionState:
         # Plain attribute writes are atomic; readers see one whole Plan or another.
         self.last_plan: Optional[Plan] = None
         self.memory: Any = None  # owned by autopar._auto, guarded there
+        # (environment config, it merged with the decorator's options): one tuple, so a
+        # reader sees a matching pair.
+        self.configured: Tuple[Any, Any] = (None, None)
 
 
 def plan_named(kind: str, config: Config, n_items: Optional[int], reason: str) -> Plan:

@@ -90,7 +90,13 @@ class _Methods(Generic[P, R]):
         state, options = self._parallel_state()
         config = _config.current()
         if options:
-            config = config.merged(**options)
+            # The decorator's options over the environment's config, made once per config
+            # (current() hands back the same object until an AUTOPAR_* variable changes).
+            base, merged = state.configured
+            if base is not config:
+                merged = config.merged(**options)
+                state.configured = (config, merged)
+            config = merged
         if any(value is not None for value in call.values()):
             config = config.merged(**call)
         asked = call.get("progress")
