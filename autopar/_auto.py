@@ -222,13 +222,14 @@ def _calibrated(call: Call) -> Iterator[List[Any]]:
         raise
     with _memory_lock:
         call.state.memory = Memory(m)
-    spent = time.perf_counter() - t0
+    # (The caller may have gone on running its own slow item long after that.)
+    spent = calibration.known_after or time.perf_counter() - t0
     finished = probe.exhausted or (n_items is not None and boundary >= n_items)
+    known = f"costs known after {spent * 1e3:.1f} ms"
     if finished or probe.failure is not None:
-        note = f"all {boundary} items ran while measuring ({spent * 1e3:.1f} ms); "
-        note += f"later calls: {plan.kind}"
+        note = f"all {boundary} items ran while measuring, {known}; later calls: {plan.kind}"
     else:
-        note = f"the first {boundary} items ran while measuring ({spent * 1e3:.1f} ms)"
+        note = f"the first {boundary} items ran while measuring, {known}"
     plan = dataclasses.replace(plan, n_items=n_items, reason=f"{plan.reason} ({note})")
     call.state.last_plan = plan
     log.debug("autopar: %s -> %s", call.name, plan)

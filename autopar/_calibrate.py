@@ -76,6 +76,7 @@ class Calibration:
         # its items); it guards known, _last_look, rates and _window.
         self._look_lock = threading.Lock()
         self.known = False  # the costs are known or the budget is spent
+        self.known_after: Optional[float] = None  # seconds from the start until then
         self._last_look = 0.0
 
     def run(self) -> None:
@@ -95,6 +96,8 @@ class Calibration:
         with self._look_lock:
             if not self.known:
                 self.known = self._tick() or time.perf_counter() - self.t0 >= self.budget
+                if self.known:
+                    self.known_after = time.perf_counter() - self.t0
             self._last_look = time.perf_counter()
             return self.known
 
