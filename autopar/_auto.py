@@ -218,7 +218,7 @@ def _calibrated(call: Call) -> Iterator[List[Any]]:
             _start_processes(probe, config, plan, m, deadline)
         boundary = probe.stop()
     except BaseException:
-        probe.stop()
+        probe.stop(abandon=True)
         raise
     with _memory_lock:
         call.state.memory = Memory(m)

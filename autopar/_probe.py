@@ -66,7 +66,8 @@ class Probe:
         self._paused_workers = 0
         self._changes = 0  # bumps whenever the worker count grows
         self._result_waiters = 0  # callers blocked in take_results/take_any/drain
-        # (index, item) read ahead for a batch and not yet started: any worker takes them.
+        # (index, item) read ahead for a batch and not yet started: any worker takes them
+        # (a batch pops them without _cond: a deque's popleft is atomic).
         self._ready: Deque[Tuple[int, Any]] = collections.deque()
         self.caller_busy = False  # the calling thread is one of the workers (work_here)
         self._caller_released = False  # ... and takes no more items once this is set
@@ -281,10 +282,17 @@ class Probe:
             wanted = max(1, self._paused_workers)
         self.grow(wanted)
 
-    def stop(self) -> int:
-        """Take no more items; return how many were taken (the rest start at this index)."""
+    def stop(self, abandon: bool = False) -> int:
+        """Take no more items; return how many were taken (the rest start at this index).
+
+        Items read ahead still run (the call waits for their results) unless ``abandon``:
+        the call failed, and nothing will wait for them.
+        """
         with self._cond:
             self.stopped = self.closed = True
+            if abandon:
+                self._ready.clear()
+                self._cond.notify_all()
             return self.read
 
     def drain(self) -> None:
