@@ -177,8 +177,7 @@ def _snapshot() -> Tuple[Any, ...]:
     # Every call reads these; os.environ.get encodes and decodes each name and value
     # (~2 us apiece), reading the raw mapping it wraps does not. Values are only compared.
     if _RAW_ENV is not None and isinstance(_RAW_ENV, dict):
-        get = _RAW_ENV.get
-        return tuple(get(key) for key in _RAW_KEYS)
+        return tuple(map(_RAW_ENV.get, _RAW_KEYS))
     return tuple(os.environ.get(var) for var in ENV_VARS)
 
 
