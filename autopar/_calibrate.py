@@ -81,8 +81,9 @@ class Calibration:
 
     def run(self) -> None:
         """Probe until the costs are known, the budget is spent, or the input ends."""
-        self.probe.grow(1)
-        while not self.probe.finished:
+        if not self.known:  # (the caller may have found them before this thread started)
+            self.probe.grow(1)
+        while not self.known and not self.probe.finished:
             self.probe.wait(TICK)
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise AutoparTimeoutError(
