@@ -54,7 +54,8 @@ class Memory:
     plans: Dict[Tuple[Optional[int], Optional[_cost.Overheads]], Plan] = dataclasses.field(
         default_factory=dict
     )
-    serial_always: Dict[Tuple[int, Optional[str]], bool] = dataclasses.field(default_factory=dict)
+    # (max_threads, dask address) -> why serial wins at any size, or "" if it does not
+    serial_always: Dict[Tuple[int, Optional[str]], str] = dataclasses.field(default_factory=dict)
 
 
 def start(call: Call) -> Iterator[List[Any]]:
@@ -79,9 +80,9 @@ def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
         and config.timeout is None
         and config.workers is None
         and config.chunksize is None
-        and _serial_always(memory, m, config)
+        and (why := _serial_always(memory, m, config))
     ):
-        return _serial_here(call, memory, m)
+        return _serial_here(call, memory, m, why)
     overheads = _overheads.current(config)
     key = (n_items, overheads)
     with _memory_lock:
@@ -124,8 +125,9 @@ def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
     return execute(plan, call, on_chunk=on_chunk)
 
 
-def _serial_always(memory: Memory, m: _cost.Measurements, config: Config) -> bool:
-    """Whether serial wins at any call size, even against pools that are already warm.
+def _serial_always(memory: Memory, m: _cost.Measurements, config: Config) -> str:
+    """Why serial wins at any call size, even against pools that are already warm; ""
+    if it does not.
 
     The model's parallel costs are per item plus per chunk plus start-up, and chunks grow
     with the call: if serial wins for a billion items with no start-up cost, it wins for
@@ -138,14 +140,17 @@ def _serial_always(memory: Memory, m: _cost.Measurements, config: Config) -> boo
         warm = dataclasses.replace(
             _overheads.current(config), thread_start=0.0, threads_started=0, process_start=0.0
         )
-        known = _cost.decide(m, warm, 10**9).kind == "serial"
+        plan = _cost.decide(m, warm, 10**9)
+        known = f"{plan.reason}, at any call size" if plan.kind == "serial" else ""
         with _memory_lock:
             if memory.measurements is m:
                 memory.serial_always[key] = known
     return known
 
 
-def _serial_here(call: Call, memory: Memory, m: _cost.Measurements) -> Iterator[List[Any]]:
+def _serial_here(
+    call: Call, memory: Memory, m: _cost.Measurements, why: str
+) -> Iterator[List[Any]]:
     """A call remembered as serial at any size, run right here in one go.
 
     The general path costs about 0.1 ms a call (the cost model, a pool lease, a future
@@ -155,15 +160,10 @@ def _serial_here(call: Call, memory: Memory, m: _cost.Measurements) -> Iterator[
     n = call.n_items or 0
     plan = memory.plans.get((n, None))  # (a dict read is atomic; a race plans twice)
     if plan is None:
-        plan = Plan(
-            "serial",
-            1,
-            max(1, n),
-            "items are too cheap for any pool to pay off at any size (remembered from an "
-            "earlier call)",
-            n,
-        )
+        plan = Plan("serial", 1, max(1, n), f"{why} (remembered from an earlier call)", n)
         with _memory_lock:
+            if len(memory.plans) > 64:
+                memory.plans.clear()
             memory.plans[(n, None)] = plan
     call.state.last_plan = plan
 

@@ -162,7 +162,7 @@ def test_later_calls_on_cheap_items_run_directly_and_still_name_a_failing_item()
     f = parallel(h.square)
     f.map(range(1000))
     assert f.map(range(50)) == [x * x for x in range(50)]
-    assert "at any size" in f.last_plan.reason
+    assert "at any call size" in f.last_plan.reason
     items = list(range(50))
     items[17] = "x"
     with pytest.raises(TypeError) as info:
