@@ -10,8 +10,8 @@
       where the rest of the input starts
 
 Items are taken one at a time so that a slow item never holds cheap ones hostage, and
-so that growing the worker count takes effect at once; only items far cheaper than a
-thread hand-off are taken a few at a time.
+so that growing the worker count takes effect at once; only items far cheaper than
+timing them are read a few at a time, into a queue that any worker takes from.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from ._worker import Failure, mark_worker_thread
 
 # Items that take less than this (the probe's own bookkeeping costs about as much) are
 # run in batches that grow 4x up to MAX_BATCH, once CHEAP_BEFORE_BATCHES batches in a row
-# were that cheap; a batch is timed, and sampled, as a whole.
-# Kept small: an item in a batch waits behind the batch's earlier items.
+# were that cheap; a batch is timed, and sampled, as a whole. Its items wait in a shared
+# read-ahead queue that every worker takes from, so none waits behind a slow one while
+# another worker is free.
 BATCH_ITEM = 5e-6
 MAX_BATCH = 64
 CHEAP_BEFORE_BATCHES = 3
