@@ -90,10 +90,7 @@ def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
     if plan is None:
         plan = _decide(m, config, n_items, overheads)
         plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
-        with _memory_lock:
-            if len(memory.plans) > 64:
-                memory.plans.clear()
-            memory.plans[key] = plan
+        _remember_plan(memory, key, plan)
     call.state.last_plan = plan
     log.debug("autopar: %s: %s", call.name, plan.reason)
     # Threads that compute share cores (and maybe the GIL), which stretches their wall
@@ -123,6 +120,16 @@ def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
                 memory.measurements = seen
 
     return execute(plan, call, on_chunk=on_chunk)
+
+
+def _remember_plan(
+    memory: Memory, key: Tuple[Optional[int], Optional[_cost.Overheads]], plan: Plan
+) -> None:
+    """Cache a decision; a function called with many sizes starts the cache afresh."""
+    with _memory_lock:
+        if len(memory.plans) > 64:
+            memory.plans.clear()
+        memory.plans[key] = plan
 
 
 def _serial_always(memory: Memory, m: _cost.Measurements, config: Config) -> str:
@@ -161,10 +168,7 @@ def _serial_here(
     plan = memory.plans.get((n, None))  # (a dict read is atomic; a race plans twice)
     if plan is None:
         plan = Plan("serial", 1, max(1, n), f"{why} (remembered from an earlier call)", n)
-        with _memory_lock:
-            if len(memory.plans) > 64:
-                memory.plans.clear()
-            memory.plans[(n, None)] = plan
+        _remember_plan(memory, (n, None), plan)
     call.state.last_plan = plan
 
     def on_chunk(result: ChunkResult, count: int) -> None:

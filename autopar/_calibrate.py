@@ -95,12 +95,16 @@ class Calibration:
 
     def _look(self) -> bool:
         with self._look_lock:
-            if not self.known:
-                self.known = self._tick() or time.perf_counter() - self.t0 >= self.budget
-                if self.known:
-                    self.known_after = time.perf_counter() - self.t0
-            self._last_look = time.perf_counter()
-            return self.known
+            return self._look_held()
+
+    def _look_held(self) -> bool:
+        # Called with _look_lock held.
+        if not self.known:
+            self.known = self._tick() or time.perf_counter() - self.t0 >= self.budget
+            if self.known:
+                self.known_after = time.perf_counter() - self.t0
+        self._last_look = time.perf_counter()
+        return self.known
 
     def _caller_look(self) -> bool:
         """A look by the caller between its own items, at most one a tick: True to stop.
@@ -112,11 +116,13 @@ class Calibration:
             return False
         if not self._look_lock.acquire(blocking=False):
             return False  # the watcher is looking
-        self._look_lock.release()
-        if self._look():
+        try:
+            known = self._look_held()
+        finally:
+            self._look_lock.release()
+        if known:
             self.probe.wake()  # the watcher need not wait out its tick
-            return True
-        return False
+        return known
 
     def run_beside_caller(self) -> None:
         """Calibrate on a helper thread while the calling thread runs items itself.

@@ -32,7 +32,7 @@ from typing import (
 )
 
 from . import _pools
-from ._worker import ChunkResult
+from ._worker import ChunkResult, run_chunk
 from .backends.base import Backend
 from .errors import AutoparTimeoutError, RemoteTraceback, WorkerCrashedError, annotate
 
@@ -266,16 +266,12 @@ def run_here(
     1.15x slower than plain map in chunks of 16,384, and the general runner adds about
     0.1 ms a call (a pool lease, a future per chunk).
     """
-    out: List[Any] = []
-    wall0, cpu0 = time.perf_counter(), time.thread_time()
-    try:
-        out.extend(itertools.starmap(fn, items) if star else map(fn, items))
-    except Exception as exc:
-        raise annotate(exc, start + len(out), "serial worker")  # noqa: B904 (the same one)
+    result = run_chunk(fn, start, items, star)
+    if result.failure is not None:
+        raise annotate(result.failure.exc, result.failure.index, "serial worker")
     if on_chunk is not None:
-        result = ChunkResult(out, time.perf_counter() - wall0, time.thread_time() - cpu0, None)
-        on_chunk(result, len(out))
-    yield out
+        on_chunk(result, len(result.results))
+    yield result.results
 
 
 def checked_items(items: Iterable[Any], materialize: bool) -> Iterable[Any]:

@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import traceback
-from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 # True in a process started by autopar's process pool; set once by init_process().
 _IN_PROCESS_WORKER = False
@@ -89,7 +89,7 @@ def _exit_when_orphaned(parent: int) -> None:
 def run_chunk(
     fn: Callable[..., Any],
     start: int,
-    items: Sequence[Any],
+    items: Iterable[Any],
     star: bool,
     mark: bool = False,
     deadline: Optional[float] = None,
@@ -118,7 +118,7 @@ def run_chunk(
     return ChunkResult(results, time.perf_counter() - wall0, time.thread_time() - cpu0, failure)
 
 
-def _run_all(fn: Callable[..., Any], items: Sequence[Any], star: bool, out: List[Any]) -> None:
+def _run_all(fn: Callable[..., Any], items: Iterable[Any], star: bool, out: List[Any]) -> None:
     # The hot loop of every kind, in C: list.extend keeps what it appended before an
     # exception, so len(out) is then the failing item's offset.
     out.extend(itertools.starmap(fn, items) if star else map(fn, items))
@@ -126,7 +126,7 @@ def _run_all(fn: Callable[..., Any], items: Sequence[Any], star: bool, out: List
 
 def _run_until(
     fn: Callable[..., Any],
-    items: Sequence[Any],
+    items: Iterable[Any],
     star: bool,
     out: List[Any],
     deadline: float,
