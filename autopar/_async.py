@@ -139,7 +139,7 @@ class _AsyncMethods(_Methods[P, R]):
         state.last_plan = plan
         log.debug("autopar: %s -> %s", getattr(self, "__qualname__", self), plan)
         bar = self._bar(config, explicit, len(items))
-        fn: Callable[..., Any] = self.__wrapped__  # type: ignore[attr-defined]
+        fn: Callable[..., Any] = self.__wrapped__
 
         async def job() -> List[Any]:
             try:

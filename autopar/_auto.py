@@ -15,20 +15,21 @@ chunk's cost: a drift beyond DRIFT marks the memory stale, so the next call re-p
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, cast
 
-from . import _cost, _overheads
+from . import _config, _cost, _overheads
 from ._calibrate import WAITING_RATE, Calibration
 from ._config import Config
-from ._dispatch import Call, execute, unchunked
+from ._dispatch import Call, FunctionState, execute, unchunked
 from ._probe import Probe
 from ._runner import run_here
 from ._worker import ChunkResult
 from .backends.serial import SERIAL_CHUNK
-from .errors import AutoparTimeoutError
+from .errors import AutoparTimeoutError, annotate
 from .plan import Plan
 
 log = logging.getLogger("autopar")
@@ -172,14 +173,75 @@ def _serial_here(
     call.state.last_plan = plan
 
     def on_chunk(result: ChunkResult, count: int) -> None:
-        # Dearer items may now pay for a pool; cheaper ones only favour serial more.
-        if result.wall >= 1e-4 and result.wall > DRIFT * m.wall * count:
-            per_item = result.wall / max(count, 1)
-            log.debug("autopar: cost drifted %.1fx; re-measuring next call", per_item / m.wall)
-            with _memory_lock:
-                memory.stale = True
+        _check_drift(memory, m.wall, result.wall, count)
 
+    _open_express(call, memory, m)
     return run_here(call.fn, call.items, call.star, 0, on_chunk)
+
+
+def _open_express(call: Call, memory: Memory, m: _cost.Measurements) -> None:
+    """Give the function an express lane if this call's config is the environment's as
+    parsed (and merged with the decorator's options), with no progress bar."""
+    config, state = call.config, call.state
+    env = state.configured[0] if state.configured[1] is config else config
+    values = _config.snapshot_of(env)
+    if values is not None and not config.progress:
+        state.express = Express(state, memory, values, m.wall)
+
+
+class Express:
+    """The express lane of a function remembered as serial at any call size.
+
+    Even the direct path above costs about 25 us a call (settling the config, the call's
+    bookkeeping, a generator): twice the whole work of 100 near-free items. The decorator's
+    map and starmap try this lane first when they get no timeout, chunksize or progress
+    argument. It runs the items right away if nothing that shaped the decision changed
+    (the AUTOPAR_* variables, the memory) and a call of this size was planned before; it
+    still times the call for drift. (In a worker it runs serially, as nesting would.)
+    """
+
+    __slots__ = ("memory", "per_item", "state", "values")
+
+    def __init__(
+        self, state: FunctionState, memory: Memory, values: Tuple[Any, ...], per_item: float
+    ) -> None:
+        self.state, self.memory, self.values, self.per_item = state, memory, values, per_item
+
+    def run(self, fn: Callable[..., Any], items: Any, star: bool) -> Optional[List[Any]]:
+        """The results, or None if the call must take the usual path."""
+        memory, state = self.memory, self.state
+        if (
+            memory.stale
+            or state.memory is not memory
+            or not isinstance(items, (list, tuple, range))
+            or _config.snapshot() != self.values
+        ):
+            return None
+        n = len(items)
+        plan = memory.plans.get((n, None))  # (cached by _serial_here for this size)
+        if plan is None:
+            return None
+        out: List[Any] = []
+        t0 = time.perf_counter()
+        try:
+            out.extend(itertools.starmap(fn, cast(Any, items)) if star else map(fn, items))
+        except Exception as exc:
+            annotate(exc, len(out), "serial worker")  # out holds the items before it
+            raise
+        wall = time.perf_counter() - t0
+        state.last_plan = plan
+        _check_drift(memory, self.per_item, wall, n)
+        return out
+
+
+def _check_drift(memory: Memory, per_item: float, wall: float, count: int) -> None:
+    """After a serial run of ``count`` items: mark the memory stale if they cost far more
+    than remembered (dearer items may now pay for a pool; cheaper ones only favour serial
+    more). Runs under 0.1 ms are left alone: they are mostly timer noise."""
+    if wall >= 1e-4 and wall > DRIFT * per_item * count:
+        log.debug("autopar: cost drifted %.1fx; re-measuring next call", wall / count / per_item)
+        with _memory_lock:
+            memory.stale = True
 
 
 def _decide(

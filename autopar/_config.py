@@ -159,25 +159,37 @@ _cache: Tuple[Tuple[Any, ...], Config] | None = None
 def current() -> Config:
     """The Config the environment describes now (cached until an AUTOPAR_* variable changes)."""
     global _cache
-    snapshot = _snapshot()
+    now = snapshot()
     with _lock:
-        if _cache is not None and _cache[0] == snapshot:
+        if _cache is not None and _cache[0] == now:
             return _cache[1]
     config = from_environ({k: v for k, v in os.environ.items() if k.startswith("AUTOPAR_")})
     with _lock:
-        _cache = (snapshot, config)
+        _cache = (now, config)
     return config
 
 
+def snapshot_of(config: Config) -> Optional[Tuple[Any, ...]]:
+    """The AUTOPAR_* values ``config`` was parsed from, if it is the one :func:`current`
+    has cached (compare it with :func:`snapshot` to know nothing changed since), else None."""
+    cache = _cache  # (one read of a tuple: a matching pair)
+    return cache[0] if cache is not None and cache[1] is config else None
+
+
 _RAW_ENV: Any = getattr(os.environ, "_data", None)  # CPython: the bytes behind os.environ
-_RAW_KEYS = tuple(os.environ.encodekey(var) for var in ENV_VARS) if _RAW_ENV else ()
+if not isinstance(_RAW_ENV, dict):  # pragma: no cover
+    _RAW_ENV = None
+_RAW_KEYS = frozenset(os.environ.encodekey(var) for var in ENV_VARS) if _RAW_ENV else ()
 
 
-def _snapshot() -> Tuple[Any, ...]:
-    # Every call reads these; os.environ.get encodes and decodes each name and value
-    # (~2 us apiece), reading the raw mapping it wraps does not. Values are only compared.
-    if _RAW_ENV is not None and isinstance(_RAW_ENV, dict):
-        return tuple(map(_RAW_ENV.get, _RAW_KEYS))
+def snapshot() -> Tuple[Any, ...]:
+    """The AUTOPAR_* variables' values now, in a form only meant to be compared."""
+    # Every call reads this. os.environ.get encodes and decodes each name and value (~2 us
+    # apiece); the raw mapping it wraps does not, and one set intersection finds which of
+    # the names are set (usually none) at half the cost of looking each one up.
+    if _RAW_ENV is not None:
+        present = _RAW_ENV.keys() & _RAW_KEYS
+        return tuple(sorted([(k, _RAW_ENV.get(k)) for k in present])) if present else ()
     return tuple(os.environ.get(var) for var in ENV_VARS)
 
 

@@ -28,6 +28,9 @@ class FunctionState:
         # (environment config, it merged with the decorator's options): one tuple, so a
         # reader sees a matching pair.
         self.configured: Tuple[Any, Any] = (None, None)
+        # kind="auto" only: autopar._auto.Express once the function is known to be serial
+        # at any size; map and starmap try it first.
+        self.express: Any = None
 
 
 def plan_named(kind: str, config: Config, n_items: Optional[int], reason: str) -> Plan:

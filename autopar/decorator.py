@@ -81,6 +81,10 @@ class _ByReference:
 class _Methods(Generic[P, R]):
     """map and friends, shared by the function wrapper and its bound-method form."""
 
+    if TYPE_CHECKING:
+        _self_state: _dispatch.FunctionState
+        __wrapped__: Callable[..., Any]
+
     def _parallel_state(self) -> Tuple[_dispatch.FunctionState, Dict[str, Any]]:
         raise NotImplementedError
 
@@ -117,7 +121,7 @@ class _Methods(Generic[P, R]):
             n_items = len(items)  # type: ignore[arg-type]
         except TypeError:
             n_items = None
-        fn: Callable[..., Any] = self.__wrapped__  # type: ignore[attr-defined]
+        fn: Callable[..., Any] = self.__wrapped__
         bar = self._bar(config, explicit, n_items)  # before any work: no tqdm, no run
         try:
             run = _dispatch.Call(
@@ -141,6 +145,11 @@ class _Methods(Generic[P, R]):
         progress: Optional[bool] = None,
     ) -> List[R]:
         """``[f(x) for x in items]``, in input order, run the way this function's kind says."""
+        lane = self._self_state.express  # (see autopar._auto.Express)
+        if lane is not None and timeout is None and chunksize is None and progress is None:
+            done = lane.run(self.__wrapped__, items, False)
+            if done is not None:
+                return done  # type: ignore[no-any-return]
         chunks = self._parallel_run(items, True, False, True, **_call(timeout, chunksize, progress))
         return _runner.gather(chunks)
 
@@ -153,6 +162,11 @@ class _Methods(Generic[P, R]):
         progress: Optional[bool] = None,
     ) -> List[R]:
         """``[f(*args) for args in items]``, like ``itertools.starmap``, as a list."""
+        lane = self._self_state.express  # (see autopar._auto.Express)
+        if lane is not None and timeout is None and chunksize is None and progress is None:
+            done = lane.run(self.__wrapped__, items, True)
+            if done is not None:
+                return done  # type: ignore[no-any-return]
         chunks = self._parallel_run(items, True, True, True, **_call(timeout, chunksize, progress))
         return _runner.gather(chunks)
 
@@ -213,6 +227,11 @@ class BoundParallelFunction(_Methods[P, R], wrapt.BoundFunctionWrapper):  # type
     def _parallel_state(self) -> Tuple[_dispatch.FunctionState, Dict[str, Any]]:
         parent = self._self_parent
         return parent._self_state, parent._self_options
+
+    @property
+    def _self_state(self) -> _dispatch.FunctionState:  # type: ignore[override]
+        # (The methods' state is the decorated function's, shared by all instances.)
+        return self._self_parent._self_state  # type: ignore[no-any-return]
 
     def _shippable(self) -> Callable[..., Any]:
         # A bound method pickles as getattr(instance, name), which finds this wrapper again.

@@ -184,3 +184,72 @@ def test_a_slow_item_after_a_run_of_cheap_ones_holds_no_batch_hostage():
     f = parallel(h.nap_unless_zero)
     assert f.map([0] * 40 + [0.2] * 8) == [0] * 40 + [0.2] * 8
     assert h.peak >= 4, f.explain()
+
+
+class Scaler:
+    def __init__(self, k):
+        self.k = k
+
+    @parallel
+    def scale(self, x):
+        return self.k * x
+
+
+def _express(f, monkeypatch, items):
+    """f.map(items) served by the express lane: the usual path is made to fail."""
+    from autopar import _auto
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_auto, "_remembered", _unexpected)
+        return f.map(items)
+
+
+def _unexpected(*args):
+    raise AssertionError("the call left the express lane")
+
+
+def test_later_calls_on_cheap_items_take_the_express_lane(monkeypatch):
+    f = parallel(h.square)
+    f.map(range(100))  # measured: serial at any size
+    f.map(range(100))  # remembered: opens the express lane for 100 items
+    assert _express(f, monkeypatch, list(range(100))) == [x * x for x in range(100)]
+    assert "at any call size" in f.last_plan.reason and f.last_plan.n_items == 100
+    assert f.starmap([(3,)] * 100) == [9] * 100
+    items = list(range(100))
+    items[71] = "x"
+    with pytest.raises(TypeError) as info:
+        _express(f, monkeypatch, items)
+    assert info.value.autopar_index == 71
+
+
+def test_express_lane_yields_to_settings_and_other_sizes(monkeypatch):
+    f = parallel(h.square)
+    f.map(range(100))
+    f.map(range(100))
+    monkeypatch.setenv("AUTOPAR_KIND", "thread")  # the environment changed: obeyed at once
+    f.map(range(100))
+    assert f.last_plan.kind == "thread"
+    monkeypatch.delenv("AUTOPAR_KIND")
+    f.map(range(100), timeout=30)  # an argument: the usual path, which can time out
+    assert "at any call size" not in f.last_plan.reason
+    f.map(range(150))  # a size not planned before: planned, then the lane has it too
+    assert f.last_plan.n_items == 150
+    assert _express(f, monkeypatch, range(150)) == [x * x for x in range(150)]
+
+
+def test_express_lane_runs_each_instances_own_method():
+    a, b = Scaler(2), Scaler(3)
+    a.scale.map(range(100))
+    a.scale.map(range(100))
+    assert a.scale.map(range(100)) == [2 * x for x in range(100)]
+    assert b.scale.map(range(100)) == [3 * x for x in range(100)]
+
+
+def test_express_lane_notices_when_items_turn_dear():
+    f = parallel(h.tunable)
+    f.map([0.0] * 20)
+    f.map([0.0] * 20)
+    f.map([0.01] * 20)  # same size, far dearer: this call flags the memory stale
+    f.map([0.01] * 20)
+    assert "measuring" in f.last_plan.reason
+    assert f.last_plan.kind == "thread"
