@@ -12,26 +12,10 @@ Importing autopar is light: thread and process machinery load on first use.
 
 from __future__ import annotations
 
-import logging
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from . import _pools
-from .decorator import BoundParallelFunction, ParallelFunction, parallel
-from .errors import (
-    AutoparError,
-    AutoparTimeoutError,
-    PicklingFailedError,
-    RemoteError,
-    RemoteTraceback,
-    WorkerCrashedError,
-)
-from .plan import Plan
-
 __version__ = "0.1.0"
-
-# A library logs and lets the application decide where records go: without this, Python's
-# last-resort handler would print our WARNINGs to stderr when no logging is configured.
-logging.getLogger("autopar").addHandler(logging.NullHandler())
 
 __all__ = [
     "AsyncParallelFunction",
@@ -53,17 +37,53 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ._async import AsyncParallelFunction, BoundAsyncParallelFunction
+    from .decorator import BoundParallelFunction, ParallelFunction, parallel
+    from .errors import (
+        AutoparError,
+        AutoparTimeoutError,
+        PicklingFailedError,
+        RemoteError,
+        RemoteTraceback,
+        WorkerCrashedError,
+    )
+    from .plan import Plan
+
+# Public name -> the module that defines it, imported on first use. A process worker
+# imports autopar._worker, and so this package, before its first task: with nothing loaded
+# here, it skips wrapt, logging and the rest (a cold pool started in 0.14 s, not 0.2 s).
+# The async wrappers need asyncio, tens of milliseconds more.
+_LAZY = {
+    "parallel": "decorator",
+    "ParallelFunction": "decorator",
+    "BoundParallelFunction": "decorator",
+    "AsyncParallelFunction": "_async",
+    "BoundAsyncParallelFunction": "_async",
+    "Plan": "plan",
+    **dict.fromkeys(
+        (
+            "AutoparError",
+            "AutoparTimeoutError",
+            "PicklingFailedError",
+            "RemoteError",
+            "RemoteTraceback",
+            "WorkerCrashedError",
+        ),
+        "errors",
+    ),
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The async wrappers need asyncio (tens of milliseconds to import): load on first use.
-    if name in ("AsyncParallelFunction", "BoundAsyncParallelFunction"):
-        from . import _async
-
-        return getattr(_async, name)
-    raise AttributeError(f"module 'autopar' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autopar' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # found directly next time
+    return value
 
 
 def shutdown() -> None:
     """Stop every global pool now (they also stop at exit); later calls start new ones."""
+    from . import _pools
+
     _pools.shutdown()

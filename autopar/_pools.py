@@ -19,6 +19,10 @@ from ._config import Config
 from .backends.base import Backend
 
 log = logging.getLogger("autopar")
+# A library logs and lets the application decide where records go: without this, Python's
+# last-resort handler would print our WARNINGs to stderr when no logging is configured.
+# (Here, not in __init__: every module that logs loads this one; a worker process does not.)
+log.addHandler(logging.NullHandler())
 
 # kind -> "module:class"; modules are imported on first use (process machinery is heavy).
 _FACTORIES = {

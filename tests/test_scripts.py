@@ -118,3 +118,29 @@ def test_import_is_light():
         """
     )
     assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_a_process_worker_loads_only_the_worker_code():
+    # Every process worker (and the forkserver) imports autopar._worker before its first
+    # task: the package must not drag in the decorator's wrapt, logging or the planner.
+    proc = run_python(
+        """
+        import sys, autopar._worker
+        loaded = [m for m in ("wrapt", "logging", "autopar.decorator", "autopar._pools")
+                  if m in sys.modules]
+        print(loaded)
+        """
+    )
+    assert proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_public_names_load_on_first_use():
+    proc = run_python(
+        """
+        import autopar
+        from autopar import *
+        print(sorted(name for name in autopar.__all__ if not hasattr(autopar, name)))
+        print(autopar.parallel is autopar.decorator.parallel, autopar.Plan.__module__)
+        """
+    )
+    assert proc.stdout.splitlines() == ["[]", "True autopar.plan"], proc.stderr

@@ -99,7 +99,7 @@ class ProcessBackend(Backend):
         context = multiprocessing.get_context(config.start_method)
         if config.start_method == "forkserver":
             # Workers fork from a server that has already imported autopar's worker code.
-            context.set_forkserver_preload(["autopar._worker"])
+            context.set_forkserver_preload(["autopar._worker", "cloudpickle"])
         kwargs: dict[str, Any] = {}
         if _NATIVE_RECYCLE and config.max_tasks_per_child:
             kwargs["max_tasks_per_child"] = config.max_tasks_per_child
