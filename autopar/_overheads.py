@@ -19,9 +19,10 @@ from ._cost import Overheads
 
 log = logging.getLogger("autopar")
 
-# Used until this program has started a process pool. Measured on a 2-core Linux VM:
-# forkserver pool of 2 workers, first task round trip 30-60 ms (benchmarks/RESULTS.md).
-PRIOR_PROCESS_START = 0.06
+# Used until this program has started a process pool: a pool of 2 workers, up to its first
+# round trip, measured on a 2-core Linux VM. forkserver and spawn start a fresh interpreter
+# that imports autopar._worker (0.14 s and 0.16 s); fork copies this process (0.03 s).
+PRIOR_PROCESS_START = {"fork": 0.03, "forkserver": 0.15, "spawn": 0.15}
 PRIOR_PROCESS_DISPATCH = 3e-4
 
 # _lock guards _measured (name -> seconds) and _clusters (address -> threads, dispatch).
@@ -85,11 +86,12 @@ def thread_costs() -> Dict[str, float]:
     return costs
 
 
-def warm_process_pool(config: Config, workers: int) -> float:
+def warm_process_pool(config: Config, workers: int, record_start: bool = True) -> float:
     """Start (or reuse) the process pool with every worker up; return the seconds it took.
 
-    The first time, this is the cold start a call pays, and it is recorded, as is the
-    per-chunk round trip measured right after on the warm pool.
+    The first time, this is the cold start a call pays, and it is recorded (unless
+    ``record_start`` is false), as is the per-chunk round trip measured right after on the
+    warm pool.
     """
     t0 = time.perf_counter()
     backend = _pools.get("process", config, workers)
@@ -98,14 +100,32 @@ def warm_process_pool(config: Config, workers: int) -> float:
     for i, future in futures:
         backend.collect(future, i, 1)
     elapsed = time.perf_counter() - t0
-    if _get("process_start") is None:
-        record("process_start", elapsed)
+    if _get("process_dispatch") is None:
+        if record_start:
+            record("process_start", elapsed)
         rounds = 10
         t1 = time.perf_counter()
         for i in range(rounds):
             backend.collect(backend.submit(payload, i, [None], False, None), i, 1)
         record("process_dispatch", (time.perf_counter() - t1) / rounds)
     return elapsed
+
+
+def warm_in_background(config: Config, workers: int) -> None:
+    """Start the process pool on a daemon thread, for later calls.
+
+    For a call that a warm pool would win but a cold one would not: the call runs without
+    it, and the next one finds it ready. (Not recorded as the cold start: work running in
+    the caller meanwhile stretches it.)
+    """
+    _pools.in_background(lambda: _warm_quietly(config, workers))
+
+
+def _warm_quietly(config: Config, workers: int) -> None:
+    try:
+        warm_process_pool(config, workers, record_start=False)
+    except Exception as exc:  # a call that uses the pool will meet the cause and report it
+        log.debug("autopar: warming the process pool failed: %s", exc)
 
 
 def process_warm(config: Config) -> bool:
@@ -152,7 +172,7 @@ def current(config: Config) -> Overheads:
         process_dispatch=_get("process_dispatch") or PRIOR_PROCESS_DISPATCH,
         process_start=0.0
         if process_warm(config)
-        else (start if start is not None else PRIOR_PROCESS_START),
+        else (start if start is not None else PRIOR_PROCESS_START[config.start_method]),
         max_threads=config.max_threads,
         cluster_threads=cluster_threads,
         cluster_dispatch=cluster_dispatch,

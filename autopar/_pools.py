@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 from ._config import Config
 from .backends.base import Backend
@@ -149,8 +149,29 @@ def discard(backend: Backend) -> None:
         old.abort()
 
 
+def in_background(start: Callable[[], None]) -> None:
+    """Run ``start`` (a pool warm-up) on a daemon thread, unless one still runs.
+
+    :func:`shutdown` waits for it first, so that no pool starts behind its back.
+    """
+    global _background
+    with _lock:
+        if _exiting or (_background is not None and _background.is_alive()):
+            return
+        _background = threading.Thread(target=start, name="autopar-warm", daemon=True)
+        _background.start()
+
+
+_background: Optional[threading.Thread] = None  # guarded by _lock
+BACKGROUND_WAIT = 60.0  # seconds shutdown() waits for a warm-up (a start hung in the OS)
+
+
 def shutdown() -> None:
     """Stop every pool now, retired ones too. The next call starts fresh ones."""
+    with _lock:
+        background = _background
+    if background is not None and background is not threading.current_thread():
+        background.join(BACKGROUND_WAIT)
     with _lock:
         backends = [*_backends.values(), *_retired]
         _backends.clear()
@@ -180,8 +201,9 @@ def park_if_exiting() -> None:
 
 def _forget_after_fork() -> None:
     # The parent's pools, threads and pipes belong to the parent: start from nothing.
-    global _lock
+    global _lock, _background
     _lock = threading.RLock()
+    _background = None
     _backends.clear()
     _users.clear()
     _retired.clear()

@@ -1,6 +1,7 @@
 """kind="auto" decides each trap the right way (decisions only: timing is for benchmarks)."""
 
 import threading
+import time
 
 import pytest
 
@@ -59,7 +60,7 @@ def test_growing_costs_overlap():
 def test_gil_bound_python_work_goes_to_processes(tmp_path):
     log = tmp_path / "ran.txt"
     f = parallel(h.burn_and_log)
-    n = 60
+    n = 120  # 0.6 s: enough to pay for a cold pool's start (0.15 s or more)
     assert f.map([(str(log), i, 5) for i in range(n)]) == list(range(n))
     assert f.last_plan.kind == "process", f.explain()
     # Sampled items count as done: every item ran exactly once, in the probe or a worker.
@@ -253,3 +254,27 @@ def test_express_lane_notices_when_items_turn_dear():
     f.map([0.01] * 20)
     assert "measuring" in f.last_plan.reason
     assert f.last_plan.kind == "thread"
+
+
+@pytest.mark.skipif(not MULTICORE, reason="processes only pay with two or more cores")
+@pytest.mark.timeout(120)
+def test_a_cold_pool_too_slow_for_this_call_starts_for_the_next(monkeypatch):
+    # ~60 ms of Python code: a warm pool halves it, a cold start (0.15 s or more) does not
+    # pay. This call runs without it; the pool starts in the background for the next.
+    import autopar
+    from autopar import _overheads, _pools
+
+    autopar.shutdown()
+    # (Pool costs as measured on a quiet machine: earlier tests may have measured them busy.)
+    monkeypatch.setitem(_overheads._measured, "process_start", 0.15)
+    monkeypatch.setitem(_overheads._measured, "process_dispatch", 3e-4)
+    f = parallel(h.burn)
+    items = [2] * 30
+    f.map(items)
+    assert f.last_plan.kind == "serial", f.explain()
+    deadline = time.monotonic() + 60
+    while not _overheads.process_warm(_config.current()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _pools.peek("process") is not None
+    f.map(items)
+    assert f.last_plan.kind == "process", f.explain()
