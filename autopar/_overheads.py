@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from . import _pools
 from ._config import Config, cpu_count
@@ -56,11 +56,7 @@ def _time_thread_costs() -> Dict[str, float]:
         thread.join()
     start = (time.perf_counter() - t0) / starts
     pool = DaemonThreadPool(1, name="autopar-calibrate")
-    rounds = 10
-    t0 = time.perf_counter()
-    for _ in range(rounds):
-        pool.submit(_noop, None).result()
-    dispatch = (time.perf_counter() - t0) / rounds
+    dispatch = _median_time(lambda: pool.submit(_noop, None).result())
     pool.shutdown()
     return {"thread_start": start, "thread_dispatch": dispatch}
 
@@ -103,12 +99,22 @@ def warm_process_pool(config: Config, workers: int, record_start: bool = True) -
     if _get("process_dispatch") is None:
         if record_start:
             record("process_start", elapsed)
-        rounds = 10
-        t1 = time.perf_counter()
-        for i in range(rounds):
-            backend.collect(backend.submit(payload, i, [None], False, None), i, 1)
-        record("process_dispatch", (time.perf_counter() - t1) / rounds)
+        dispatch = _median_time(
+            lambda: backend.collect(backend.submit(payload, 0, [None], False, None), 0, 1)
+        )
+        record("process_dispatch", dispatch)
     return elapsed
+
+
+def _median_time(round_trip: Callable[[], object], rounds: int = 11) -> float:
+    """The median time of ``round_trip``: one hiccup of a shared machine (a preempted
+    worker) is not the pool's cost, and a mean keeps it for the rest of the program."""
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        round_trip()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[rounds // 2]
 
 
 def warm_in_background(config: Config, workers: int) -> None:
