@@ -301,7 +301,10 @@ def _calibrated(call: Call) -> Iterator[List[Any]]:
         overheads = _overheads.current(config)
         plan = _decide(m, config, remaining or n_items, overheads)
         _warm_for_later(m, config, dataclasses.replace(plan, n_items=n_items), overheads)
-        if plan.kind == "process" and not probe.finished:
+        # (The probe pauses once the costs are known: items left, not items running,
+        # say whether there is work to go on with while the pool starts.)
+        left = not probe.exhausted and (n_items is None or probe.read < n_items)
+        if plan.kind == "process" and (left or not probe.finished):
             _start_processes(probe, config, plan, m, deadline)
         boundary = probe.stop()
     except BaseException:

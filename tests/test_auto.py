@@ -278,3 +278,34 @@ def test_a_cold_pool_too_slow_for_this_call_starts_for_the_next(monkeypatch):
     assert _pools.peek("process") is not None
     f.map(items)
     assert f.last_plan.kind == "process", f.explain()
+
+
+@pytest.mark.timeout(120)
+def test_work_that_waits_goes_on_while_a_cold_process_pool_starts(monkeypatch):
+    # Processes rarely win for waiting work, so the plan is forced here; the pool start
+    # is slowed to 1.5 s. The probe must keep running items meanwhile, not sit idle.
+    import dataclasses
+    import re
+
+    import autopar
+    from autopar import _auto, _overheads
+
+    autopar.shutdown()
+    warm = _overheads.warm_process_pool
+
+    def slow_warm(config, workers, record_start=True):
+        time.sleep(1.5)
+        return warm(config, workers, record_start=False)
+
+    decide = _auto._decide
+    monkeypatch.setattr(_overheads, "warm_process_pool", slow_warm)
+    monkeypatch.setattr(
+        _auto, "_decide", lambda *a: dataclasses.replace(decide(*a), kind="process", workers=2)
+    )
+    f = parallel(h.nap)
+    items = [0.2] * 300
+    assert f.map(items) == items
+    # Measuring alone reads at most 256 items (twice the thread cap); the rest ran while
+    # the pool started, on the probe's threads.
+    found = re.search(r"(all|the first) (\d+) items ran while measuring", f.last_plan.reason)
+    assert found and int(found.group(2)) > 256, f.explain()
