@@ -113,13 +113,26 @@ def execute(
     run = Run(
         backend,
         call.shippable if backend.ships_by_pickle else call.fn,
-        Chunker(call.items, plan.chunksize, start_index),
+        Chunker(
+            call.items,
+            plan.chunksize,
+            start_index,
+            taper=_taper(plan, call) if backend.tapers else None,
+        ),
         workers=plan.workers,
         star=call.star,
         timeout=config.timeout,
         on_chunk=on_chunk,
     )
     return run.ordered() if call.ordered else run.unordered()
+
+
+def _taper(plan: Plan, call: Call) -> Optional[Tuple[int, int]]:
+    """(total items, workers) for chunks that shrink near the end, where the chunk size
+    is autopar's own choice for input of known length; None where the user named it."""
+    if call.n_items is None or call.config.chunksize is not None or plan.workers < 2:
+        return None
+    return call.n_items, plan.workers
 
 
 def unchunked(call: Call) -> bool:

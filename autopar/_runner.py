@@ -62,6 +62,8 @@ def _footprint(values: Sequence[Any]) -> int:
 class Chunker:
     """Reads the input lazily, one chunk at a time; the size may change between chunks.
 
+    ``taper=(total, workers)``: chunks shrink as the input's end nears (see _tapered).
+
     An adaptive size (no chunksize named, input of unknown length) doubles while a chunk
     runs in under TARGET_CHUNK_SECONDS and its items and results stay under half of
     MAX_CHUNK_BYTES, up to MAX_ADAPTIVE_CHUNK items; it halves when a chunk holds more
@@ -69,19 +71,30 @@ class Chunker:
     much of results) is in flight, however large the items are.
     """
 
-    def __init__(self, items: Iterable[Any], size: Optional[int], start: int = 0) -> None:
+    def __init__(
+        self,
+        items: Iterable[Any],
+        size: Optional[int],
+        start: int = 0,
+        *,
+        taper: Optional[Tuple[int, int]] = None,
+    ) -> None:
         self._items = iter(items)
         self.adaptive = size is None
         self.size = size or 1
         self.next_index = start
         self.exhausted = False
         self._roomy = True  # the last chunk read could double and stay within the byte cap
+        self._taper = taper
 
     def next(self) -> Optional[Tuple[int, List[Any]]]:
         if self.exhausted:
             return None
-        chunk = list(itertools.islice(self._items, self.size))
-        if len(chunk) < self.size:
+        size = self.size
+        if self._taper is not None:
+            size = self._tapered(size, *self._taper)
+        chunk = list(itertools.islice(self._items, size))
+        if len(chunk) < size:
             self.exhausted = True
         if not chunk:
             return None
@@ -90,6 +103,14 @@ class Chunker:
         start = self.next_index
         self.next_index += len(chunk)
         return start, chunk
+
+    def _tapered(self, size: int, total: int, workers: int) -> int:
+        """Near the end of ``total`` items: chunks of what is left / (2 x workers), down to
+        an eighth of ``size``, so that no worker is left with a long last chunk while the
+        others idle. (Items that grow dearer along the input put the most work there: 300
+        of them rising to 4 ms ran 1.2x slower than an even split in chunks of 38.)"""
+        left = total - self.next_index
+        return max(1, size // 8, min(size, -(-left // (2 * workers))))
 
     def _fit(self, nbytes: int) -> None:
         self._roomy = nbytes * 2 <= MAX_CHUNK_BYTES

@@ -150,3 +150,30 @@ def test_nested_call_inside_a_worker_runs_serially():
     assert helpers.outer_calls_inner.map([3, 4]) == [5, 14]
     assert helpers.thread_square.last_plan.kind == "serial"
     assert "nested" in helpers.thread_square.last_plan.reason
+
+
+def _chunk_sizes(monkeypatch, **options):
+    """The chunk sizes a kind="thread" map over 200 items hands to the pool."""
+    from autopar.backends import thread
+
+    sizes = []
+    submit = thread.ThreadBackend.submit
+
+    def spy(self, payload, start, items, star, deadline):
+        sizes.append(len(items))
+        return submit(self, payload, start, items, star, deadline)
+
+    monkeypatch.setattr(thread.ThreadBackend, "submit", spy)
+    f = parallel(kind="thread", workers=2, **options)(helpers.square)
+    assert f.map(range(200)) == [x * x for x in range(200)]
+    return sizes
+
+
+def test_chunks_shrink_near_the_end_unless_their_size_was_named(monkeypatch):
+    # A long last chunk would leave the other workers idle (items that grow dearer along
+    # the input put the most work there).
+    tapered = _chunk_sizes(monkeypatch)
+    assert sum(tapered) == 200
+    assert tapered[-1] < tapered[0] and tapered == sorted(tapered, reverse=True)
+    assert min(tapered) >= tapered[0] // 8
+    assert _chunk_sizes(monkeypatch, chunksize=25) == [25] * 8

@@ -42,6 +42,8 @@ class Backend:
     can_abort: ClassVar[bool] = False
     #: Chunks run in the caller's thread, one at a time, inside submit().
     inline: ClassVar[bool] = False
+    #: Chunks autopar sized may shrink near the input's end (a hand-off is cheap enough).
+    tapers: ClassVar[bool] = True
 
     @classmethod
     def default_workers(cls, config: Config, n_items: Optional[int]) -> int:

@@ -190,6 +190,7 @@ class DaskBackend(Backend):
     ships_by_pickle = True
     shares_memory = False
     can_abort = False  # dask cancels queued tasks, but a running task runs to its end
+    tapers = False  # each task costs the scheduler milliseconds: keep chunks whole
 
     @classmethod
     def default_workers(cls, config: Config, n_items: Optional[int]) -> int:
