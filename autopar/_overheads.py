@@ -48,13 +48,15 @@ def _noop(_: object) -> None:
 def _time_thread_costs() -> Dict[str, float]:
     from ._threadpool import DaemonThreadPool
 
-    starts = 2
-    t0 = time.perf_counter()
-    for _ in range(starts):
+    def start_one() -> None:
         thread = threading.Thread(target=_noop, args=(None,), daemon=True)
         thread.start()
         thread.join()
-    start = (time.perf_counter() - t0) / starts
+
+    # (The mean of two starts read 0.3 ms here, the median of five 0.14 ms; a high
+    # reading stays for the whole program, and in one benchmark run auto sized 10 ms
+    # sleeps at 32 threads, where 64 to 128 ran them twice as fast.)
+    start = _median_time(start_one, rounds=5)
     pool = DaemonThreadPool(1, name="autopar-calibrate")
     dispatch = _median_time(lambda: pool.submit(_noop, None).result())
     pool.shutdown()
