@@ -254,9 +254,11 @@ def _warm_for_later(
     (A fresh program's first call on 0.2 s of Python code ran 1.6x slower than serial on
     processes: the pool took 0.14 s to start, and such work pauses while it starts.)
     """
+    n = ASSUMED_LENGTH if plan.n_items is None else plan.n_items
     if plan.kind in ("process", "dask") or overheads.process_start == 0.0:
         return
-    n = ASSUMED_LENGTH if plan.n_items is None else plan.n_items
+    if n * m.wall <= overheads.process_dispatch:
+        return  # one round trip to a warm pool costs more than the whole call
     warm = _cost.decide(m, dataclasses.replace(overheads, process_start=0.0), n)
     if warm.kind == "process":
         log.debug("autopar: starting the process pool for later calls")
