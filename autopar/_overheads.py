@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 import threading
 import time
 from typing import Callable, Dict, Optional, Tuple
@@ -120,13 +122,47 @@ def _median_time(round_trip: Callable[[], object], rounds: int = 11) -> float:
 
 
 def warm_in_background(config: Config, workers: int) -> None:
-    """Start the process pool on a daemon thread, for later calls.
+    """Start the process pool on a daemon thread, for later calls, where that is safe.
 
     For a call that a warm pool would win but a cold one would not: the call runs without
     it, and the next one finds it ready. (Not recorded as the cold start: work running in
     the caller meanwhile stretches it.)
+
+    A spawn or forkserver worker imports the program's main script first, which runs its
+    top-level code again unless it is behind ``if __name__ == "__main__":``. A call that
+    chose processes needs that guard anyway (the README says so); a pool started on spec
+    must not, so it is started only where no worker would re-run the program.
     """
+    if not _workers_skip_main(config.start_method):
+        log.debug("autopar: not starting processes on spec: the main script has no guard")
+        return
     _pools.in_background(lambda: _warm_quietly(config, workers))
+
+
+_GUARD = re.compile(r"^if\s+__name__\s*==\s*(['\"])__main__\1\s*:", re.MULTILINE)
+_main_guarded: Dict[str, bool] = {}  # main script path -> has a main guard (under _lock)
+
+
+def _workers_skip_main(start_method: str) -> bool:
+    """Whether new workers would not re-run the main script's unguarded top-level code:
+    they fork from this process, the program has no main script (a REPL, a notebook,
+    ``python -c``), or the script keeps its work behind a main guard."""
+    if start_method == "fork":
+        return True
+    path = getattr(sys.modules.get("__main__"), "__file__", None)
+    if not path:
+        return True
+    with _lock:
+        known = _main_guarded.get(path)
+    if known is None:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as source:
+                known = _GUARD.search(source.read()) is not None
+        except OSError:
+            known = False
+        with _lock:
+            _main_guarded[path] = known
+    return known
 
 
 def _warm_quietly(config: Config, workers: int) -> None:

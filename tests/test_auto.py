@@ -309,3 +309,42 @@ def test_work_that_waits_goes_on_while_a_cold_process_pool_starts(monkeypatch):
     # the pool started, on the probe's threads.
     found = re.search(r"(all|the first) (\d+) items ran while measuring", f.last_plan.reason)
     assert found and int(found.group(2)) > 256, f.explain()
+
+
+_MARGINAL_SCRIPT = """
+import multiprocessing, sys, time
+from autopar import parallel
+from tests import auto_helpers as h
+
+with open(sys.argv[1], "a") as log:  # top-level code: counts how often it runs
+    log.write("ran\\n")
+
+def main():
+    f = parallel(h.burn)
+    f.map([2] * 30)  # ~60 ms of Python code: a warm pool would win, a cold one not
+    deadline = time.monotonic() + float(sys.argv[2])
+    while not multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(f.last_plan.kind, len(multiprocessing.active_children()) > 0)
+"""
+
+
+@pytest.mark.skipif(not MULTICORE, reason="processes only pay with two or more cores")
+@pytest.mark.parametrize("guarded", [True, False])
+def test_a_pool_starts_on_spec_only_where_workers_would_not_rerun_the_script(tmp_path, guarded):
+    # A spawn/forkserver worker imports the main script: without a main guard, its
+    # top-level code would run again in every worker the call never asked for.
+    from tests.conftest import run_file
+
+    tail = 'if __name__ == "__main__":\n    main()\n' if guarded else "main()\n"
+    script = tmp_path / "script.py"
+    script.write_text(_MARGINAL_SCRIPT + tail)
+    log = tmp_path / "ran.txt"
+    # (Waiting for a pool: up to 20 s where one should start, 3 s where none should.)
+    wait = "20" if guarded else "3"
+    env = {"AUTOPAR_START_METHOD": "forkserver"}
+    proc = run_file(script, args=(str(log), wait), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["serial", str(guarded)], proc.stderr
+    if not guarded:
+        assert log.read_text().split() == ["ran"]  # no worker ran the script again
