@@ -17,8 +17,11 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
+import sys
 import threading
 import time
+import warnings
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, cast
 
 from . import _config, _cost, _overheads
@@ -140,14 +143,19 @@ def _serial_always(memory: Memory, m: _cost.Measurements, config: Config) -> str
 
     The model's parallel costs are per item plus per chunk plus start-up, and chunks grow
     with the call: if serial wins for a billion items with no start-up cost, it wins for
-    every size.
+    every size. (Processes count even where they are left out, as for a script with no
+    main guard: then the usual path plans the call, and its plan says why.)
     """
     key = (config.max_threads, config.dask_address)
     with _memory_lock:
         known = memory.serial_always.get(key) if memory.measurements is m else None
     if known is None:
         warm = dataclasses.replace(
-            _overheads.current(config), thread_start=0.0, threads_started=0, process_start=0.0
+            _overheads.current(config),
+            thread_start=0.0,
+            threads_started=0,
+            process_start=0.0,
+            processes=True,
         )
         plan = _cost.decide(m, warm, 10**9)
         known = f"{plan.reason}, at any call size" if plan.kind == "serial" else ""
@@ -273,15 +281,51 @@ def _decide(
 ) -> Plan:
     """The cost model's plan for ``n`` items, with the user's explicit settings on top."""
     overheads = overheads or _overheads.current(config)
-    plan = _cost.decide(m, overheads, ASSUMED_LENGTH if n is None else n)
+    size = ASSUMED_LENGTH if n is None else n
+    plan = _cost.decide(m, overheads, size)
+    reason = plan.reason
+    if not overheads.processes:
+        with_processes = _cost.decide(m, dataclasses.replace(overheads, processes=True), size)
+        if with_processes.kind == "process":
+            reason = f"{reason}; {NO_GUARD}"
+            _warn_no_guard()
     # Unknown length: chunks that adapt as results come (the model's assumed n is a guess).
     chunksize = plan.chunksize if n is not None else None
     return dataclasses.replace(
         plan,
+        reason=reason,
         n_items=n,
         workers=config.workers or plan.workers,
         chunksize=config.chunksize or chunksize,
     )
+
+
+NO_GUARD = (
+    "processes would be faster, but this script has no "
+    "'if __name__ == \"__main__\":' guard, so every process worker would run it again"
+)
+_warned_no_guard = threading.Event()
+
+
+def _warn_no_guard() -> None:
+    """Once per program: a user who left out the guard should learn what it costs."""
+    if not _warned_no_guard.is_set():
+        _warned_no_guard.set()
+        warnings.warn(
+            f"autopar: {NO_GUARD}; kind='auto' runs such calls on threads or serially. "
+            "Put the script's work under the guard to let autopar use processes.",
+            RuntimeWarning,
+            stacklevel=_outside_autopar(),
+        )
+
+
+def _outside_autopar() -> int:
+    """The warnings stack level of the first frame outside this package (the user's call)."""
+    package = os.path.dirname(__file__)
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    return level
 
 
 def _calibrated(call: Call) -> Iterator[List[Any]]:

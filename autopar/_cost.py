@@ -83,6 +83,8 @@ class Overheads:
     max_threads: int = 128
     cluster_threads: int = 0  # dask cluster's worker threads; 0: no cluster to consider
     cluster_dispatch: float = 0.0  # per task, as a burst of tasks costs the scheduler
+    # False where a new process worker would run the main script's unguarded code again
+    processes: bool = True
 
 
 Choice = Tuple[float, int, int]  # predicted seconds, workers, chunksize
@@ -179,7 +181,7 @@ def decide(
     options: Dict[str, Choice] = {"serial": serial_time(m, n)}
     if "thread" in allowed and n > 1:
         options["thread"] = best_threads(m, o, n)
-    if "process" in allowed and n > 1 and m.picklable and o.cores > 1:
+    if "process" in allowed and n > 1 and m.picklable and o.cores > 1 and o.processes:
         options["process"] = process_time(m, o, n)
     if "dask" in allowed and n > 1 and m.picklable and o.cluster_threads > 0:
         options["dask"] = cluster_time(m, o, n)

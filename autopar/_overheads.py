@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
-import sys
 import threading
 import time
 from typing import Callable, Dict, Optional, Tuple
@@ -18,6 +16,7 @@ from typing import Callable, Dict, Optional, Tuple
 from . import _pools
 from ._config import Config, cpu_count
 from ._cost import Overheads
+from ._main_guard import processes_start_cleanly
 
 log = logging.getLogger("autopar")
 
@@ -128,41 +127,11 @@ def warm_in_background(config: Config, workers: int) -> None:
     it, and the next one finds it ready. (Not recorded as the cold start: work running in
     the caller meanwhile stretches it.)
 
-    A spawn or forkserver worker imports the program's main script first, which runs its
-    top-level code again unless it is behind ``if __name__ == "__main__":``. A call that
-    chose processes needs that guard anyway (the README says so); a pool started on spec
-    must not, so it is started only where no worker would re-run the program.
+    (Where a worker would run the program again, auto leaves processes out anyway.)
     """
-    if not _workers_skip_main(config.start_method):
-        log.debug("autopar: not starting processes on spec: the main script has no guard")
+    if not processes_start_cleanly(config.start_method):
         return
     _pools.in_background(lambda: _warm_quietly(config, workers))
-
-
-_GUARD = re.compile(r"^if\s+__name__\s*==\s*(['\"])__main__\1\s*:", re.MULTILINE)
-_main_guarded: Dict[str, bool] = {}  # main script path -> has a main guard (under _lock)
-
-
-def _workers_skip_main(start_method: str) -> bool:
-    """Whether new workers would not re-run the main script's unguarded top-level code:
-    they fork from this process, the program has no main script (a REPL, a notebook,
-    ``python -c``), or the script keeps its work behind a main guard."""
-    if start_method == "fork":
-        return True
-    path = getattr(sys.modules.get("__main__"), "__file__", None)
-    if not path:
-        return True
-    with _lock:
-        known = _main_guarded.get(path)
-    if known is None:
-        try:
-            with open(path, encoding="utf-8", errors="replace") as source:
-                known = _GUARD.search(source.read()) is not None
-        except OSError:
-            known = False
-        with _lock:
-            _main_guarded[path] = known
-    return known
 
 
 def _warm_quietly(config: Config, workers: int) -> None:
@@ -220,6 +189,7 @@ def current(config: Config) -> Overheads:
         max_threads=config.max_threads,
         cluster_threads=cluster_threads,
         cluster_dispatch=cluster_dispatch,
+        processes=processes_start_cleanly(config.start_method),
     )
 
 

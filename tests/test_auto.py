@@ -348,3 +348,31 @@ def test_a_pool_starts_on_spec_only_where_workers_would_not_rerun_the_script(tmp
     assert proc.stdout.split() == ["serial", str(guarded)], proc.stderr
     if not guarded:
         assert log.read_text().split() == ["ran"]  # no worker ran the script again
+
+
+@pytest.mark.skipif(not MULTICORE, reason="processes only pay with two or more cores")
+def test_a_script_without_a_main_guard_gets_no_processes_and_is_told_why(tmp_path):
+    # Every spawn/forkserver worker would run such a script again (and die starting its
+    # own pool): auto leaves processes out, says so in the plan, and warns once.
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        "from autopar import parallel\n"
+        "from tests import auto_helpers as h\n"
+        "with open(sys.argv[1], 'a') as log:\n"
+        "    log.write('ran\\n')\n"
+        "f = parallel(h.burn)\n"
+        "f.map([5] * 120)\n"  # 0.6 s of Python code: processes win where they can start
+        "f.map([5] * 120)\n"
+        "print(f.last_plan.kind)\n"
+        "print('guard' in f.last_plan.reason)\n"
+    )
+    log = tmp_path / "ran.txt"
+    from tests.conftest import run_file
+
+    proc = run_file(script, args=(str(log),), env={"AUTOPAR_START_METHOD": "forkserver"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["serial", "True"], proc.stderr
+    assert proc.stderr.count("RuntimeWarning") == 1 and "__main__" in proc.stderr
+    assert "script.py:7" in proc.stderr  # the warning points at the user's call
+    assert log.read_text().split() == ["ran"]

@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import sys
 import threading
 
 import pytest
@@ -177,3 +178,49 @@ def test_chunks_shrink_near_the_end_unless_their_size_was_named(monkeypatch):
     assert tapered[-1] < tapered[0] and tapered == sorted(tapered, reverse=True)
     assert min(tapered) >= tapered[0] // 8
     assert _chunk_sizes(monkeypatch, chunksize=25) == [25] * 8
+
+
+def test_named_process_kind_in_a_script_without_a_main_guard_says_what_to_do(tmp_path):
+    # Each forkserver/spawn worker would import the script and run its map call again,
+    # then die starting a pool of its own: a clear error instead of lost workers.
+    from tests.conftest import run_file
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from autopar import parallel\n"
+        "from tests import helpers\n"
+        "print('ran')\n"
+        "print(parallel(kind='process')(helpers.square).map(range(10)))\n"
+    )
+    proc = run_file(script, env={"AUTOPAR_START_METHOD": "forkserver"})
+    assert proc.returncode != 0 and proc.stdout.split() == ["ran"]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("autopar.errors.AutoparError") and "unguarded.py" in last
+    assert "if __name__ ==" in last and "AUTOPAR_START_METHOD=fork" in last
+
+
+@pytest.mark.parametrize(
+    ("source", "clean"),
+    [
+        ("def main(): ...\nif __name__ == '__main__':\n    main()\n", True),
+        ('if "__main__" == __name__:\n    pass\n', True),
+        ("def cli():\n    if __name__ == '__main__':\n        pass\n", True),
+        ("print('work')\n", False),
+        ("name = __name__  # not '__main__' guarded\n", False),
+    ],
+)
+def test_main_guard_detection(tmp_path, monkeypatch, source, clean):
+    import types
+
+    from autopar import _main_guard
+
+    script = tmp_path / "main_script.py"
+    script.write_text(source)
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    monkeypatch.setattr(_main_guard, "_guarded", {})
+    assert _main_guard.processes_start_cleanly("forkserver") is clean
+    assert _main_guard.processes_start_cleanly("fork") is True
+    del main.__file__  # a REPL or notebook: workers import no script
+    assert _main_guard.processes_start_cleanly("spawn") is True

@@ -30,8 +30,9 @@ from typing import Any, Callable, Optional, Sequence
 
 from .. import _pools
 from .._config import Config, cpu_count
+from .._main_guard import processes_start_cleanly, unguarded_error
 from .._worker import ChunkResult, dumps, find_unpicklable, init_process, run_chunk_pickled
-from ..errors import PicklingFailedError, WorkerCrashedError
+from ..errors import AutoparError, PicklingFailedError, WorkerCrashedError
 from .base import Backend, pickle_function
 
 log = logging.getLogger("autopar")
@@ -88,6 +89,8 @@ class ProcessBackend(Backend):
         return cpu_count()
 
     def __init__(self, config: Config, workers: int) -> None:
+        if not processes_start_cleanly(config.start_method):
+            raise AutoparError(unguarded_error(config.start_method))
         super().__init__(config, workers)
         self._executor = self._new_executor()
         self._tasks = 0
