@@ -55,3 +55,16 @@ def outer_calls_inner(n):
 @parallel(kind="thread", workers=4)
 def thread_square(x):
     return x * x
+
+
+def spy_chunk_sizes(monkeypatch, backend_class):
+    """A list that fills with the size of each chunk ``backend_class`` is handed."""
+    sizes = []
+    submit = backend_class.submit
+
+    def spy(self, payload, start, items, star, deadline):
+        sizes.append(len(items))
+        return submit(self, payload, start, items, star, deadline)
+
+    monkeypatch.setattr(backend_class, "submit", spy)
+    return sizes

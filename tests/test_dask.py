@@ -73,14 +73,7 @@ def test_plan_shows_dask_and_the_clusters_thread_count(active):
 
 
 def test_items_are_batched_into_one_task_per_chunk(active, monkeypatch):
-    sizes = []
-    submit = dask_backend.DaskBackend.submit
-
-    def spy(self, payload, start, items, star, deadline):
-        sizes.append(len(items))
-        return submit(self, payload, start, items, star, deadline)
-
-    monkeypatch.setattr(dask_backend.DaskBackend, "submit", spy)
+    sizes = helpers.spy_chunk_sizes(monkeypatch, dask_backend.DaskBackend)
     assert parallel(kind="dask")(helpers.square).map(range(100)) == [x * x for x in range(100)]
     assert sizes == [13] * 7 + [9]  # about four chunks per worker thread, as for processes
 

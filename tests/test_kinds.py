@@ -157,14 +157,7 @@ def _chunk_sizes(monkeypatch, **options):
     """The chunk sizes a kind="thread" map over 200 items hands to the pool."""
     from autopar.backends import thread
 
-    sizes = []
-    submit = thread.ThreadBackend.submit
-
-    def spy(self, payload, start, items, star, deadline):
-        sizes.append(len(items))
-        return submit(self, payload, start, items, star, deadline)
-
-    monkeypatch.setattr(thread.ThreadBackend, "submit", spy)
+    sizes = helpers.spy_chunk_sizes(monkeypatch, thread.ThreadBackend)
     f = parallel(kind="thread", workers=2, **options)(helpers.square)
     assert f.map(range(200)) == [x * x for x in range(200)]
     return sizes
