@@ -325,7 +325,7 @@ def _warn_no_guard() -> None:
 
 def _outside_autopar() -> int:
     """The warnings stack level of the first frame outside this package (the user's call)."""
-    package = os.path.dirname(__file__)
+    package = os.path.dirname(__file__) + os.sep
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1  # type: ignore[assignment]

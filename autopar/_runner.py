@@ -108,7 +108,8 @@ class Chunker:
         """Near the end of ``total`` items: chunks of what is left / (2 x workers), down to
         an eighth of ``size``, so that no worker is left with a long last chunk while the
         others idle. (Items that grow dearer along the input put the most work there: 300
-        of them rising to 4 ms ran 1.2x slower than an even split in chunks of 38.)"""
+        of them rising to 4 ms took 0.32 s on 2 processes in chunks of 38, 0.30 to 0.31 s
+        tapered; an even split of their work would take 0.26 s.)"""
         left = total - self.next_index
         return max(1, size // 8, min(size, -(-left // (2 * workers))))
 
