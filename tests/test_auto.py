@@ -376,3 +376,18 @@ def test_a_script_without_a_main_guard_gets_no_processes_and_is_told_why(tmp_pat
     assert proc.stderr.count("RuntimeWarning") == 1 and "__main__" in proc.stderr
     assert "script.py:7" in proc.stderr  # the warning points at the user's call
     assert log.read_text().split() == ["ran"]
+
+
+def test_cheap_items_stop_the_probe_once_enough_are_measured(monkeypatch):
+    # The caller looks once out of turn when the cheap-items rule has its samples, rather
+    # than running items at the probe's cost until the next tick. (Ticks are made long
+    # here, so that only that look can stop the probe before its limit of 256 items.)
+    import re
+
+    from autopar import _calibrate
+
+    monkeypatch.setattr(_calibrate, "TICK", 5.0)
+    f = parallel(h.square)
+    assert f.map(range(1000)) == [x * x for x in range(1000)]
+    found = re.search(r"the first (\d+) items ran while measuring", f.last_plan.reason)
+    assert found and int(found.group(1)) < 256, f.explain()
