@@ -312,6 +312,11 @@ def _pickle_cost(value: Any) -> Tuple[float, float, int]:
     if size >= BIG_BUFFER:
         dump_rate, load_rate = _buffer_rates()
         return size * dump_rate, size * load_rate, size
+    return _round_trip(value)
+
+
+def _round_trip(value: Any) -> Tuple[float, float, int]:
+    """Pickle ``value`` and unpickle it: the seconds each took, and the pickled size."""
     t0 = time.perf_counter()
     data = dumps(value)
     t1 = time.perf_counter()
@@ -327,13 +332,6 @@ _rates: List[Tuple[float, float]] = []
 def _buffer_rates() -> Tuple[float, float]:
     if not _rates:
         buffer = bytes(range(256)) * (BIG_BUFFER * 16 // 256)
-        best_dump = best_load = math.inf
-        for _ in range(3):
-            t0 = time.perf_counter()
-            data = dumps(buffer)
-            t1 = time.perf_counter()
-            pickle.loads(data)
-            t2 = time.perf_counter()
-            best_dump, best_load = min(best_dump, t1 - t0), min(best_load, t2 - t1)
-        _rates.append((best_dump / len(buffer), best_load / len(buffer)))
+        dumps_, loads_, _ = zip(*(_round_trip(buffer) for _ in range(3)))
+        _rates.append((min(dumps_) / len(buffer), min(loads_) / len(buffer)))
     return _rates[0]
