@@ -194,19 +194,17 @@ def decide(
         kind=kind,
         workers=workers,
         chunksize=chunk,
-        reason=_reason(kind, m, o, options),
+        reason=_reason(kind, m, o, options, n),
         n_items=n,
         predicted={k: v[0] for k, v in options.items()},
         measured=m.as_table(),
     )
 
 
-def _reason(kind: str, m: Measurements, o: Overheads, options: Dict[str, Choice]) -> str:
+def _reason(kind: str, m: Measurements, o: Overheads, options: Dict[str, Choice], n: int) -> str:
     waiting = 1 - m.cpu_fraction
     if kind == "serial":
-        if len(options) == 1:
-            return "one item, or no other kind allowed"
-        return "items are too cheap for any pool's hand-off to pay off"
+        return _serial_reason(m, o, options, n)
     if kind == "thread":
         if waiting >= 0.5:
             return f"items spend {waiting:.0%} of their time waiting: threads overlap the waits"
@@ -225,3 +223,37 @@ def _reason(kind: str, m: Measurements, o: Overheads, options: Dict[str, Choice]
     return f"{why}: {options['process'][1]} processes beat serial by the predicted ratio " + (
         f"{options['serial'][0] / max(options['process'][0], 1e-12):.1f}x"
     )
+
+
+def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n: int) -> str:
+    """Why each other kind lost: "too cheap" alone was once the reason given for 5 ms
+    items that hold the GIL in a script whose processes were left out."""
+    if len(options) == 1:
+        return "one item, or no other kind allowed"
+    if m.wall < o.thread_dispatch and m.wall + m.ship_worker < o.process_dispatch:
+        return "items are too cheap for any pool's hand-off to pay off"
+    on = f" on {n} items"
+    why = []
+    if "thread" in options:
+        if m.cpu_fraction < 0.5 or m.gil_free:
+            why.append(f"threads' start and hand-offs cost more than they save{on}")
+        elif m.thread_speedup is not None:
+            why.append("items hold the GIL, so threads would take turns")
+        else:  # (items too brief for calibration's thread test)
+            why.append("items compute, and threads only help code that releases the GIL")
+    if "process" in options:
+        warm = process_time(m, dataclasses.replace(o, process_start=0.0), n)[0]
+        if warm * SIMPLER_BIAS < options["serial"][0]:
+            why.append(
+                f"a running process pool would win, but starting one "
+                f"({o.process_start * 1e3:.0f} ms) costs more than it saves{on}"
+            )
+        elif m.ship_caller + m.ship_worker > m.wall:
+            why.append("shipping an item to a process costs more than running it")
+        else:
+            why.append("processes' hand-offs cost more than they save")
+    elif not m.picklable:
+        why.append("the function or its items do not pickle, so processes are out")
+    elif o.cores < 2:
+        why.append("one core, so processes cannot help")
+    return "; ".join(why) or "no other kind is predicted to be faster"

@@ -133,3 +133,24 @@ def test_waits_shorter_than_a_hand_off_do_not_count():
     plan = decide(noisy, WARM, 20_000)
     assert plan.kind == "serial"
     assert plan.predicted["thread"] >= plan.predicted["serial"]
+
+
+def test_serial_reasons_name_what_each_other_kind_lost_to():
+    gil_bound = items(5e-3, 5e-3, thread_speedup=1.0, speedup_threads=2)
+    # A script whose processes are left out: the items are not cheap, they hold the GIL.
+    no_processes = Overheads(**{**WARM.__dict__, "processes": False})
+    plan = decide(gil_bound, no_processes, 120)
+    assert plan.kind == "serial"
+    assert "GIL" in plan.reason and "cheap" not in plan.reason
+    # A cold pool that would win once running, on a call too short to pay for its start.
+    short = decide(items(1e-3, 1e-3, thread_speedup=1.0, speedup_threads=2), MACHINE, 20)
+    assert short.kind == "serial" and "starting one (35 ms)" in short.reason
+    # Shipping: cheap work on big items.
+    ship = decide(items(100e-6, 100e-6, ship_caller=1e-3, ship_worker=1e-3), WARM, 200)
+    assert ship.kind == "serial" and "shipping" in ship.reason
+    unpicklable = items(5e-3, 5e-3, thread_speedup=1.0, speedup_threads=2, picklable=False)
+    assert "pickle" in decide(unpicklable, WARM, 500).reason
+    single = Overheads(**{**WARM.__dict__, "cores": 1})
+    assert "one core" in decide(gil_bound, single, 500).reason
+    waiting = decide(items(200e-6, 1e-6), MACHINE, 2)  # two short waits: not worth a thread
+    assert waiting.kind == "serial" and "threads' start" in waiting.reason
