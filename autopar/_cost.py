@@ -235,7 +235,9 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
     on = f" on {n} items"
     why = []
     if "thread" in options:
-        if m.cpu_fraction < 0.5 or m.gil_free:
+        if m.wall < o.thread_dispatch:
+            why.append("an item costs less than handing it to a thread")
+        elif m.cpu_fraction < 0.5 or m.gil_free:
             why.append(f"threads' start and hand-offs cost more than they save{on}")
         elif m.thread_speedup is not None:
             why.append("items hold the GIL, so threads would take turns")

@@ -154,3 +154,9 @@ def test_serial_reasons_name_what_each_other_kind_lost_to():
     assert "one core" in decide(gil_bound, single, 500).reason
     waiting = decide(items(200e-6, 1e-6), MACHINE, 2)  # two short waits: not worth a thread
     assert waiting.kind == "serial" and "threads' start" in waiting.reason
+    # Near-free work on big items: cheaper than a thread's hand-off, dearer to ship.
+    big = decide(items(1e-6, 1e-6, ship_caller=1.5e-3, ship_worker=1.2e-3), WARM, 100)
+    assert big.reason == (
+        "an item costs less than handing it to a thread; "
+        "shipping an item to a process costs more than running it"
+    )
