@@ -5,9 +5,10 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
 :class:`~autopar.plan.Plan`. Every term below is a time the call will really spend:
 
     serial   n * wall
-    thread   max(n * wall / k, n * cpu / cpu_lanes) + chunks * dispatch / k + new threads
+    thread   max(n * wall / k, n * cpu / cpu_lanes) + chunks * dispatch / k
              (cpu_lanes = 1 while the function holds the GIL, else min(k, cores));
-             for computing items, n * wall / (the measured thread speed-up)
+             for computing items, n * wall / (the measured thread speed-up);
+             + the new threads' starts, about half of them where threads overlap
     process  cold start (overlapped with work done meanwhile on a thread, unless GIL-bound)
              + max(n * ship_caller, n * (wall + ship_worker) / p) + chunks * dispatch / p
     dask     max(n * ship_caller, n * (wall + ship_worker) / cluster threads,
@@ -125,8 +126,15 @@ def thread_time(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
         # A wait shorter than a thread hand-off is timer noise, not something to overlap.
         cpu = m.cpu if m.wall - m.cpu >= o.thread_dispatch else m.wall
         run = max(n * m.wall / k, n * cpu * contention / lanes)
+    new = max(0, k - o.threads_started)
+    if lanes > 1 or m.cpu_fraction < 0.5:
+        # The caller starts new threads one after another while those started work: the
+        # j-th starts j starts late, a loss of (new + 1) / 2 starts a thread on average;
+        # and the call cannot end before the caller has started them all.
+        run = max(run + new * (new + 1) / 2 * o.thread_start / k, new * o.thread_start)
+    else:  # (threads taking turns on the GIL: each start holds up the work)
+        run += new * o.thread_start
     elapsed = run + chunks * o.thread_dispatch / k
-    elapsed += max(0, k - o.threads_started) * o.thread_start
     return elapsed, k, chunk
 
 

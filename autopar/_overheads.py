@@ -7,11 +7,12 @@ that); until then a prior is used, and ``python -m autopar info`` measures it on
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import threading
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from . import _pools
 from ._config import Config, cpu_count
@@ -26,10 +27,19 @@ log = logging.getLogger("autopar")
 PRIOR_PROCESS_START = {"fork": 0.03, "forkserver": 0.15, "spawn": 0.15}
 PRIOR_PROCESS_DISPATCH = 3e-4
 
-# _lock guards _measured (name -> seconds) and _clusters (address -> threads, dispatch).
+# Thread starts kept: the median of the latest ones is the figure used.
+THREAD_STARTS_KEPT = 31
+
+# _lock guards _measured (name -> seconds), _clusters (address -> threads, dispatch) and
+# _thread_starts.
 _lock = threading.Lock()
 _measured: Dict[str, float] = {}
 _clusters: Dict[str, Tuple[int, float]] = {}
+# The latest thread starts, in seconds: the five timed on first need, then every start in
+# a call (the thread and probe pools report theirs). One benchmark run had timed its five
+# starts at a busy moment, at 0.5 ms or more where 0.08 ms is usual, and for the rest of
+# the program sized 10 ms sleeps at 32 threads, where 128 ran them in half the time.
+_thread_starts: Deque[float] = collections.deque(maxlen=THREAD_STARTS_KEPT)
 
 
 def _fresh_lock_after_fork() -> None:
@@ -46,22 +56,37 @@ def _noop(_: object) -> None:
     return None
 
 
-def _time_thread_costs() -> Dict[str, float]:
+def _time_thread_costs() -> Tuple[List[float], float]:
     from ._threadpool import DaemonThreadPool
 
-    def start_one() -> None:
-        thread = threading.Thread(target=_noop, args=(None,), daemon=True)
-        thread.start()
-        thread.join()
+    release = threading.Event()
+    threads = []
 
-    # (The mean of two starts read 0.3 ms here, the median of five 0.14 ms; a high
-    # reading stays for the whole program, and in one benchmark run auto sized 10 ms
-    # sleeps at 32 threads, where 64 to 128 ran them twice as fast.)
-    start = _median_time(start_one, rounds=5)
+    def start_one() -> None:
+        # (Start only, as the pools do: the thread waits, and is let go afterwards.)
+        thread = threading.Thread(target=release.wait, daemon=True)
+        threads.append(thread)
+        thread.start()
+
+    starts = _times(start_one, rounds=5)
+    release.set()
+    for thread in threads:
+        thread.join()
     pool = DaemonThreadPool(1, name="autopar-calibrate")
     dispatch = _median_time(lambda: pool.submit(_noop, None).result())
     pool.shutdown()
-    return {"thread_start": start, "thread_dispatch": dispatch}
+    return starts, dispatch
+
+
+def note_thread_start(seconds: float) -> None:
+    """A pool started a thread in ``seconds`` (see _thread_starts)."""
+    with _lock:
+        _thread_starts.append(seconds)
+
+
+def _thread_start() -> float:
+    # Called with _lock held, after thread_costs() has timed the first starts.
+    return sorted(_thread_starts)[len(_thread_starts) // 2]
 
 
 def _get(name: str) -> Optional[float]:
@@ -75,14 +100,17 @@ def record(name: str, seconds: float) -> None:
 
 
 def thread_costs() -> Dict[str, float]:
-    """Per-thread start and per-chunk dispatch of the thread pool (measured once)."""
+    """Per-thread start (the median of the latest starts) and per-chunk dispatch of the
+    thread pool (measured once)."""
     with _lock:
         if "thread_dispatch" in _measured:
-            return {k: _measured[k] for k in ("thread_start", "thread_dispatch")}
-    costs = _time_thread_costs()
+            dispatch = _measured["thread_dispatch"]
+            return {"thread_start": _thread_start(), "thread_dispatch": dispatch}
+    starts, dispatch = _time_thread_costs()
     with _lock:
-        _measured.update(costs)
-    return costs
+        _measured["thread_dispatch"] = dispatch
+        _thread_starts.extend(starts)
+        return {"thread_start": _thread_start(), "thread_dispatch": dispatch}
 
 
 def warm_process_pool(config: Config, workers: int, record_start: bool = True) -> float:
@@ -112,12 +140,16 @@ def warm_process_pool(config: Config, workers: int, record_start: bool = True) -
 def _median_time(round_trip: Callable[[], object], rounds: int = 11) -> float:
     """The median time of ``round_trip``: one hiccup of a shared machine (a preempted
     worker) is not the pool's cost, and a mean keeps it for the rest of the program."""
+    return sorted(_times(round_trip, rounds))[rounds // 2]
+
+
+def _times(action: Callable[[], object], rounds: int) -> List[float]:
     times = []
     for _ in range(rounds):
         t0 = time.perf_counter()
-        round_trip()
+        action()
         times.append(time.perf_counter() - t0)
-    return sorted(times)[rounds // 2]
+    return times
 
 
 def warm_in_background(config: Config, workers: int) -> None:
@@ -196,4 +228,7 @@ def current(config: Config) -> Overheads:
 def measured() -> Dict[str, float]:
     """A copy of everything measured so far (for ``python -m autopar info``)."""
     with _lock:
-        return dict(_measured)
+        found = dict(_measured)
+        if _thread_starts:
+            found["thread_start"] = _thread_start()
+        return found

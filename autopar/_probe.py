@@ -24,6 +24,7 @@ import time
 import traceback
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
+from . import _overheads
 from ._threadpool import DaemonThreadPool
 from ._worker import Failure, mark_worker_thread
 
@@ -380,7 +381,9 @@ def _shared_pool() -> DaemonThreadPool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = DaemonThreadPool(1 << 30, name="autopar-probe")
+            _pool = DaemonThreadPool(
+                1 << 30, name="autopar-probe", on_start=_overheads.note_thread_start
+            )
         return _pool
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Callable, Optional, Tuple
 
@@ -19,9 +20,15 @@ _Task = Optional[Tuple["Future[Any]", Callable[..., Any], Tuple[Any, ...]]]
 class DaemonThreadPool:
     """Runs submitted callables on up to ``max_workers`` daemon threads."""
 
-    def __init__(self, max_workers: int, name: str = "autopar-thread") -> None:
+    def __init__(
+        self,
+        max_workers: int,
+        name: str = "autopar-thread",
+        on_start: Optional[Callable[[float], None]] = None,
+    ) -> None:
         self.max_workers = max_workers
         self._name = name
+        self._on_start = on_start  # told how many seconds each thread took to start
         self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
         # _lock guards _threads, _idle and _closed.
         self._lock = threading.Lock()
@@ -31,6 +38,7 @@ class DaemonThreadPool:
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         future: Future[Any] = Future()
+        started = 0.0
         with self._lock:
             if self._closed:
                 raise RuntimeError("submit() on a thread pool that was shut down")
@@ -42,7 +50,11 @@ class DaemonThreadPool:
                     target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
                 )
                 self._threads.append(thread)
+                t0 = time.perf_counter()
                 thread.start()
+                started = time.perf_counter() - t0
+        if started and self._on_start is not None:
+            self._on_start(started)
         return future
 
     @property

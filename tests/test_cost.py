@@ -152,7 +152,7 @@ def test_serial_reasons_name_what_each_other_kind_lost_to():
     assert "pickle" in decide(unpicklable, WARM, 500).reason
     single = Overheads(**{**WARM.__dict__, "cores": 1})
     assert "one core" in decide(gil_bound, single, 500).reason
-    waiting = decide(items(200e-6, 1e-6), MACHINE, 2)  # two short waits: not worth a thread
+    waiting = decide(items(150e-6, 1e-6), MACHINE, 2)  # two short waits: not worth a thread
     assert waiting.kind == "serial" and "threads' start" in waiting.reason
     # Near-free work on big items: cheaper than a thread's hand-off, dearer to ship.
     big = decide(items(1e-6, 1e-6, ship_caller=1.5e-3, ship_worker=1.2e-3), WARM, 100)
@@ -160,3 +160,18 @@ def test_serial_reasons_name_what_each_other_kind_lost_to():
         "an item costs less than handing it to a thread; "
         "shipping an item to a process costs more than running it"
     )
+
+
+def test_new_threads_start_while_earlier_ones_work():
+    # 200 sleeps of 10 ms with a thread start of 0.3 ms: the caller takes 38 ms to start
+    # 128 threads, but the first ones sleep meanwhile. Counting every start in full, as if
+    # the work waited for all of them, chose 64 threads.
+    slow_starts = Overheads(**{**MACHINE.__dict__, "thread_start": 0.3e-3})
+    plan = decide(items(0.010, 20e-6), slow_starts, 200)
+    assert plan.kind == "thread" and plan.workers == 128
+    # ... and no call ends before the caller has started its threads.
+    assert plan.predicted["thread"] >= 128 * 0.3e-3
+    # Threads taking turns on the GIL get no such overlap: each start holds up the work.
+    gil = items(2e-3, 2e-3, thread_speedup=1.0, speedup_threads=2)
+    one_core = Overheads(**{**slow_starts.__dict__, "cores": 1})
+    assert decide(gil, one_core, 10).predicted["thread"] >= 10 * 2e-3 + 0.3e-3

@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Deque, Optional, Sequence, Tuple
 
+from .. import _overheads
 from .._config import Config, cpu_count
 from .._threadpool import DaemonThreadPool
 from .._worker import run_chunk
@@ -69,7 +70,7 @@ class ThreadBackend(Backend):
     def __init__(self, config: Config, workers: int) -> None:
         # Threads start on demand, so a large capacity costs nothing until it is used.
         super().__init__(config, max(workers, config.max_threads))
-        self._pool = DaemonThreadPool(self.capacity)
+        self._pool = DaemonThreadPool(self.capacity, on_start=_overheads.note_thread_start)
 
     def prepare(self, fn: Callable[..., Any], workers: int = 1) -> _Lanes:
         return _Lanes(fn, workers)
