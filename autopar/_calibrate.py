@@ -189,7 +189,13 @@ class Calibration:
         if workers == window.workers:  # (not while the probe winds down at the input's end)
             self.rates[workers] = rate
         mean = sum(w for w, _ in costs) / len(costs)
-        idle_items = sum(c for _, c in costs) < WAITING_RATE * sum(w for w, _ in costs)
+        idle_items = _idle(costs)
+        done = [(w, c) for w, c, _ in list(probe.samples)]
+        if sum(w for w, _ in done) >= 0.5 * sum(w for w, _ in costs):
+            # Finished items carry most of the time seen: they must look idle too. (Their
+            # CPU time holds the caller's time queued for a core; a running item's reading
+            # lacks a wait still going on, and had taken starved computing for waiting.)
+            idle_items = idle_items and _idle(done)
         if rate < WAITING_RATE and idle_items:
             # Waiting: quadruple the threads (1, 4, 16, 64, 128: the cap in four looks).
             if workers < self.config.max_threads:
@@ -208,6 +214,11 @@ class Calibration:
 
     def measurements(self, shippable: Callable[..., Any]) -> _cost.Measurements:
         return measure(self.probe, shippable, self.rates)
+
+
+def _idle(costs: List[Tuple[float, float]]) -> bool:
+    """Items whose own clocks were mostly idle: under WAITING_RATE busy, all together."""
+    return sum(c for _, c in costs) < WAITING_RATE * sum(w for w, _ in costs)
 
 
 def item_costs(probe: Probe, rate: Optional[float]) -> List[Tuple[float, float]]:

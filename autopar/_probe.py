@@ -25,6 +25,7 @@ import traceback
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from . import _overheads
+from ._runqueue import QueueClock, for_this_thread
 from ._threadpool import DaemonThreadPool
 from ._worker import Failure, mark_worker_thread
 
@@ -60,8 +61,9 @@ class Probe:
         self.input_error: Optional[BaseException] = None
         self.results: Dict[int, Any] = {}
         self.failure: Optional[Failure] = None
-        # index -> (perf_counter, the worker thread's CPU clock or None, its reading) at start
-        self.running: Dict[int, Tuple[float, Optional[int], float]] = {}
+        # index -> (perf_counter, the worker thread's CPU clock or None, its reading) at
+        # start, and the caller's QueueClock for an item the caller runs
+        self.running: Dict[int, Tuple[float, Optional[int], float, Optional[QueueClock]]] = {}
         self.samples: List[Sample] = []
         self.example: Optional[Tuple[Any, Any]] = None  # the first (item, result) seen
         self.workers = 0
@@ -73,6 +75,7 @@ class Probe:
         self._ready: Deque[Tuple[int, Any]] = collections.deque()
         self.caller_busy = False  # the calling thread is one of the workers (work_here)
         self._caller_released = False  # ... and takes no more items once this is set
+        self._caller_queue: Optional[QueueClock] = None  # opened by add_caller()
         self._pool = _shared_pool()
         _measure_clock_cost()
 
@@ -90,7 +93,7 @@ class Probe:
         with self._cond:
             if self._ready:
                 index, item = self._ready.popleft()
-                self._start(index, clock)
+                self._start(index, clock, caller)
                 return index, item, self.workers, False
             if batch == 0 or self.stopped or self.exhausted or self.failure:
                 return None
@@ -107,13 +110,14 @@ class Probe:
                 return None
             index, self.read = self.read, self.read + len(items)
             self._ready.extend(zip(range(index + 1, self.read), items[1:]))
-            self._start(index, clock)
+            self._start(index, clock, caller)
             return index, items[0], self.workers, len(items) > 1
 
-    def _start(self, index: int, clock: Optional[int]) -> None:
+    def _start(self, index: int, clock: Optional[int], caller: bool) -> None:
         # Called with _cond held.
         cpu0 = time.clock_gettime(clock) if clock is not None else 0.0
-        self.running[index] = (time.perf_counter(), clock, cpu0)
+        queue = self._caller_queue if caller else None
+        self.running[index] = (time.perf_counter(), clock, cpu0, queue)
 
     def _work(self, look: Optional[Callable[[], bool]] = None) -> None:
         """Run items until none is left for this worker; ``look`` marks the calling
@@ -121,10 +125,12 @@ class Probe:
         caller = look is not None
         clock = _thread_clock()
         batch, cheap_in_a_row = 1, 0
+        # The caller counts its time queued for a core (see autopar._runqueue).
+        queue = self._caller_queue if caller else None
         try:
             with mark_worker_thread():
                 while (task := self._take(clock, caller, batch)) is not None:
-                    per_item = self._run(*task)
+                    per_item = self._run(*task, queue)
                     if batch == 0 or (look is not None and look()):
                         batch = 0  # leaving: only items read ahead are left to run
                         continue
@@ -142,7 +148,13 @@ class Probe:
                 self._cond.notify_all()
 
     def add_caller(self) -> None:
-        """Count the calling thread as a worker from now on; it then calls work_here()."""
+        """Count the calling thread as a worker from now on; it then calls work_here().
+
+        Called before any helper thread starts: the caller's queue clock (see
+        autopar._runqueue) is read here, where no helper waits for the GIL that reading
+        a file gives up.
+        """
+        self._caller_queue = for_this_thread()
         with self._cond:
             self.workers += 1
             self._changes += 1
@@ -163,9 +175,13 @@ class Probe:
         with self._cond:
             self._caller_released = True
 
-    def _run(self, index: int, item: Any, workers: int, batch: bool) -> float:
+    def _run(
+        self, index: int, item: Any, workers: int, batch: bool, queue: Optional[QueueClock]
+    ) -> float:
         """Run an item, and after it, if ``batch``, items from the ready queue for up to
-        HOSTAGE seconds; record them as one sample each of the mean cost. Returns that."""
+        HOSTAGE seconds; record them as one sample each of the mean cost. Returns that.
+        The caller's time queued for a core meanwhile (``queue``) counts as CPU time: on
+        a busy machine, computing is not waiting."""
         changes = self._changes
         done: List[Tuple[int, Any]] = []
         at = [index]  # the item running now, for a failure's index
@@ -185,6 +201,8 @@ class Probe:
                 self._cond.notify_all()
             raise
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+        if queue is not None:
+            cpu = min(wall, cpu + queue.after_item(wall))
         # Less the clocks' own cost: for a 0.1 us item it is ten times the item, enough to
         # make shipping 100,000 of them to processes look worth it.
         count = max(1, len(done))
@@ -239,7 +257,7 @@ class Probe:
                 return False
             mean = sum(w for w, _, _ in self.samples) / len(self.samples)
             now = time.perf_counter()
-            slow = any(now - t > 20 * under for t, _, _ in self.running.values())
+            slow = any(now - entry[0] > 20 * under for entry in self.running.values())
             return mean < under and not slow
 
     def wake(self) -> None:
@@ -260,14 +278,19 @@ class Probe:
 
     def running_costs(self) -> List[Tuple[float, Optional[float]]]:
         """Wall seconds each running item has run so far, and its CPU seconds where the
-        platform can read another thread's CPU clock (None elsewhere)."""
+        platform can read another thread's CPU clock (None elsewhere). The caller's item
+        adds its time queued for a core as far as the kernel has counted it (a wait
+        still going on is not counted yet)."""
         with self._cond:
             entries = list(self.running.values())
         now = time.perf_counter()
-        return [
-            (now - t, None if clock is None else time.clock_gettime(clock) - cpu0)
-            for t, clock, cpu0 in entries
-        ]
+        costs: List[Tuple[float, Optional[float]]] = []
+        for t, clock, cpu0, queue in entries:
+            cpu = None if clock is None else time.clock_gettime(clock) - cpu0
+            if cpu is not None and queue is not None:
+                cpu += queue.since_mark()
+            costs.append((now - t, cpu))
+        return costs
 
     def pause(self) -> None:
         """Take no new items for now (running ones finish); resume() undoes it."""

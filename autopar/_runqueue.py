@@ -1,0 +1,108 @@
+"""How long the calling thread sat runnable but waiting for a free core (Linux schedstat).
+
+On a busy machine a computing item spends part of its wall time queued for a core, and
+its own CPU clock does not show that, so calibration took it for waiting work: with two
+spinning processes a core, 2 ms items of Python code read 13-40% busy and went to 4 to
+16 threads, slower than serial. The calling thread, the probe's first worker, adds the
+time it sat queued during an item to the item's CPU time: time it wanted to compute.
+
+Only the thread itself reads its own figure: the kernel adds a wait when the wait ends,
+so another thread's reading lags by a whole wait. (And only the caller: 128 threads
+waking from 10 ms sleeps all queue for a core, which made sleeping look like computing.)
+Where /proc has no schedstat (other systems, old kernels) the clock reads 0.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Optional
+
+# The clock is read after items at least this long (and before a call's first item, when
+# no other thread waits): a read costs ~1 us and gives up the GIL, which a watcher thread
+# waiting for it then holds a while (reads beside one cost a cheap first call 40-120 us).
+DEAR_ITEM = 50e-6
+
+
+class QueueClock:
+    """Seconds the thread that opened it has sat queued for a core, item by item.
+
+    ``mark`` is the reading at the start of the item running now (None: not read, as
+    after a cheap item). Open it before other threads start, and call ``after_item``
+    only from that thread; others may read ``since_mark()``, which lags by the wait
+    going on, if any.
+    """
+
+    def __init__(self) -> None:
+        self._fd: Optional[int] = None
+        self.mark: Optional[float] = None
+        try:
+            self._fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+            self.mark = self._read()
+        except OSError:
+            self.close()
+
+    @property
+    def reads(self) -> bool:
+        """Whether the system gives this figure (else everything reads 0)."""
+        return self._fd is not None
+
+    def after_item(self, wall: float) -> float:
+        """The seconds queued during the item just run (0 where unknown); marks the next."""
+        if self._fd is None or wall < DEAR_ITEM:
+            self.mark = None
+            return 0.0
+        mark, self.mark = self.mark, self._read()
+        return 0.0 if mark is None or self.mark is None else max(0.0, self.mark - mark)
+
+    def since_mark(self) -> float:
+        mark = self.mark
+        now = self._read() if mark is not None else None
+        return 0.0 if mark is None or now is None else max(0.0, now - mark)
+
+    def _read(self) -> Optional[float]:
+        if self._fd is None:
+            return None
+        try:
+            # "<ns on a core> <ns queued for one> <timeslices>"; pread regenerates it.
+            return int(os.pread(self._fd, 64, 0).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            try:  # noqa: SIM105 (at interpreter exit contextlib may be torn down too)
+                os.close(fd)
+            except (OSError, TypeError):  # (TypeError: os torn down at interpreter exit)
+                pass
+
+    __del__ = close  # (when its thread ends, with the thread's local storage)
+
+
+def for_this_thread() -> QueueClock:
+    """The calling thread's clock, marked now; opened once per thread and kept: opening
+    and closing it costs ~7 us, and closing gives up the GIL to a waiting watcher."""
+    clock: Optional[QueueClock] = getattr(_local, "clock", None)
+    if clock is None:
+        clock = _local.clock = QueueClock()
+    else:
+        clock.mark = clock._read()
+    return clock
+
+
+# Each thread's own clock (thread-local storage: no lock needed).
+_local = threading.local()
+
+
+def _forget_after_fork() -> None:
+    # A child's copy of the file reads the parent's thread: close it, open afresh later.
+    global _local
+    clock: Optional[QueueClock] = getattr(_local, "clock", None)
+    if clock is not None:
+        clock.close()
+    _local = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
