@@ -2,9 +2,10 @@
 
 On a busy machine a computing item spends part of its wall time queued for a core, and
 its own CPU clock does not show that, so calibration took it for waiting work: with two
-spinning processes a core, 2 ms items of Python code read 13-40% busy and went to 4 to
-16 threads, slower than serial. The calling thread, the probe's first worker, adds the
-time it sat queued during an item to the item's CPU time: time it wanted to compute.
+spinning processes a core, 2 ms items of Python code read 13-40% busy and went to 2 to
+16 threads, about serial speed, where processes ran them 1.2 to 1.7 times faster. The
+calling thread, the probe's first worker, adds the time it sat queued during an item to
+the item's CPU time: time it wanted to compute.
 
 Only the thread itself reads its own figure: the kernel adds a wait when the wait ends,
 so another thread's reading lags by a whole wait. (And only the caller: 128 threads

@@ -406,9 +406,9 @@ def _queue_clock_reads() -> bool:
 @pytest.mark.skipif(not _queue_clock_reads(), reason="needs Linux's per-thread schedstat")
 def test_computing_items_on_a_busy_machine_are_not_taken_for_waiting_ones():
     # Two spinning processes a core: an item queued for a core shows less CPU than wall
-    # time on its own clock. Taken for waiting work, such items went to 4 to 16 threads
-    # (GIL-bound: slower than serial) in 27 of 30 calls; the time the caller sat queued
-    # for a core counts as computing now (30 of 30 right). The scheduler decides who
+    # time on its own clock. Taken for waiting work, such items went to 2 to 16 threads
+    # (GIL-bound: about serial speed) in 27 of 30 calls; the time the caller sat queued
+    # for a core counts as computing now (60 of 60 right). The scheduler decides who
     # waits when, so this asks for three calls out of five.
     cores = _config.cpu_count()
     spin = [sys.executable, "-c", "while True: pass"]
