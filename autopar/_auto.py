@@ -282,14 +282,21 @@ def _decide(
     config: Config,
     n: Optional[int],
     overheads: Optional[_cost.Overheads] = None,
+    whole: Optional[int] = None,
 ) -> Plan:
-    """The cost model's plan for ``n`` items, with the user's explicit settings on top."""
+    """The cost model's plan for ``n`` items, with the user's explicit settings on top.
+
+    ``whole`` is the call's size where ``n`` is what is left of it: a script without a
+    main guard is told whether processes would have sped up the call it made (the probe
+    may have run most of it by now).
+    """
     overheads = overheads or _overheads.current(config)
     size = ASSUMED_LENGTH if n is None else n
     plan = _cost.decide(m, overheads, size)
     reason = plan.reason
     if not overheads.processes:
-        with_processes = _cost.decide(m, dataclasses.replace(overheads, processes=True), size)
+        guarded = dataclasses.replace(overheads, processes=True)
+        with_processes = _cost.decide(m, guarded, whole or size)
         if with_processes.kind == "process":
             reason = f"{reason}; {NO_GUARD}"
             _warn_no_guard()
@@ -349,7 +356,7 @@ def _calibrated(call: Call) -> Iterator[List[Any]]:
         remaining = None if n_items is None else n_items - probe.read
         # With nothing left, the plan shown (and used next time) is for the whole call.
         overheads = _overheads.current(config)
-        plan = _decide(m, config, remaining or n_items, overheads)
+        plan = _decide(m, config, remaining or n_items, overheads, n_items or ASSUMED_LENGTH)
         _warm_for_later(m, config, dataclasses.replace(plan, n_items=n_items), overheads)
         # (The probe pauses once the costs are known: items left, not items running,
         # say whether there is work to go on with while the pool starts.)
