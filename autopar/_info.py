@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import _config, _overheads
+from . import _config, _overheads, _runqueue
 
 
 def _ms(seconds: float) -> str:
@@ -28,8 +28,17 @@ def print_info() -> None:
         (f"process pool cold start ({cores} workers)", _ms(cold)),
         ("process dispatch (per chunk)", _ms(measured["process_dispatch"])),
         ("max threads for waiting work", str(config.max_threads)),
+        ("time queued for a core", _queue_time()),
         ("calibration budget", f"{config.calibration_ms:g} ms"),
     ]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+def _queue_time() -> str:
+    # Whether calibration can tell a computing item starved of cores from a waiting one.
+    clock = _runqueue.for_this_thread()
+    if clock.reads:
+        return "read from /proc: computing starved of cores is not taken for waiting"
+    return "not readable here: on a busy machine, computing may look like waiting"

@@ -41,6 +41,7 @@ def test_info_prints_the_machine():
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout.lower()
     assert "python" in text and "cpus" in text and "start method" in text
+    assert "queued for a core" in text
 
 
 def test_quick_demo_prints_the_table():
