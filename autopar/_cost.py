@@ -214,9 +214,9 @@ def _reason(kind: str, m: Measurements, o: Overheads, options: Dict[str, Choice]
     if kind == "serial":
         return _serial_reason(m, o, options, n)
     if kind == "thread":
-        if waiting >= 0.5:
-            return f"items spend {waiting:.0%} of their time waiting: threads overlap the waits"
-        return "items compute without holding the GIL, so threads run them in parallel"
+        if m.gil_free:  # (measured: not to be said of items merely assumed to hold it)
+            return "items compute without holding the GIL, so threads run them in parallel"
+        return f"items spend {waiting:.0%} of their time waiting: threads overlap the waits"
     if kind == "dask":
         ratio = min(v[0] for k, v in options.items() if k != "dask") / max(
             options["dask"][0], 1e-12

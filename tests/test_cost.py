@@ -175,3 +175,12 @@ def test_new_threads_start_while_earlier_ones_work():
     gil = items(2e-3, 2e-3, thread_speedup=1.0, speedup_threads=2)
     one_core = Overheads(**{**slow_starts.__dict__, "cores": 1})
     assert decide(gil, one_core, 10).predicted["thread"] >= 10 * 2e-3 + 0.3e-3
+
+
+def test_threads_for_part_waiting_items_are_not_said_to_be_gil_free():
+    # 32% of each item idle, and no thread test ran: threads overlap the idle part, which
+    # the reason must say, not that the items release the GIL (nothing measured that).
+    cold = Overheads(**{**MACHINE.__dict__, "process_start": 0.15})
+    plan = decide(items(6e-3, 4e-3), cold, 46)
+    assert plan.kind == "thread"
+    assert "33% of their time waiting" in plan.reason and "GIL" not in plan.reason
