@@ -382,7 +382,9 @@ in one process), not the absolute times.
 Columns: `serial` is plain `map`; `autopar thread` / `autopar process` are autopar's named
 kinds on its reused pools; `ThreadPool()` / `Pool()` are fresh `multiprocessing` pools with
 their defaults, made per call; `joblib` is `Parallel(n_jobs=-1)` (its loky pool is reused);
-`mpire` is a default `WorkerPool()` per call. `auto first` is a fresh `parallel(fn)` each
+`mpire` is a default `WorkerPool()` per call. `serial named first` is a fresh
+`parallel(kind="serial")(fn)` each repetition: autopar's own call path with nothing to
+measure, the least any autopar first call can cost. `auto first` is a fresh `parallel(fn)` each
 repetition (calibration included; autopar's process pool is usually already warm from the
 `autopar process` column, and machine overheads were measured earlier in the run);
 `auto later` is the same decorated function after one untimed call. **Best fixed** is the
@@ -396,13 +398,13 @@ first call < 5 ms (plain map takes ~0.2 ms there, so no calibration can be withi
 
 def summary_lines(rows: List[Row], scale: float) -> List[str]:
     lines = [
-        "| workload | items | best fixed | auto first | auto later | first/joblib "
-        "| later/joblib | auto chose (first / later) | targets |",
-        "|---|---:|---|---:|---:|---:|---:|---|---|",
+        "| workload | items | best fixed | serial named first | auto first | auto later "
+        "| first/joblib | later/joblib | auto chose (first / later) | targets |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
         if row.error:
-            lines.append(f"| {row.workload.name} | - | ERROR: {row.error} | | | | | | |")
+            lines.append(f"| {row.workload.name} | - | ERROR: {row.error} | | | | | | | |")
             continue
         fixed = best_fixed(row)
         base = fixed[1] if fixed else None
@@ -411,6 +413,7 @@ def summary_lines(rows: List[Row], scale: float) -> List[str]:
         lines.append(
             f"| {row.workload.name} | {row.n_items} "
             f"| {f'{fixed[0]} {fmt_time(fixed[1])}' if fixed else '-'} "
+            f"| {fmt_ratio(ratio(row, 'serial named first', base))} "
             f"| {fmt_ratio(ratio(row, 'auto first', base))} "
             f"| {fmt_ratio(ratio(row, 'auto later', base))} "
             f"| {fmt_ratio(ratio(row, 'auto first', joblib))} "
