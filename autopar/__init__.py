@@ -83,7 +83,8 @@ def __getattr__(name: str) -> Any:
 
 
 def shutdown() -> None:
-    """Stop every global pool now (they also stop at exit); later calls start new ones."""
+    """Stop every global pool now, and close a dask Client autopar connected itself (both
+    also happen at exit); later calls start new ones."""
     from . import _pools
 
     _pools.shutdown()

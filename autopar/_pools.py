@@ -179,6 +179,9 @@ def shutdown() -> None:
         _users.clear()
     for backend in backends:
         backend.shutdown()
+    for kind, factory in _FACTORIES.items():
+        if factory.partition(":")[0] in sys.modules:  # (a kind never loaded holds nothing)
+            backend_class(kind).close_shared()
 
 
 def _shutdown_at_exit() -> None:

@@ -11,7 +11,14 @@ import distributed
 import pytest
 
 import autopar
-from autopar import AutoparError, AutoparTimeoutError, RemoteTraceback, _pools, parallel
+from autopar import (
+    AutoparError,
+    AutoparTimeoutError,
+    RemoteTraceback,
+    _overheads,
+    _pools,
+    parallel,
+)
 from autopar.backends import dask as dask_backend
 from autopar.errors import PicklingFailedError, WorkerCrashedError
 from tests import dask_helpers, helpers
@@ -235,6 +242,20 @@ def test_auto_shows_the_cluster_as_a_candidate_when_an_address_is_set(client, mo
     assert plan.kind != "dask"  # tiny items: the scheduler's cost per task cannot pay
     assert plan.predicted["dask"] > plan.predicted["serial"]
     assert "dask" in f.explain()
+
+
+def test_shutdown_closes_the_client_auto_connected_only_to_measure(client, monkeypatch):
+    # Left open, that Client retried its vanished scheduler for the rest of the test run.
+    monkeypatch.setenv("AUTOPAR_DASK_ADDRESS", client.scheduler.address)
+    monkeypatch.setattr(_overheads, "_clusters", {})  # measured afresh: connects again
+    f = parallel(helpers.square)
+    f.map(range(500))
+    assert f.last_plan.kind != "dask" and _pools.peek("dask") is None  # no pool on it
+    own = dask_backend._owned[1]
+    assert own is not client and own.status == "running"
+    autopar.shutdown()
+    assert own.status == "closed"
+    assert client.status == "running"
 
 
 def test_auto_leaves_the_cluster_out_without_an_address():

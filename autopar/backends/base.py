@@ -103,3 +103,8 @@ class Backend:
 
     def shutdown(self) -> None:
         """Release the pool; running work may finish."""
+
+    @classmethod
+    def close_shared(cls) -> None:
+        """Close what the kind holds outside any pool (autopar.shutdown() calls it for
+        every kind whose module is loaded); most kinds hold nothing."""

@@ -97,14 +97,15 @@ def _connect(address: str) -> distributed.Client:
         return client
 
 
-def release(client: distributed.Client) -> None:
-    """Close ``client`` if autopar connected it itself; a user's Client is left alone."""
+def release(client: Optional[distributed.Client] = None) -> None:
+    """Close ``client`` if autopar connected it itself (None: whichever it connected); a
+    user's Client is left alone."""
     global _owned
     with _lock:
-        if _owned is None or _owned[1] is not client:
+        if _owned is None or client not in (None, _owned[1]):
             return
-        _owned = None
-    client.close()
+        owned, _owned = _owned[1], None
+    owned.close()
 
 
 def _forget_after_fork() -> None:
@@ -255,6 +256,13 @@ class DaskBackend(Backend):
 
     def shutdown(self) -> None:
         release(self.client)
+
+    @classmethod
+    def close_shared(cls) -> None:
+        # kind="auto" with an address connects to measure the cluster (see
+        # autopar._overheads.cluster_costs), and may never make a pool on it: left open,
+        # that Client kept retrying its scheduler long after the cluster had gone.
+        release()
 
 
 def _pickle_items(items: Sequence[Any], start: int) -> bytes:
