@@ -37,8 +37,11 @@ def test_many_waiting_threads_busy_with_hand_offs_do_not_make_items_look_cheap()
     for _ in range(3):
         f = parallel(h.nap)
         f.map([0.01] * 200)
-        assert f.last_plan.kind == "thread", f.explain()
         assert f.last_plan.measured["wall"] > 0.005, f.explain()
+        # (The first call's plan covers only what the probe left: on a slow machine its
+        # 128 threads ran 199 of the 200 items, and one item left runs serially.)
+        f.map([0.01] * 200)
+        assert f.last_plan.kind == "thread", f.explain()
 
 
 def test_cheap_first_item_then_expensive_ones_still_overlap():
@@ -82,10 +85,11 @@ def test_gil_free_c_code_is_not_shipped_to_processes():
     buffers = [bytes(1 << 22)] * 24  # sha256 releases the GIL on large buffers
     f = parallel(h.digest)
     assert f.map(buffers) == [h.digest(b) for b in buffers[:1]] * 24
-    # Shipping 4 MiB per item costs more than hashing it; whether threads beat serial
-    # depends on free cores (CI's are shared), so only the process trap is asserted.
+    # The trap is shipping 4 MiB an item to processes that threads hash in place. Whether
+    # threads beat serial depends on free cores (CI's are shared), and whether processes
+    # would beat serial on how fast this machine pickles 4 MiB against hashing it (a loaded
+    # run predicted them 1.4x faster), so only the trap itself is asserted.
     assert f.last_plan.kind != "process", f.explain()
-    assert f.last_plan.predicted["process"] >= f.last_plan.predicted["serial"]
 
 
 def test_unpicklable_items_make_auto_avoid_processes():
