@@ -237,7 +237,8 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
     """Why each other kind lost: "too cheap" alone was once the reason given for 5 ms
     items that hold the GIL in a script whose processes were left out."""
     if len(options) == 1:
-        return "one item, or no other kind allowed"
+        # (A first call's plan covers what its probe left: at times a single item.)
+        return "one item: nothing to run beside it" if n <= 1 else "no other kind allowed"
     if m.wall < o.thread_dispatch and m.wall + m.ship_worker < o.process_dispatch:
         return "items are too cheap for any pool's hand-off to pay off"
     on = f" on {n} items"

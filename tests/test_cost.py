@@ -160,6 +160,8 @@ def test_serial_reasons_name_what_each_other_kind_lost_to():
         "an item costs less than handing it to a thread; "
         "shipping an item to a process costs more than running it"
     )
+    assert decide(gil_bound, WARM, 1).reason == "one item: nothing to run beside it"
+    assert decide(gil_bound, WARM, 500, allowed=["serial"]).reason == "no other kind allowed"
 
 
 def test_new_threads_start_while_earlier_ones_work():
