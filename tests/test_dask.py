@@ -246,6 +246,7 @@ def test_auto_shows_the_cluster_as_a_candidate_when_an_address_is_set(client, mo
 
 def test_shutdown_closes_the_client_auto_connected_only_to_measure(client, monkeypatch):
     # Left open, that Client retried its vanished scheduler for the rest of the test run.
+    autopar.shutdown()  # (no pool or Client left from an earlier test)
     monkeypatch.setenv("AUTOPAR_DASK_ADDRESS", client.scheduler.address)
     monkeypatch.setattr(_overheads, "_clusters", {})  # measured afresh: connects again
     f = parallel(helpers.square)
