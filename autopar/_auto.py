@@ -14,6 +14,7 @@ chunk's cost: a drift beyond DRIFT marks the memory stale, so the next call re-p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 import warnings
+import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, cast
 
 from . import _config, _cost, _overheads
@@ -41,8 +43,17 @@ TICK = 0.001  # how often the caller looks at a pool that is starting
 ASSUMED_LENGTH = 10_000  # items assumed for input of unknown length (imap on a generator)
 DRIFT = 4.0  # observed/remembered per-item cost beyond which the memory is stale
 
-# _memory_lock guards FunctionState.memory of every function.
+# _memory_lock guards FunctionState.memory of every function, and _learned.
 _memory_lock = threading.Lock()
+
+
+def _reset_lock_after_fork() -> None:
+    global _memory_lock
+    _memory_lock = threading.Lock()  # (another thread may have held it at the fork)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_after_fork)
 
 
 @dataclasses.dataclass
@@ -62,10 +73,22 @@ class Memory:
     serial_always: Dict[Tuple[int, Optional[str]], str] = dataclasses.field(default_factory=dict)
 
 
+# The Memory of the wrapper that last measured each function (guarded by _memory_lock): a
+# parallel(fn) made anew for every call (joblib's inline style) starts from it rather
+# than measuring again, which cost about 0.5 ms a call on near-free items. Weak keys: an
+# entry goes with its function. (A forked child keeps it: same machine, same function.)
+_learned: weakref.WeakKeyDictionary[Callable[..., Any], Memory] = weakref.WeakKeyDictionary()
+
+
 def start(call: Call) -> Iterator[List[Any]]:
     """Run one call the way the measurements say is fastest."""
     with _memory_lock:
         memory = call.state.memory
+        if memory is None and (learned := _learned_about(call.fn)) is not None:
+            # Learned by another wrapper of it: its costs, and its verdicts on them (each
+            # wrapper plans with its own options).
+            memory = Memory(learned.measurements, serial_always=learned.serial_always)
+            call.state.memory = memory
     if call.n_items is not None and call.n_items <= 1:
         plan = Plan("serial", 1, 1, "one item or none: nothing to run in parallel", call.n_items)
         call.state.last_plan = plan
@@ -73,6 +96,21 @@ def start(call: Call) -> Iterator[List[Any]]:
     if memory is not None and not memory.stale:
         return _remembered(call, memory)
     return _calibrated(call)
+
+
+def _learned_about(fn: Callable[..., Any]) -> Optional[Memory]:
+    # Called with _memory_lock held.
+    try:
+        return _learned.get(fn)
+    except TypeError:  # a builtin such as len, or unhashable: no weak key, nothing kept
+        return None
+
+
+def forget(fn: Callable[..., Any]) -> None:
+    """Drop what was learned about ``fn`` (for measuring a true first call again: the
+    benchmarks' "auto first" column and the tests; a wrapper keeps its own memory)."""
+    with _memory_lock, contextlib.suppress(TypeError):
+        _learned.pop(fn, None)
 
 
 def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
@@ -123,6 +161,7 @@ def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
             elif memory.measurements is m:
                 # Same choice: keep the observed cost, so the next call needs no re-check.
                 memory.measurements = seen
+                memory.serial_always = {}  # (verdicts on the old costs, maybe shared)
 
     return execute(plan, call, on_chunk=on_chunk)
 
@@ -368,7 +407,9 @@ def _calibrated(call: Call) -> Iterator[List[Any]]:
         probe.stop(abandon=True)
         raise
     with _memory_lock:
-        call.state.memory = Memory(m)
+        memory = call.state.memory = Memory(m)
+        with contextlib.suppress(TypeError):  # (see _learned_about)
+            _learned[call.fn] = memory
     # (The caller may have gone on running its own slow item long after that.)
     spent = calibration.known_after or time.perf_counter() - t0
     finished = probe.exhausted or (n_items is not None and boundary >= n_items)

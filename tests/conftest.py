@@ -54,6 +54,15 @@ def _clean_env(monkeypatch):
             monkeypatch.delenv(key)
 
 
+@pytest.fixture(autouse=True)
+def _nothing_learned():
+    # Tests give the same helpers different costs: each test's wrappers measure afresh.
+    from autopar import _auto
+
+    with _auto._memory_lock:
+        _auto._learned.clear()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_worker_outlives_the_session():
     yield
