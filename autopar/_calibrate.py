@@ -41,6 +41,7 @@ CHEAP_ITEM = 50e-6
 CHEAP_SAMPLES = 64
 WAITING_RATE = 0.5  # CPU per wall-second under which work counts as waiting
 BUSY_ITEMS = 0.75  # share of the process's CPU its items must account for to be "busy"
+RECENT = 8  # finished items whose CPU share predicts a thread count's rate (_due_rate)
 MIN_WINDOW = 0.004  # shortest window a CPU rate is judged on
 PIPE_BYTES_PER_SECOND = 1e9  # copying pickled bytes through a pipe, both ends together
 BIG_BUFFER = 64 * 1024  # flat buffers from this size are priced by size (_pickle_cost)
@@ -196,7 +197,7 @@ class Calibration:
             # CPU time holds the caller's time queued for a core; a running item's reading
             # lacks a wait still going on, and had taken starved computing for waiting.)
             idle_items = idle_items and _idle(done)
-        if rate < WAITING_RATE and idle_items:
+        if max(rate, _due_rate(done[-RECENT:], probe, workers)) < WAITING_RATE and idle_items:
             # Waiting: quadruple the threads (1, 4, 16, 64, 128: the cap in four looks).
             if workers < self.config.max_threads:
                 self._grow(min(self.config.max_threads, 4 * workers))
@@ -219,6 +220,21 @@ class Calibration:
 def _idle(costs: List[Tuple[float, float]]) -> bool:
     """Items whose own clocks were mostly idle: under WAITING_RATE busy, all together."""
     return sum(c for _, c in costs) < WAITING_RATE * sum(w for w, _ in costs)
+
+
+def _due_rate(recent: List[Tuple[float, float]], probe: Probe, workers: int) -> float:
+    """The CPU rate ``workers`` threads reach once each is past its item's wait, if the
+    running items are like the ``recent`` finished ones (none has run twice as long as
+    they took: the watcher's look may come late, the GIL held elsewhere); else 0.
+
+    A window opened as the threads started can end before any of them computes: 5 ms
+    sleeps, then 1 ms of Python, read 0.14 at 4 threads and grew to 16, where their GIL
+    waits doubled the items' wall time, and the plan took 16 threads where 6 are best.
+    """
+    wall = sum(w for w, _ in recent)
+    if not recent or any(w >= 2 * wall / len(recent) for w, _ in probe.running_costs()):
+        return 0.0  # (running items outlast finished ones: those say nothing of them)
+    return workers * sum(c for _, c in recent) / wall
 
 
 def item_costs(probe: Probe, rate: Optional[float]) -> List[Tuple[float, float]]:

@@ -107,3 +107,9 @@ class Gate:
 def nap_unless_zero(seconds):
     """nap(), except that zero returns at once: near-free items that the probe batches."""
     return nap(seconds) if seconds else 0
+
+
+def nap_then_burn(ms):
+    """Waits 5 ms, then computes for ``ms`` milliseconds holding the GIL: part waiting."""
+    time.sleep(0.005)
+    return burn(ms)
