@@ -5,7 +5,8 @@ Phases, each judged over a window of the process's CPU time that starts with the
 (a window that began before a thread started would count its start as idle):
 
     one thread   cheap items (>= 64 under 50 us)    -> known: nothing can beat serial
-                 waiting (the process and the items' own CPU clocks both under half busy)
+                 waiting (the process and the items' own CPU clocks both under half busy,
+                 and the recent items' CPU share times the threads too)
                                                     -> quadruple the threads while it lasts
                  computing, items over 0.5 ms       -> two threads for the same time: the
                                                        CPU rate they reach over one thread's
