@@ -34,6 +34,7 @@ from ._worker import dumps
 from .errors import AutoparTimeoutError
 
 TICK = 0.001  # how often calibration looks at the probe
+STALE_LOOK = 5 * TICK  # no look for this long: the caller waits for the watcher's look
 # Items under a quarter of this are too cheap for a thread test to matter.
 SLOW_ITEM = 0.002
 # Items this cheap cost less than one hand-off to a thread (30-50 us measured here), so
@@ -122,8 +123,13 @@ class Calibration:
             if self._cheap_looked or len(self.probe.samples) < CHEAP_SAMPLES:
                 return False
             self._cheap_looked = True
-        if not self._look_lock.acquire(blocking=False):
-            return False  # the watcher is looking
+        if not self._look_lock.acquire(blocking=False):  # the watcher is looking ...
+            # ... or it holds the lock while it waits for the GIL, which two computing
+            # threads can keep from it for half a second: a cold program's thread test
+            # then never ran. Past a few ticks, waiting for the lock hands it the GIL.
+            stale = time.perf_counter() - self._last_look >= STALE_LOOK
+            if not (stale and self._look_lock.acquire(timeout=10 * STALE_LOOK)):
+                return False
         try:
             known = self._look_held()
         finally:

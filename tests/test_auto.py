@@ -354,6 +354,27 @@ def test_work_that_waits_goes_on_while_a_cold_process_pool_starts(monkeypatch):
     assert found and int(found.group(2)) > 256, f.explain()
 
 
+@pytest.mark.skipif(not MULTICORE, reason="the thread test needs two cores")
+def test_a_cold_programs_first_call_runs_the_thread_test():
+    # The watcher held the look lock while it waited for the GIL, which the caller and
+    # a probe thread, both computing, kept from it for the rest of the budget: half of
+    # the fresh programs measured no thread speed-up and ran their first call serially.
+    from tests.conftest import run_python
+
+    script = """
+        from autopar import parallel
+        from tests import auto_helpers as h
+        if __name__ == "__main__":
+            f = parallel(h.burn)
+            f.map([2] * 100)
+            print("thread_speedup" in f.last_plan.measured)
+    """
+    runs = [run_python(script, timeout=60) for _ in range(4)]  # (each a fresh program)
+    assert [(p.returncode, p.stdout.strip()) for p in runs] == [(0, "True")] * 4, [
+        p.stderr for p in runs
+    ]
+
+
 _MARGINAL_SCRIPT = """
 import multiprocessing, sys, time
 from autopar import parallel
