@@ -84,7 +84,8 @@ def start(call: Call) -> Iterator[List[Any]]:
     """Run one call the way the measurements say is fastest."""
     with _memory_lock:
         memory = call.state.memory
-        if memory is None and (learned := _learned_about(call.fn)) is not None:
+        learned = _learned_about(call.fn) if memory is None else None
+        if learned is not None and not learned.stale:
             # Learned by another wrapper of it: its costs, and its verdicts on them (each
             # wrapper plans with its own options).
             memory = Memory(learned.measurements, serial_always=learned.serial_always)

@@ -239,7 +239,7 @@ def _due_rate(recent: List[Tuple[float, float]], probe: Probe, workers: int) -> 
     waits doubled the items' wall time, and the plan took 16 threads where 6 are best.
     """
     wall = sum(w for w, _ in recent)
-    if not recent or any(w >= 2 * wall / len(recent) for w, _ in probe.running_costs()):
+    if wall <= 0 or any(w >= 2 * wall / len(recent) for w, _ in probe.running_costs()):
         return 0.0  # (running items outlast finished ones: those say nothing of them)
     return workers * sum(c for _, c in recent) / wall
 

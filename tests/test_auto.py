@@ -142,6 +142,13 @@ def test_a_new_wrapper_of_the_same_function_starts_from_what_was_learned():
     capped.map([0.01] * 40)
     assert "remembered" in capped.last_plan.reason, capped.explain()
     assert capped.last_plan.kind == "thread" and capped.last_plan.workers == 4
+    # Costs another wrapper found stale are measured again.
+    stale = parallel(h.tunable)
+    stale.map([0.0] * 50)
+    stale.map([0.05] * 12)  # far dearer than remembered: flags that memory stale
+    fresh = parallel(h.tunable)
+    fresh.map([0.05] * 12)
+    assert "measuring" in fresh.last_plan.reason, fresh.explain()
     # A lambda made anew is another function, maybe another closure: nothing is shared.
     for base in (1, 2):
         lam = parallel(lambda x, b=base: x + b)
