@@ -190,7 +190,8 @@ class Calibration:
                 self._window = _Window(probe.workers)
             return False
         window = self._window
-        costs = item_costs(probe, None)
+        running = probe.running_costs()  # (read once a look: a clock read per thread)
+        costs = item_costs(probe, None, running)
         if window.age() < MIN_WINDOW or not costs:
             return False
         rate, workers = window.rate(), probe.workers
@@ -204,7 +205,7 @@ class Calibration:
             # CPU time holds the caller's time queued for a core; a running item's reading
             # lacks a wait still going on, and had taken starved computing for waiting.)
             idle_items = idle_items and _idle(done)
-        if max(rate, _due_rate(done[-RECENT:], probe, workers)) < WAITING_RATE and idle_items:
+        if idle_items and max(rate, _due_rate(done[-RECENT:], running, workers)) < WAITING_RATE:
             # Waiting: quadruple the threads (1, 4, 16, 64, 128: the cap in four looks).
             if workers < self.config.max_threads:
                 self._grow(min(self.config.max_threads, 4 * workers))
@@ -229,7 +230,9 @@ def _idle(costs: List[Tuple[float, float]]) -> bool:
     return sum(c for _, c in costs) < WAITING_RATE * sum(w for w, _ in costs)
 
 
-def _due_rate(recent: List[Tuple[float, float]], probe: Probe, workers: int) -> float:
+def _due_rate(
+    recent: List[Tuple[float, float]], running: List[Tuple[float, Optional[float]]], workers: int
+) -> float:
     """The CPU rate ``workers`` threads reach once each is past its item's wait, if the
     running items are like the ``recent`` finished ones (none has run twice as long as
     they took: the watcher's look may come late, the GIL held elsewhere); else 0.
@@ -239,13 +242,18 @@ def _due_rate(recent: List[Tuple[float, float]], probe: Probe, workers: int) -> 
     waits doubled the items' wall time, and the plan took 16 threads where 6 are best.
     """
     wall = sum(w for w, _ in recent)
-    if wall <= 0 or any(w >= 2 * wall / len(recent) for w, _ in probe.running_costs()):
+    if wall <= 0 or any(w >= 2 * wall / len(recent) for w, _ in running):
         return 0.0  # (running items outlast finished ones: those say nothing of them)
     return workers * sum(c for _, c in recent) / wall
 
 
-def item_costs(probe: Probe, rate: Optional[float]) -> List[Tuple[float, float]]:
-    """(wall, CPU) of finished items, and of running ones so far.
+def item_costs(
+    probe: Probe,
+    rate: Optional[float],
+    running: Optional[List[Tuple[float, Optional[float]]]] = None,
+) -> List[Tuple[float, float]]:
+    """(wall, CPU) of finished items, and of running ones so far (``running``: the
+    probe's running_costs() if already read).
 
     A running item's CPU is read from its thread's clock where the platform allows;
     elsewhere the process's CPU rate stands in. Counting running items matters: a cheap
@@ -255,7 +263,7 @@ def item_costs(probe: Probe, rate: Optional[float]) -> List[Tuple[float, float]]
     clean = [(w, c) for w, c, phase in samples if phase == 1]
     costs = clean if len(clean) >= 3 else [(w, c) for w, c, _ in samples]
     busy = rate is not None and rate >= WAITING_RATE
-    for wall, cpu in probe.running_costs():
+    for wall, cpu in probe.running_costs() if running is None else running:
         costs.append((wall, cpu if cpu is not None else (wall if busy else 0.0)))
     return costs
 
