@@ -102,7 +102,7 @@ def release(client: Optional[distributed.Client] = None) -> None:
     user's Client is left alone."""
     global _owned
     with _lock:
-        if _owned is None or client not in (None, _owned[1]):
+        if _owned is None or (client is not None and client is not _owned[1]):
             return
         owned, _owned = _owned[1], None
     owned.close()
