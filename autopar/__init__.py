@@ -7,7 +7,37 @@
 
     results = work.map(items)
 
-Importing autopar is light: thread and process machinery load on first use.
+Importing autopar is light: each public name below loads its module on first use.
+
+Layout (every module but these public ones is private; imports go down this list's
+layers, and running never imports deciding: tests/test_layout.py keeps it so):
+
+    decorator.py      parallel(): validates options, picks the sync or async wrapper
+    _wrapper.py       MapMethods (shared by sync and async wrappers), ParallelFunction
+    _async.py         AsyncParallelFunction: coroutines on an event loop
+    _router.py        route(): nested -> serial, named kind -> its plan, auto -> _auto
+    _auto/            DECIDING: which kind finishes this call first
+        planner.py        measure or recall, decide, run, watch for drift
+        probe.py          runs the first items on helper threads, timing each
+        calibration.py    drives the probe; turns its samples into Measurements
+        cost_model.py     pure: Measurements + Overheads + n -> Plan
+        pool_costs.py     what each pool costs on this machine (measured once)
+        memory.py         learned costs per function; the serial fast path
+        queued_time.py    a thread's time queued for a core (Linux schedstat)
+    _execute/         RUNNING: a Plan over the items, on a pool
+        executor.py       Call; execute(plan, call) -> result chunks
+        pool_run.py       PoolRun: chunks in flight on one backend, cleanup on any exit
+        chunking.py       Chunker: fixed, adaptive and tail-shrinking chunk sizes
+        registry.py       one pool per kind for the program: reuse, replace, shutdown
+        worker.py         what runs in a worker: one chunk through the function
+        thread_pool.py    daemon threads that can be abandoned; thread start times
+        main_guard.py     whether process workers can start without re-running __main__
+        backends/         one module per kind behind the Backend protocol (base.py)
+    _config.py        AUTOPAR_* variables and arguments, validated once
+    plan.py, errors.py    public value types and exceptions
+    _progress.py, _info.py, _demo.py, __main__.py    bars, `python -m autopar` commands
+
+``autopar.backends`` is not public: a kind is chosen by name (``kind="thread"``).
 """
 
 from __future__ import annotations
@@ -37,7 +67,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from ._async import AsyncParallelFunction, BoundAsyncParallelFunction
-    from .decorator import BoundParallelFunction, ParallelFunction, parallel
+    from ._wrapper import BoundParallelFunction, ParallelFunction
+    from .decorator import parallel
     from .errors import (
         AutoparError,
         AutoparTimeoutError,
@@ -49,13 +80,13 @@ if TYPE_CHECKING:
     from .plan import Plan
 
 # Public name -> the module that defines it, imported on first use. A process worker
-# imports autopar._worker, and so this package, before its first task: with nothing loaded
-# here, it skips wrapt, logging and the rest (a cold pool started in 0.14 s, not 0.2 s).
-# The async wrappers need asyncio, tens of milliseconds more.
+# imports autopar._execute.worker, and so this package, before its first task: with
+# nothing loaded here, it skips wrapt, logging and the planner, and starts sooner. The
+# async wrappers need asyncio, which is slow to import.
 _LAZY = {
     "parallel": "decorator",
-    "ParallelFunction": "decorator",
-    "BoundParallelFunction": "decorator",
+    "ParallelFunction": "_wrapper",
+    "BoundParallelFunction": "_wrapper",
     "AsyncParallelFunction": "_async",
     "BoundAsyncParallelFunction": "_async",
     "Plan": "plan",
@@ -82,9 +113,13 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 def shutdown() -> None:
     """Stop every global pool now, and close a dask Client autopar connected itself (both
     also happen at exit); later calls start new ones."""
-    from . import _pools
+    from ._execute import registry
 
-    _pools.shutdown()
+    registry.shutdown()

@@ -28,16 +28,16 @@ from typing import (
     overload,
 )
 
-from .decorator import (
+from ._wrapper import (
     _P2,
     _R2,
     _T,
     BoundParallelFunction,
+    MapMethods,
     P,
     ParallelFunction,
     R,
-    _call,
-    _Methods,
+    call_options,
 )
 from .errors import AutoparTimeoutError, annotate
 from .plan import Plan
@@ -124,11 +124,11 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, List[Any]]]) -> List[Any]:
         return pool.submit(lambda: asyncio.run(make())).result()
 
 
-class _AsyncMethods(_Methods[P, R]):
+class _AsyncMethods(MapMethods[P, R]):
     """map and friends for a coroutine function, plus ``amap``/``astarmap`` to await."""
 
     def _job(
-        self, items: Iterable[Any], star: bool, call: Dict[str, Any]
+        self, items: Iterable[Any], call: Dict[str, Any], *, star: bool
     ) -> Callable[[], Coroutine[Any, Any, List[Any]]]:
         state, config, explicit = self._settle(call)
         items = items if isinstance(items, (list, tuple, range)) else list(items)
@@ -164,7 +164,7 @@ class _AsyncMethods(_Methods[P, R]):
         Call it from sync code; inside a coroutine, ``await f.amap(items)`` instead (this
         would block the running loop). ``chunksize`` is accepted and ignored.
         """
-        return run_sync(self._job(items, False, _call(timeout, chunksize, progress)))
+        return run_sync(self._job(items, call_options(timeout, chunksize, progress), star=False))
 
     def starmap(
         self,
@@ -175,7 +175,7 @@ class _AsyncMethods(_Methods[P, R]):
         progress: Optional[bool] = None,
     ) -> List[R]:
         """``[await f(*args) for args in items]``, run concurrently; blocks until done."""
-        return run_sync(self._job(items, True, _call(timeout, chunksize, progress)))
+        return run_sync(self._job(items, call_options(timeout, chunksize, progress), star=True))
 
     def imap(
         self,
@@ -207,7 +207,7 @@ class _AsyncMethods(_Methods[P, R]):
         progress: Optional[bool] = None,
     ) -> List[R]:
         """``[await f(x) for x in items]``, run concurrently on the running event loop."""
-        return await self._job(items, False, _call(timeout, None, progress))()
+        return await self._job(items, call_options(timeout, None, progress), star=False)()
 
     async def astarmap(
         self,
@@ -217,7 +217,7 @@ class _AsyncMethods(_Methods[P, R]):
         progress: Optional[bool] = None,
     ) -> List[R]:
         """``[await f(*args) for args in items]``, run concurrently on the running loop."""
-        return await self._job(items, True, _call(timeout, None, progress))()
+        return await self._job(items, call_options(timeout, None, progress), star=True)()
 
 
 class BoundAsyncParallelFunction(_AsyncMethods[P, R], BoundParallelFunction[P, Any]):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from . import _config, _overheads, _runqueue
+from . import _config
+from ._auto import pool_costs, queued_time
 
 
 def _ms(seconds: float) -> str:
@@ -15,9 +16,9 @@ def print_info() -> None:
     """Measure the pool costs (this starts a process pool) and print them."""
     config = _config.current()
     cores = _config.cpu_count()
-    threads = _overheads.thread_costs()
-    cold = _overheads.warm_process_pool(config, cores)
-    measured = _overheads.measured()
+    threads = pool_costs.thread_costs()
+    cold = pool_costs.warm_process_pool(config, cores)
+    measured = pool_costs.measured()
     rows = [
         ("python", f"{sys.version.split()[0]} ({sys.platform})"),
         ("cpus usable", str(cores)),
@@ -38,7 +39,7 @@ def print_info() -> None:
 
 def _queue_time() -> str:
     # Whether calibration can tell a computing item starved of cores from a waiting one.
-    clock = _runqueue.for_this_thread()
+    clock = queued_time.for_this_thread()
     if clock.reads:
         return "read from /proc: computing starved of cores is not taken for waiting"
     return "not readable here: on a busy machine, computing may look like waiting"

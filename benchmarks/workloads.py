@@ -268,9 +268,9 @@ def _autopar(kind: str, fn: Fn) -> Runner:
 
 def _autopar_first(fn: Fn) -> Runner:
     """A true first call: a new wrapper, and nothing learned about ``fn`` by another."""
-    from autopar import _auto
+    from autopar._auto import memory
 
-    _auto.forget(fn)
+    memory.forget(fn)
     return _autopar("auto", fn)
 
 

@@ -57,10 +57,10 @@ def _clean_env(monkeypatch):
 @pytest.fixture(autouse=True)
 def _nothing_learned():
     # Tests give the same helpers different costs: each test's wrappers measure afresh.
-    from autopar import _auto
+    from autopar._auto import memory
 
-    with _auto._memory_lock:
-        _auto._learned.clear()
+    with memory.lock:
+        memory._learned.clear()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -62,9 +62,9 @@ def spy_chunk_sizes(monkeypatch, backend_class):
     sizes = []
     submit = backend_class.submit
 
-    def spy(self, payload, start, items, star, deadline):
+    def spy(self, payload, start, items, *, star, deadline):
         sizes.append(len(items))
-        return submit(self, payload, start, items, star, deadline)
+        return submit(self, payload, start, items, star=star, deadline=deadline)
 
     monkeypatch.setattr(backend_class, "submit", spy)
     return sizes

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from autopar import _auto, _config, _runqueue, parallel
+from autopar import _config, parallel
+from autopar._auto import memory, planner, queued_time
 from tests import auto_helpers as h
 
 MULTICORE = _config.cpu_count() >= 2
@@ -35,7 +36,7 @@ def test_many_waiting_threads_busy_with_hand_offs_do_not_make_items_look_cheap()
     # hand-offs; that is not items slowing each other, and each nap still takes 10 ms.
     # (With the probe's threads already started, a second call used to measure 50 us.)
     for _ in range(3):
-        _auto.forget(h.nap)  # (each wrapper measures, with the probe's threads started)
+        memory.forget(h.nap)  # (each wrapper measures, with the probe's threads started)
         f = parallel(h.nap)
         f.map([0.01] * 200)
         assert f.last_plan.measured["wall"] > 0.005, f.explain()
@@ -132,7 +133,7 @@ def test_a_new_wrapper_of_the_same_function_starts_from_what_was_learned():
     f = parallel(h.square)
     assert f.map(range(200)) == [x * x for x in range(200)]
     assert "remembered" in f.last_plan.reason, f.explain()
-    _auto.forget(h.square)
+    memory.forget(h.square)
     g = parallel(h.square)
     g.map(range(200))
     assert "measuring" in g.last_plan.reason, g.explain()
@@ -247,16 +248,14 @@ class Scaler:
 
 
 def _express(f, monkeypatch, items):
-    """f.map(items) served by the express lane: the usual path is made to fail."""
-    from autopar import _auto
-
+    """f.map(items) served by the serial fast path: the usual path is made to fail."""
     with monkeypatch.context() as patch:
-        patch.setattr(_auto, "_remembered", _unexpected)
+        patch.setattr(planner, "_remembered", _unexpected)
         return f.map(items)
 
 
 def _unexpected(*args):
-    raise AssertionError("the call left the express lane")
+    raise AssertionError("the call left the serial fast path")
 
 
 def test_later_calls_on_cheap_items_take_the_express_lane(monkeypatch):
@@ -312,20 +311,21 @@ def test_a_cold_pool_too_slow_for_this_call_starts_for_the_next(monkeypatch):
     # ~60 ms of Python code: a warm pool halves it, a cold start (0.15 s or more) does not
     # pay. This call runs without it; the pool starts in the background for the next.
     import autopar
-    from autopar import _overheads, _pools
+    from autopar._auto import pool_costs
+    from autopar._execute import registry
 
     autopar.shutdown()
     # (Pool costs as measured on a quiet machine: earlier tests may have measured them busy.)
-    monkeypatch.setitem(_overheads._measured, "process_start", 0.15)
-    monkeypatch.setitem(_overheads._measured, "process_dispatch", 3e-4)
+    monkeypatch.setitem(pool_costs._measured, "process_start", 0.15)
+    monkeypatch.setitem(pool_costs._measured, "process_dispatch", 3e-4)
     f = parallel(h.burn)
     items = [2] * 30
     f.map(items)
     assert f.last_plan.kind == "serial", f.explain()
     deadline = time.monotonic() + 60
-    while not _overheads.process_warm(_config.current()) and time.monotonic() < deadline:
+    while not pool_costs.process_warm(_config.current()) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _pools.peek("process") is not None
+    assert registry.peek("process") is not None
     f.map(items)
     assert f.last_plan.kind == "process", f.explain()
 
@@ -338,19 +338,19 @@ def test_work_that_waits_goes_on_while_a_cold_process_pool_starts(monkeypatch):
     import re
 
     import autopar
-    from autopar import _auto, _overheads
+    from autopar._auto import planner, pool_costs
 
     autopar.shutdown()
-    warm = _overheads.warm_process_pool
+    warm = pool_costs.warm_process_pool
 
     def slow_warm(config, workers, record_start=True):
         time.sleep(1.5)
         return warm(config, workers, record_start=False)
 
-    decide = _auto._decide
-    monkeypatch.setattr(_overheads, "warm_process_pool", slow_warm)
+    decide = planner._decide
+    monkeypatch.setattr(pool_costs, "warm_process_pool", slow_warm)
     monkeypatch.setattr(
-        _auto, "_decide", lambda *a: dataclasses.replace(decide(*a), kind="process", workers=2)
+        planner, "_decide", lambda *a: dataclasses.replace(decide(*a), kind="process", workers=2)
     )
     f = parallel(h.nap)
     items = [0.2] * 300
@@ -459,9 +459,9 @@ def test_cheap_items_stop_the_probe_once_enough_are_measured(monkeypatch):
     # here, so that only that look can stop the probe before its limit of 256 items.)
     import re
 
-    from autopar import _calibrate
+    from autopar._auto import calibration
 
-    monkeypatch.setattr(_calibrate, "TICK", 5.0)
+    monkeypatch.setattr(calibration, "TICK", 5.0)
     f = parallel(h.square)
     assert f.map(range(1000)) == [x * x for x in range(1000)]
     found = re.search(r"the first (\d+) items ran while measuring", f.last_plan.reason)
@@ -469,7 +469,7 @@ def test_cheap_items_stop_the_probe_once_enough_are_measured(monkeypatch):
 
 
 def _queue_clock_reads() -> bool:
-    clock = _runqueue.QueueClock()
+    clock = queued_time.QueueClock()
     try:
         return clock.reads
     finally:
@@ -490,7 +490,7 @@ def test_computing_items_on_a_busy_machine_are_not_taken_for_waiting_ones():
     try:
         time.sleep(0.2)
         for _ in range(5):
-            _auto.forget(h.burn)
+            memory.forget(h.burn)
             f = parallel(h.burn)
             assert len(f.map([2] * 60)) == 60
             plans.append(f.last_plan)

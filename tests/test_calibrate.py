@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from autopar import _calibrate
+from autopar._auto import calibration
 
 
 class _BigBytes(bytes):
@@ -15,8 +15,8 @@ class _BigBytes(bytes):
 
 
 def test_large_flat_buffers_are_priced_by_size_without_pickling():
-    one, _, size_one = _calibrate._pickle_cost(_BigBytes(1 << 20))
-    four, _, size_four = _calibrate._pickle_cost(_BigBytes(4 << 20))
+    one, _, size_one = calibration._pickle_cost(_BigBytes(1 << 20))
+    four, _, size_four = calibration._pickle_cost(_BigBytes(4 << 20))
     assert (size_one, size_four) == (1 << 20, 4 << 20)
     assert four == pytest.approx(4 * one)  # one measured rate per byte
     assert one > 0
@@ -25,13 +25,13 @@ def test_large_flat_buffers_are_priced_by_size_without_pickling():
 def test_small_or_structured_items_are_pickled_to_price_them():
     small = _BigBytes(1024)
     with pytest.raises(AssertionError):
-        _calibrate._pickle_cost(small)  # under the threshold: really pickled
-    dump, load, size = _calibrate._pickle_cost(list(range(10_000)))
+        calibration._pickle_cost(small)  # under the threshold: really pickled
+    dump, load, size = calibration._pickle_cost(list(range(10_000)))
     assert size > 10_000 and dump > 0 and load > 0
 
 
 def test_ship_costs_add_item_and_result_on_each_side():
-    picklable, caller, worker = _calibrate._ship_costs(len, (bytes(1 << 20), 7))
+    picklable, caller, worker = calibration._ship_costs(len, (bytes(1 << 20), 7))
     assert picklable
     assert caller > 0 and worker > 0
-    assert _calibrate._ship_costs(len, (threading.Lock(), 1))[0] is False
+    assert calibration._ship_costs(len, (threading.Lock(), 1))[0] is False

@@ -2,7 +2,7 @@
 
 import pytest
 
-from autopar._cost import Measurements, Overheads, decide
+from autopar._auto.cost_model import Measurements, Overheads, decide
 
 MACHINE = Overheads(
     cores=2,

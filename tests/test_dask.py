@@ -15,11 +15,11 @@ from autopar import (
     AutoparError,
     AutoparTimeoutError,
     RemoteTraceback,
-    _overheads,
-    _pools,
     parallel,
 )
-from autopar.backends import dask as dask_backend
+from autopar._auto import pool_costs
+from autopar._execute import registry
+from autopar._execute.backends import dask as dask_backend
 from autopar.errors import PicklingFailedError, WorkerCrashedError
 from tests import dask_helpers, helpers
 from tests.conftest import run_python
@@ -133,9 +133,9 @@ def test_timeout_stops_the_call(active):
 def test_abort_cancels_tasks_in_flight_but_keeps_the_users_client(active):
     f = parallel(kind="dask")(helpers.nap)
     f.map([0.0])
-    backend = _pools.peek("dask")
+    backend = registry.peek("dask")
     payload = backend.prepare(helpers.nap)
-    bridges = [backend.submit(payload, i, [0.3], False, None) for i in range(3)]
+    bridges = [backend.submit(payload, i, [0.3], star=False, deadline=None) for i in range(3)]
     tasks = [b.task for b in bridges]
     backend.abort()
     assert all(b.cancelled() for b in bridges)
@@ -154,7 +154,7 @@ def test_address_route_connects_and_shutdown_closes_only_its_own_client(client, 
     monkeypatch.setenv("AUTOPAR_DASK_ADDRESS", client.scheduler.address)
     f = parallel(kind="dask", chunksize=1)(helpers.pid)
     assert set(f.map(range(4))) <= worker_pids(client)
-    own = _pools.peek("dask").client
+    own = registry.peek("dask").client
     assert own is not client
     autopar.shutdown()
     assert own.status == "closed"
@@ -248,10 +248,10 @@ def test_shutdown_closes_the_client_auto_connected_only_to_measure(client, monke
     # Left open, that Client retried its vanished scheduler for the rest of the test run.
     autopar.shutdown()  # (no pool or Client left from an earlier test)
     monkeypatch.setenv("AUTOPAR_DASK_ADDRESS", client.scheduler.address)
-    monkeypatch.setattr(_overheads, "_clusters", {})  # measured afresh: connects again
+    monkeypatch.setattr(pool_costs, "_clusters", {})  # measured afresh: connects again
     f = parallel(helpers.square)
     f.map(range(500))
-    assert f.last_plan.kind != "dask" and _pools.peek("dask") is None  # no pool on it
+    assert f.last_plan.kind != "dask" and registry.peek("dask") is None  # no pool on it
     own = dask_backend._owned[1]
     assert own is not client and own.status == "running"
     autopar.shutdown()

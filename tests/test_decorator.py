@@ -41,7 +41,7 @@ def test_pickles_by_reference_like_the_plain_function():
 
 
 def test_local_function_pickles_by_value_with_cloudpickle():
-    from autopar._worker import dumps
+    from autopar._execute.worker import dumps
 
     def local(x):
         return x + 1

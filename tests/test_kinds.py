@@ -108,28 +108,28 @@ def test_default_chunksize_rule(kind):
 
 
 def test_pools_are_reused_across_calls_and_functions():
-    from autopar import _pools
+    from autopar._execute import registry
 
     parallel(kind="process")(helpers.square).map(range(4))
-    first = _pools.peek("process")
+    first = registry.peek("process")
     parallel(kind="process")(helpers.add).starmap([(1, 2)])
-    assert _pools.peek("process") is first
+    assert registry.peek("process") is first
 
 
 def test_shutdown_then_next_call_starts_a_new_pool():
-    from autopar import _pools
+    from autopar._execute import registry
 
     f = parallel(kind="process")(helpers.square)
     f.map(range(4))
-    before = _pools.peek("process")
+    before = registry.peek("process")
     autopar.shutdown()
-    assert _pools.peek("process") is None
+    assert registry.peek("process") is None
     assert f.map(range(4)) == [0, 1, 4, 9]
-    assert _pools.peek("process") is not before
+    assert registry.peek("process") is not before
 
 
 def test_many_threads_share_one_pool_and_get_their_own_results():
-    from autopar import _pools
+    from autopar._execute import registry
 
     autopar.shutdown()
     f = parallel(kind="process", workers=2)(helpers.square)
@@ -144,7 +144,7 @@ def test_many_threads_share_one_pool_and_get_their_own_results():
     for t in threads:
         t.join(60)
     assert all(out[i] == [x * x for x in range(i, i + 20)] for i in range(8))
-    assert _pools.peek("process") is not None
+    assert registry.peek("process") is not None
 
 
 def test_nested_call_inside_a_worker_runs_serially():
@@ -155,7 +155,7 @@ def test_nested_call_inside_a_worker_runs_serially():
 
 def _chunk_sizes(monkeypatch, **options):
     """The chunk sizes a kind="thread" map over 200 items hands to the pool."""
-    from autopar.backends import thread
+    from autopar._execute.backends import thread
 
     sizes = helpers.spy_chunk_sizes(monkeypatch, thread.ThreadBackend)
     f = parallel(kind="thread", workers=2, **options)(helpers.square)
@@ -205,15 +205,15 @@ def test_named_process_kind_in_a_script_without_a_main_guard_says_what_to_do(tmp
 def test_main_guard_detection(tmp_path, monkeypatch, source, clean):
     import types
 
-    from autopar import _main_guard
+    from autopar._execute import main_guard
 
     script = tmp_path / "main_script.py"
     script.write_text(source)
     main = types.ModuleType("__main__")
     main.__file__ = str(script)
     monkeypatch.setitem(sys.modules, "__main__", main)
-    monkeypatch.setattr(_main_guard, "_guarded", {})
-    assert _main_guard.processes_start_cleanly("forkserver") is clean
-    assert _main_guard.processes_start_cleanly("fork") is True
+    monkeypatch.setattr(main_guard, "_guarded", {})
+    assert main_guard.processes_start_cleanly("forkserver") is clean
+    assert main_guard.processes_start_cleanly("fork") is True
     del main.__file__  # a REPL or notebook: workers import no script
-    assert _main_guard.processes_start_cleanly("spawn") is True
+    assert main_guard.processes_start_cleanly("spawn") is True

@@ -5,8 +5,10 @@ import logging
 from pathlib import Path
 
 import autopar
-from autopar import _pools, parallel
+from autopar import parallel
 from autopar._config import Config
+from autopar._execute import registry
+from autopar._execute.backends.base import Replacement
 from tests import helpers
 from tests.conftest import run_python
 
@@ -40,22 +42,22 @@ class _Broken:
     kind = "serial"
     stopped = False
 
-    def usable(self, config, workers):
-        return "a worker process died"
+    def replacement(self, config, workers):
+        return Replacement("a worker process died", broken=True)
 
     def shutdown(self):
         self.stopped = True
 
 
 class _TooSmall(_Broken):
-    def usable(self, config, workers):
-        return f"{workers} workers wanted, the pool has 1"
+    def replacement(self, config, workers):
+        return Replacement(f"{workers} workers wanted, the pool has 1")
 
 
 def _replace(monkeypatch, caplog, old):
-    monkeypatch.setitem(_pools._backends, "serial", old)
+    monkeypatch.setitem(registry._backends, "serial", old)
     with caplog.at_level(logging.DEBUG, logger="autopar"):
-        new = _pools.get("serial", Config(), 2)
+        new = registry.get("serial", Config(), 2)
     assert new is not old and old.stopped
     return [r for r in caplog.records if "replacing" in r.getMessage()]
 

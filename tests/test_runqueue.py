@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from autopar import _config, _runqueue
+from autopar import _config
+from autopar._auto import queued_time
 
-READS = _runqueue.for_this_thread().reads
+READS = queued_time.for_this_thread().reads
 needs_schedstat = pytest.mark.skipif(not READS, reason="needs Linux's per-thread schedstat")
 
 
@@ -25,7 +26,7 @@ def test_a_thread_starved_of_cores_counts_its_wait():
     hogs = [subprocess.Popen(spin) for _ in range(2 * _config.cpu_count())]
     try:
         time.sleep(0.2)
-        clock = _runqueue.for_this_thread()
+        clock = queued_time.for_this_thread()
         _spin(0.3)  # wall time, of which the hogs take a share
         queued = clock.after_item(0.3)
     finally:
@@ -36,7 +37,7 @@ def test_a_thread_starved_of_cores_counts_its_wait():
 
 
 def test_cheap_items_are_not_read_around():
-    clock = _runqueue.for_this_thread()
+    clock = queued_time.for_this_thread()
     assert clock.after_item(1e-6) == 0.0
     assert clock.mark is None  # the next item has no start reading: nothing to add
     assert clock.after_item(1.0) == 0.0
@@ -45,10 +46,10 @@ def test_cheap_items_are_not_read_around():
 
 
 def test_each_thread_has_its_own_clock_kept_between_calls():
-    mine = _runqueue.for_this_thread()
-    assert _runqueue.for_this_thread() is mine
+    mine = queued_time.for_this_thread()
+    assert queued_time.for_this_thread() is mine
     other = []
-    thread = threading.Thread(target=lambda: other.append(_runqueue.for_this_thread()))
+    thread = threading.Thread(target=lambda: other.append(queued_time.for_this_thread()))
     thread.start()
     thread.join()
     assert other[0] is not mine

@@ -70,13 +70,14 @@ def test_forked_child_gets_fresh_pools():
         """
         import os
         import autopar
-        from autopar import _pools, parallel
+        from autopar import parallel
+        from autopar._execute import registry
         from tests.helpers import pid
         f = parallel(kind="process", workers=2)(pid)
         parent_workers = set(f.map(range(4), chunksize=1))
         child = os.fork()
         if child == 0:
-            ok = _pools.peek("process") is None
+            ok = registry.peek("process") is None
             child_workers = set(f.map(range(4), chunksize=1))
             ok = ok and not (child_workers & parent_workers) and os.getpid() not in child_workers
             autopar.shutdown()
@@ -121,11 +122,11 @@ def test_import_is_light():
 
 
 def test_a_process_worker_loads_only_the_worker_code():
-    # Every process worker (and the forkserver) imports autopar._worker before its first
+    # Every process worker (and the forkserver) imports autopar._execute.worker before its first
     # task: the package must not drag in the decorator's wrapt, logging or the planner.
     proc = run_python(
         """
-        import sys, autopar._worker
+        import sys, autopar._execute.worker
         loaded = [m for m in ("wrapt", "logging", "autopar.decorator", "autopar._pools")
                   if m in sys.modules]
         print(loaded)

@@ -91,14 +91,15 @@ def test_exit_after_a_crash_is_silent():
 
 @pytest.mark.parametrize("method", ["map", "imap", "imap_unordered", "starmap"])
 def test_non_iterable_items_is_a_type_error_naming_items_before_any_work(method):
-    from autopar import _pools, parallel
+    from autopar import parallel
+    from autopar._execute import registry
     from tests.faults import funcs
 
     f = parallel(kind="process")(funcs.square)
-    before = _pools.peek("process")
+    before = registry.peek("process")
     with pytest.raises(TypeError, match="items"):
         getattr(f, method)(5)
-    assert _pools.peek("process") is before  # no pool was started for it
+    assert registry.peek("process") is before  # no pool was started for it
 
 
 @pytest.mark.parametrize(

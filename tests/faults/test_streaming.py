@@ -55,7 +55,8 @@ def test_imap_over_an_infinite_generator_reads_a_bounded_distance_ahead(kind):
     out = script(
         f"""
         import itertools
-        from autopar import _runner, parallel
+        from autopar import parallel
+        from autopar._execute import chunking
         from tests.faults import funcs
 
         read = 0
@@ -70,7 +71,7 @@ def test_imap_over_an_infinite_generator_reads_a_bounded_distance_ahead(kind):
             assert r == i * i
             # In flight: at most 2 x workers chunks (process pools keep one more queued per
             # worker), plus the chunk being handed out.
-            assert read - i <= (2 * 2 + 1) * _runner.MAX_ADAPTIVE_CHUNK, (i, read)
+            assert read - i <= (2 * 2 + 1) * chunking.MAX_ADAPTIVE_CHUNK, (i, read)
             if i == 30_000:
                 break
         it.close()  # stopping early cancels the rest and hands the pool back

@@ -8,7 +8,8 @@ from tests.faults import script
 
 TIMEOUT = """
 import os, time
-from autopar import AutoparTimeoutError, _pools, parallel
+from autopar import AutoparTimeoutError, parallel
+from autopar._execute import registry
 from tests.faults import funcs
 
 KIND = "{kind}"
@@ -26,7 +27,7 @@ def times_out(call):
     else:
         raise SystemExit("no timeout")
     assert time.monotonic() - t0 < 10, time.monotonic() - t0
-    assert _pools.peek(KIND) is None, "the pool holding the stuck worker was replaced"
+    assert registry.peek(KIND) is None, "the pool holding the stuck worker was replaced"
     for pid in before:  # the stuck worker was killed (and its pool with it)
         try:
             os.kill(pid, 0)

@@ -90,18 +90,19 @@ def run_chunk(
     fn: Callable[..., Any],
     start: int,
     items: Iterable[Any],
+    *,
     star: bool,
-    mark: bool = False,
+    mark_thread: bool = False,
     deadline: Optional[float] = None,
 ) -> ChunkResult:
     """Run ``fn`` over ``items`` (indices from ``start``); stop at the first exception.
 
-    ``mark`` flags the thread as a worker, so nested autopar calls inside it run serially.
+    ``mark_thread`` flags the thread as a worker, so nested autopar calls inside it run serially.
     ``deadline`` (a ``time.monotonic()`` value) stops the chunk between items once passed.
     """
     results: List[Any] = []
     previous = getattr(_local, "active", False)
-    if mark:
+    if mark_thread:
         _local.active = True
     wall0, cpu0 = time.perf_counter(), time.thread_time()
     failure = None
@@ -134,7 +135,7 @@ def _run_until(
 ) -> None:
     for item in items:
         if time.monotonic() > deadline:
-            from .errors import AutoparTimeoutError
+            from ..errors import AutoparTimeoutError
 
             raise AutoparTimeoutError(f"the call's timeout passed before item {start + len(out)}")
         out.append(fn(*item) if star else fn(item))
@@ -198,7 +199,7 @@ def _portable(exc: BaseException) -> BaseException:
         pickle.loads(dumps(exc))
         return exc
     except Exception:
-        from .errors import RemoteError
+        from ..errors import RemoteError
 
         return RemoteError(type(exc).__qualname__, str(exc))
 
@@ -217,7 +218,7 @@ def run_chunk_pickled(
         values = pickle.loads(items)
     except Exception as error:
         return dumps(_unpickling_failed(error, payload, start, count))
-    result = run_chunk(fn, start, values, star, deadline=deadline)
+    result = run_chunk(fn, start, values, star=star, deadline=deadline)
     if result.failure is not None:
         f = result.failure
         result = result._replace(failure=Failure(f.index, _portable(f.exc), f.tb))
@@ -259,6 +260,6 @@ def _unpickling_failed(exc: Exception, payload: bytes, start: int, count: int) -
 
 
 def _pickling_failed(index: int, text: str, tb: str = "") -> Failure:
-    from .errors import PicklingFailedError
+    from ..errors import PicklingFailedError
 
     return Failure(index, PicklingFailedError(text, index), tb)

@@ -1,5 +1,5 @@
 """Calibration: watch a running :class:`~autopar._probe.Probe`, grow it, and decide when
-the costs are known; then turn what it saw into :class:`~autopar._cost.Measurements`.
+the costs are known; then turn what it saw into :class:`~autopar.cost_model.Measurements`.
 
 Phases, each judged over a window of the process's CPU time that starts with the work
 (a window that began before a thread started would count its start as idle):
@@ -27,11 +27,11 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import _cost
-from ._config import Config, cpu_count
-from ._probe import Probe
-from ._worker import dumps
-from .errors import AutoparTimeoutError
+from .._config import Config, cpu_count
+from .._execute.worker import dumps
+from ..errors import AutoparTimeoutError
+from . import cost_model
+from .probe import Probe
 
 TICK = 0.001  # how often calibration looks at the probe
 STALE_LOOK = 5 * TICK  # no look for this long: the caller waits for the watcher's look
@@ -221,7 +221,7 @@ class Calibration:
         self.probe.grow(workers)
         self._window = _Window(workers)
 
-    def measurements(self, shippable: Callable[..., Any]) -> _cost.Measurements:
+    def measurements(self, shippable: Callable[..., Any]) -> cost_model.Measurements:
         return measure(self.probe, shippable, self.rates)
 
 
@@ -272,7 +272,7 @@ def measure(
     probe: Probe,
     shippable: Callable[..., Any],
     rates: Dict[int, float],
-) -> _cost.Measurements:
+) -> cost_model.Measurements:
     """Per-item costs from what the probe saw, corrected for contention and load."""
     # The most threads measured (the probe may be winding down by now).
     threads = max(rates, default=probe.workers)
@@ -311,7 +311,7 @@ def measure(
     one = rates.get(1)
     if threads > 1 and rate is not None and one is not None and one >= WAITING_RATE:
         speedup = rate / one
-    return _cost.Measurements(
+    return cost_model.Measurements(
         wall=max(wall, 1e-9),
         cpu=min(cpu, wall),
         samples=len(probe.samples),

@@ -28,16 +28,13 @@ from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Optional, Sequence
 
-from .. import _pools
-from .._config import Config, cpu_count
-from .._main_guard import processes_start_cleanly, unguarded_error
-from .._worker import ChunkResult, dumps, find_unpicklable, init_process, run_chunk_pickled
-from ..errors import AutoparError, PicklingFailedError, WorkerCrashedError
-from .base import Backend, pickle_function
+from ..._config import Config, cpu_count
+from ...errors import AutoparError, PicklingFailedError, WorkerCrashedError
+from ..main_guard import processes_start_cleanly, unguarded_error
+from ..worker import ChunkResult, dumps, find_unpicklable, init_process, run_chunk_pickled
+from .base import Backend, Replacement, pickle_function
 
 log = logging.getLogger("autopar")
-
-_pools.run_shutdown_before_concurrent_futures()
 
 # Python 3.11 added max_tasks_per_child; before it, the pool is replaced after as many tasks.
 _NATIVE_RECYCLE = sys.version_info >= (3, 11)
@@ -81,7 +78,6 @@ def _feed_zeros(writer: Any, manager: threading.Thread) -> None:
 class ProcessBackend(Backend):
     kind = "process"
     ships_by_pickle = True
-    shares_memory = False
     can_abort = True
 
     @classmethod
@@ -122,20 +118,26 @@ class ProcessBackend(Backend):
             self._tasks += 1
             return self._executor
 
-    def usable(self, config: Config, workers: int) -> Optional[str]:
+    def replacement(self, config: Config, workers: int) -> Optional[Replacement]:
         if getattr(self._executor, "_broken", False):
-            return "a worker process died"
+            return Replacement("a worker process died", broken=True)
         if config.start_method != self.config.start_method:
-            return f"start method changed to {config.start_method}"
+            return Replacement(f"start method changed to {config.start_method}")
         if config.max_tasks_per_child != self.config.max_tasks_per_child:
-            return "AUTOPAR_MAX_TASKS_PER_CHILD changed"
-        return super().usable(config, workers)
+            return Replacement("AUTOPAR_MAX_TASKS_PER_CHILD changed")
+        return super().replacement(config, workers)
 
     def prepare(self, fn: Callable[..., Any], workers: int = 1) -> bytes:
         return pickle_function(fn, "in a process")
 
     def submit(
-        self, payload: Any, start: int, items: Sequence[Any], star: bool, deadline: Optional[float]
+        self,
+        payload: Any,
+        start: int,
+        items: Sequence[Any],
+        *,
+        star: bool,
+        deadline: Optional[float],
     ) -> Future[Any]:
         try:
             data = dumps(list(items))

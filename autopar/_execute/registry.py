@@ -1,4 +1,5 @@
-"""The program-wide pools: one backend per kind, made on first use and reused by every call.
+"""The pool registry: one backend per kind for the whole program, made on first use and
+reused by every call.
 
 A pool is replaced when it can no longer serve a call (broken, too small, other settings),
 and the reason is logged. A child made by ``os.fork()`` forgets the parent's pools, and
@@ -15,7 +16,7 @@ import sys
 import threading
 from typing import Callable, Dict, List, Optional
 
-from ._config import Config
+from .._config import Config
 from .backends.base import Backend
 
 log = logging.getLogger("autopar")
@@ -26,10 +27,10 @@ log.addHandler(logging.NullHandler())
 
 # kind -> "module:class"; modules are imported on first use (process machinery is heavy).
 _FACTORIES = {
-    "serial": "autopar.backends.serial:SerialBackend",
-    "thread": "autopar.backends.thread:ThreadBackend",
-    "process": "autopar.backends.process:ProcessBackend",
-    "dask": "autopar.backends.dask:DaskBackend",
+    "serial": "autopar._execute.backends.serial:SerialBackend",
+    "thread": "autopar._execute.backends.thread:ThreadBackend",
+    "process": "autopar._execute.backends.process:ProcessBackend",
+    "dask": "autopar._execute.backends.dask:DaskBackend",
 }
 
 # _lock guards _backends, _users and _retired. RLock: a backend's constructor may log, and
@@ -53,7 +54,11 @@ def backend_class(kind: str) -> type[Backend]:
     cls = _classes.get(kind)
     if cls is None:
         module, _, name = _FACTORIES[kind].partition(":")
-        cls = _classes[kind] = getattr(importlib.import_module(module), name)
+        cls = getattr(importlib.import_module(module), name)
+        # After the import: concurrent.futures.process registers its own exit hook then,
+        # and ours must be newer to run first (see run_shutdown_before_concurrent_futures).
+        _run_shutdown_before_concurrent_futures()
+        _classes[kind] = cls
     return cls
 
 
@@ -77,11 +82,11 @@ def _current(kind: str, config: Config, workers: int, users: int) -> Backend:
     with _lock:
         backend = _backends.get(kind)
         if backend is not None:
-            why = backend.usable(config, workers)
-            if why is not None:
+            replacement = backend.replacement(config, workers)
+            if replacement is not None:
                 # A broken pool is a recovery the user should hear of; other reasons are choices.
-                level = logging.WARNING if _is_breakage(why) else logging.DEBUG
-                log.log(level, "autopar: replacing the %s pool: %s", kind, why)
+                level = logging.WARNING if replacement.broken else logging.DEBUG
+                log.log(level, "autopar: replacing the %s pool: %s", kind, replacement.why)
                 stop = _retire(backend)
                 backend = None
         if backend is None:
@@ -117,14 +122,6 @@ def release(backend: Backend) -> None:
             return
         _retired.remove(backend)
     backend.shutdown()
-
-
-# Words the backends' usable() uses when a pool can no longer run anything.
-_BREAKAGE_WORDS = ("died", "broken", "crashed", "killed")
-
-
-def _is_breakage(why: str) -> bool:
-    return any(word in why for word in _BREAKAGE_WORDS)
 
 
 def peek(kind: str) -> Backend | None:
@@ -224,14 +221,21 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def run_shutdown_before_concurrent_futures() -> None:
+_hooked = threading.Event()
+
+
+def _run_shutdown_before_concurrent_futures() -> None:
     """Make exit stop our pools before ``concurrent.futures`` waits for its workers.
 
     threading's exit hooks run before atexit's, newest first, and
-    ``concurrent.futures.process`` registers one there that waits for running work. The
-    process backend calls this right after importing it, so a stuck worker is killed at
-    exit rather than waited for forever.
+    ``concurrent.futures.process`` registers one there that waits for running work. This
+    runs after each backend module loads, and registers once that module system has
+    loaded (the process backend imports it), so a stuck worker is killed at exit rather
+    than waited for forever.
     """
+    if _hooked.is_set() or "concurrent.futures.process" not in sys.modules:
+        return
+    _hooked.set()
     register = getattr(threading, "_register_atexit", None)
     if register is not None:
         register(_shutdown_at_exit)

@@ -10,8 +10,6 @@ flight, hand results back in order (or as they finish), and clean up on any way 
 
 from __future__ import annotations
 
-import itertools
-import sys
 import time
 import weakref
 from collections import deque
@@ -22,130 +20,31 @@ from typing import (
     Collection,
     Deque,
     Dict,
-    Iterable,
     Iterator,
     List,
     Optional,
-    Sequence,
     Set,
     Tuple,
 )
 
-from . import _pools
-from ._worker import ChunkResult, run_chunk
+from ..errors import AutoparTimeoutError, RemoteTraceback, WorkerCrashedError, annotate
+from . import registry
 from .backends.base import Backend
-from .errors import AutoparTimeoutError, RemoteTraceback, WorkerCrashedError, annotate
-
-# With the chunk size left open and no length known, chunks start at one item and double
-# until a chunk takes this long, so per-chunk hand-off stays a small share of the work.
-TARGET_CHUNK_SECONDS = 0.005
-MAX_ADAPTIVE_CHUNK = 4096
-# ... and stop growing before a chunk's items or results pass this many bytes, so that
-# streaming large items (imap over a generator of 1 MiB blobs) keeps memory flat: with
-# ``window`` chunks in flight, about window x 4 MiB of items and as much of results. A
-# memory bound, not a speed threshold: tests/faults/test_streaming.py holds it to account.
-MAX_CHUNK_BYTES = 4 * 2**20
-
-
-def _footprint(values: Sequence[Any]) -> int:
-    """Bytes ``values`` hold, estimated from the shallow sizes of a sample of 8 to 15.
-
-    Shallow sizes see bytes, str and numpy buffers, the large items that matter here, and
-    a sample keeps the estimate cheap next to the work of a chunk.
-    """
-    if not values:
-        return 0
-    sample = values[:: max(1, len(values) // 8)]
-    return sum(map(sys.getsizeof, sample)) * len(values) // len(sample)
-
-
-class Chunker:
-    """Reads the input lazily, one chunk at a time; the size may change between chunks.
-
-    ``taper=(total, workers)``: chunks shrink as the input's end nears (see _tapered).
-
-    An adaptive size (no chunksize named, input of unknown length) doubles while a chunk
-    runs in under TARGET_CHUNK_SECONDS and its items and results stay under half of
-    MAX_CHUNK_BYTES, up to MAX_ADAPTIVE_CHUNK items; it halves when a chunk holds more
-    than MAX_CHUNK_BYTES. So at most about ``window x MAX_CHUNK_BYTES`` of input (and as
-    much of results) is in flight, however large the items are.
-    """
-
-    def __init__(
-        self,
-        items: Iterable[Any],
-        size: Optional[int],
-        start: int = 0,
-        *,
-        taper: Optional[Tuple[int, int]] = None,
-    ) -> None:
-        self._items = iter(items)
-        self.adaptive = size is None
-        self.size = size or 1
-        self.next_index = start
-        self.exhausted = False
-        self._roomy = True  # the last chunk read could double and stay within the byte cap
-        self._taper = taper
-
-    def next(self) -> Optional[Tuple[int, List[Any]]]:
-        if self.exhausted:
-            return None
-        size = self.size
-        if self._taper is not None:
-            size = self._tapered(size, *self._taper)
-        chunk = list(itertools.islice(self._items, size))
-        if len(chunk) < size:
-            self.exhausted = True
-        if not chunk:
-            return None
-        if self.adaptive:
-            self._fit(_footprint(chunk))
-        start = self.next_index
-        self.next_index += len(chunk)
-        return start, chunk
-
-    def _tapered(self, size: int, total: int, workers: int) -> int:
-        """Near the end of ``total`` items: chunks of what is left / (2 x workers), down to
-        an eighth of ``size``, so that no worker is left with a long last chunk while the
-        others idle. (Items that grow dearer along the input put the most work there: 300
-        of them rising to 4 ms took 0.32 s on 2 processes in chunks of 38, 0.30 to 0.31 s
-        tapered; an even split of their work would take 0.26 s.)"""
-        left = total - self.next_index
-        return max(1, size // 8, min(size, -(-left // (2 * workers))))
-
-    def _fit(self, nbytes: int) -> None:
-        self._roomy = nbytes * 2 <= MAX_CHUNK_BYTES
-        if nbytes > MAX_CHUNK_BYTES:
-            self.size = max(1, self.size // 2)
-
-    def observe(self, result: ChunkResult, count: int) -> None:
-        """Grow an adaptive chunk size while chunks are cheap next to their hand-off."""
-        if not self.adaptive:
-            return
-        nbytes = _footprint(result.results)
-        if nbytes > MAX_CHUNK_BYTES:
-            self.size = max(1, self.size // 2)
-        elif (
-            self._roomy
-            and nbytes * 2 <= MAX_CHUNK_BYTES
-            and count >= self.size
-            and result.wall < TARGET_CHUNK_SECONDS
-        ):
-            self.size = min(self.size * 2, MAX_ADAPTIVE_CHUNK)
-
+from .chunking import Chunker
+from .worker import ChunkResult
 
 _InFlight = Tuple[int, int, "Future[Any]"]  # start index, item count, future
 
 
-class Run:
+class PoolRun:
     """One call on one backend. Iterate :meth:`ordered` or :meth:`unordered` once.
 
     Both yield whole chunks (lists of results): flattening them with
     ``itertools.chain.from_iterable`` costs nothing per item, a generator resumed per item
     would cost about as much as a cheap function itself.
 
-    The backend comes from :func:`autopar._pools.acquire`, which counts this call as one of
-    its users; the run hands it back when it ends, or when it is dropped unstarted.
+    The backend comes from :func:`~autopar._execute.registry.acquire`, which counts this
+    call as one of its users; the run hands it back when it ends, or when it is dropped unstarted.
     """
 
     def __init__(
@@ -160,7 +59,7 @@ class Run:
         on_chunk: Optional[Callable[[ChunkResult, int], None]] = None,
     ) -> None:
         # First, so that a failing prepare() below still hands the pool back.
-        self.release = weakref.finalize(self, _pools.release, backend)
+        self.release = weakref.finalize(self, registry.release, backend)
         self.release.atexit = False  # at exit the pools are stopped whoever holds them
         self.backend = backend
         self.payload = backend.prepare(fn, workers)
@@ -181,7 +80,9 @@ class Run:
                 return
             start, items = chunk
             try:
-                future = self.backend.submit(self.payload, start, items, self.star, self.deadline)
+                future = self.backend.submit(
+                    self.payload, start, items, star=self.star, deadline=self.deadline
+                )
             except WorkerCrashedError as exc:
                 # Raise it where results are collected, after the chunks before this one.
                 future = Future()
@@ -205,7 +106,7 @@ class Run:
         try:
             result = self.backend.collect(future, start, count)
         except WorkerCrashedError as crash:
-            _pools.park_if_exiting()
+            registry.park_if_exiting()
             raise self._crashed(entry, crash) from crash.__cause__
         self.chunker.observe(result, count)
         self.done += len(result.results)
@@ -274,66 +175,11 @@ class Run:
                     yield results
 
 
-def run_here(
-    fn: Callable[..., Any],
-    items: Iterable[Any],
-    star: bool,
-    start: int = 0,
-    on_chunk: Optional[Callable[[ChunkResult, int], None]] = None,
-) -> Iterator[List[Any]]:
-    """Every item in the caller's thread in one go, as one chunk: a serial plan whose
-    caller takes all results at once, with no timeout to check.
-
-    Cutting such a call into chunks buys nothing and costs copies: 200,000 tiny items ran
-    1.15x slower than plain map in chunks of 16,384, and the general runner adds about
-    0.1 ms a call (a pool lease, a future per chunk).
-    """
-    result = run_chunk(fn, start, items, star)
-    if result.failure is not None:
-        raise annotate(result.failure.exc, result.failure.index, "serial worker")
-    if on_chunk is not None:
-        on_chunk(result, len(result.results))
-    yield result.results
-
-
-def checked_items(items: Iterable[Any], materialize: bool) -> Iterable[Any]:
-    """``items``, as a list if ``materialize``; a TypeError naming it if it is not iterable."""
-    if isinstance(items, (list, tuple, range)):
-        return items
-    try:
-        iterator = iter(items)
-    except TypeError:
-        raise TypeError(
-            f"items must be an iterable (a list, a generator, ...), not "
-            f"{type(items).__name__}; to run one item, call the function itself"
-        ) from None
-    return list(iterator) if materialize else items
-
-
-def gather(chunks: Iterator[List[Any]]) -> List[Any]:
-    """All results, flattened, for a map: on a crash, what came back goes on the error.
-
-    The first chunk becomes the result (chunks are fresh lists that nothing else keeps):
-    copying a one-chunk call's 200,000 results made it 1.13x slower than plain map.
-    """
-    out: List[Any] = []
-    try:
-        for chunk in chunks:
-            if out:
-                out.extend(chunk)
-            else:
-                out = chunk
-    except WorkerCrashedError as exc:
-        exc.partial_results.update(enumerate(out))
-        raise
-    return out
-
-
 class _Cleanup:
     """On any way out: cancel chunks not started, abort the pool if its work must stop
     (timeout, Ctrl-C, a dead worker), and hand the pool back."""
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: PoolRun) -> None:
         self.run = run
 
     def __enter__(self) -> None:
@@ -354,4 +200,4 @@ class _Cleanup:
         ):
             # Kill what runs where the kind allows it (processes); a thread pool that holds
             # stuck threads is retired instead, so they no longer take capacity.
-            _pools.discard(backend)
+            registry.discard(backend)

@@ -7,17 +7,16 @@ that); until then a prior is used, and ``python -m autopar info`` measures it on
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import threading
 import time
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-from . import _pools
-from ._config import Config, cpu_count
-from ._cost import Overheads
-from ._main_guard import processes_start_cleanly
+from .._config import Config, cpu_count
+from .._execute import registry, thread_pool
+from .._execute.main_guard import processes_start_cleanly
+from .cost_model import Overheads
 
 log = logging.getLogger("autopar")
 
@@ -27,19 +26,10 @@ log = logging.getLogger("autopar")
 PRIOR_PROCESS_START = {"fork": 0.03, "forkserver": 0.15, "spawn": 0.15}
 PRIOR_PROCESS_DISPATCH = 3e-4
 
-# Thread starts kept: the median of the latest ones is the figure used.
-THREAD_STARTS_KEPT = 31
-
-# _lock guards _measured (name -> seconds), _clusters (address -> threads, dispatch) and
-# _thread_starts.
+# _lock guards _measured (name -> seconds) and _clusters (address -> threads, dispatch).
 _lock = threading.Lock()
 _measured: Dict[str, float] = {}
 _clusters: Dict[str, Tuple[int, float]] = {}
-# The latest thread starts, in seconds: the five timed on first need, then every start in
-# a call (the thread and probe pools report theirs). One benchmark run had timed its five
-# starts at a busy moment, at 0.5 ms or more where 0.08 ms is usual, and for the rest of
-# the program sized 10 ms sleeps at 32 threads, where 128 ran them in half the time.
-_thread_starts: Deque[float] = collections.deque(maxlen=THREAD_STARTS_KEPT)
 
 
 def _fresh_lock_after_fork() -> None:
@@ -57,8 +47,6 @@ def _noop(_: object) -> None:
 
 
 def _time_thread_costs() -> Tuple[List[float], float]:
-    from ._threadpool import DaemonThreadPool
-
     release = threading.Event()
     threads = []
 
@@ -72,21 +60,17 @@ def _time_thread_costs() -> Tuple[List[float], float]:
     release.set()
     for thread in threads:
         thread.join()
-    pool = DaemonThreadPool(1, name="autopar-calibrate")
+    pool = thread_pool.DaemonThreadPool(1, name="autopar-calibrate")
     dispatch = _median_time(lambda: pool.submit(_noop, None).result())
     pool.shutdown()
     return starts, dispatch
 
 
-def note_thread_start(seconds: float) -> None:
-    """A pool started a thread in ``seconds`` (see _thread_starts)."""
-    with _lock:
-        _thread_starts.append(seconds)
-
-
 def _thread_start() -> float:
-    # Called with _lock held, after thread_costs() has timed the first starts.
-    return sorted(_thread_starts)[len(_thread_starts) // 2]
+    # The median of the latest starts: five timed on first need, then every thread the
+    # thread backend and the probe started (recorded by autopar._execute.thread_pool).
+    starts = sorted(thread_pool.start_times())
+    return starts[len(starts) // 2]
 
 
 def _get(name: str) -> Optional[float]:
@@ -107,13 +91,14 @@ def thread_costs() -> Dict[str, float]:
             dispatch = _measured["thread_dispatch"]
             return {"thread_start": _thread_start(), "thread_dispatch": dispatch}
     starts, dispatch = _time_thread_costs()
+    for seconds in starts:
+        thread_pool.note_start(seconds)
     with _lock:
         _measured["thread_dispatch"] = dispatch
-        _thread_starts.extend(starts)
-        return {"thread_start": _thread_start(), "thread_dispatch": dispatch}
+    return {"thread_start": _thread_start(), "thread_dispatch": dispatch}
 
 
-def warm_process_pool(config: Config, workers: int, record_start: bool = True) -> float:
+def warm_process_pool(config: Config, workers: int, *, record_start: bool = True) -> float:
     """Start (or reuse) the process pool with every worker up; return the seconds it took.
 
     The first time, this is the cold start a call pays, and it is recorded (unless
@@ -121,9 +106,11 @@ def warm_process_pool(config: Config, workers: int, record_start: bool = True) -
     warm pool.
     """
     t0 = time.perf_counter()
-    backend = _pools.get("process", config, workers)
+    backend = registry.get("process", config, workers)
     payload = backend.prepare(_noop)
-    futures = [(i, backend.submit(payload, i, [None], False, None)) for i in range(workers)]
+    futures = [
+        (i, backend.submit(payload, i, [None], star=False, deadline=None)) for i in range(workers)
+    ]
     for i, future in futures:
         backend.collect(future, i, 1)
     elapsed = time.perf_counter() - t0
@@ -131,7 +118,9 @@ def warm_process_pool(config: Config, workers: int, record_start: bool = True) -
         if record_start:
             record("process_start", elapsed)
         dispatch = _median_time(
-            lambda: backend.collect(backend.submit(payload, 0, [None], False, None), 0, 1)
+            lambda: backend.collect(
+                backend.submit(payload, 0, [None], star=False, deadline=None), 0, 1
+            )
         )
         record("process_dispatch", dispatch)
     return elapsed
@@ -163,7 +152,7 @@ def warm_in_background(config: Config, workers: int) -> None:
     """
     if not processes_start_cleanly(config.start_method):
         return
-    _pools.in_background(lambda: _warm_quietly(config, workers))
+    registry.in_background(lambda: _warm_quietly(config, workers))
 
 
 def _warm_quietly(config: Config, workers: int) -> None:
@@ -174,8 +163,8 @@ def _warm_quietly(config: Config, workers: int) -> None:
 
 
 def process_warm(config: Config) -> bool:
-    backend = _pools.peek("process")
-    return backend is not None and backend.usable(config, 1) is None
+    backend = registry.peek("process")
+    return backend is not None and backend.replacement(config, 1) is None
 
 
 def cluster_costs(config: Config) -> Tuple[int, float]:
@@ -190,7 +179,7 @@ def cluster_costs(config: Config) -> Tuple[int, float]:
     if known is not None:
         return known
     try:
-        from .backends import dask as dask_backend
+        from .._execute.backends import dask as dask_backend
 
         client = dask_backend.find_client(config)
         found = (dask_backend.cluster_threads(client), dask_backend.measure_dispatch(client))
@@ -206,7 +195,7 @@ def current(config: Config) -> Overheads:
     """The overheads a decision should use now (cold start is 0 when a pool is running)."""
     threads = thread_costs()
     cluster_threads, cluster_dispatch = cluster_costs(config)
-    thread_backend = _pools.peek("thread")
+    thread_backend = registry.peek("thread")
     started = getattr(thread_backend, "started_threads", 0)
     start = _get("process_start")
     return Overheads(
@@ -229,6 +218,6 @@ def measured() -> Dict[str, float]:
     """A copy of everything measured so far (for ``python -m autopar info``)."""
     with _lock:
         found = dict(_measured)
-        if _thread_starts:
-            found["thread_start"] = _thread_start()
-        return found
+    if thread_pool.start_times():
+        found["thread_start"] = _thread_start()
+    return found

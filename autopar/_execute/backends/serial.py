@@ -5,7 +5,7 @@ from __future__ import annotations
 from concurrent.futures import Future
 from typing import Any, Optional, Sequence
 
-from .._worker import run_chunk
+from ..worker import run_chunk
 from .base import Backend
 
 # Serial chunks only batch the bookkeeping (the deadline is checked between items, not
@@ -26,8 +26,14 @@ class SerialBackend(Backend):
         return None
 
     def submit(
-        self, payload: Any, start: int, items: Sequence[Any], star: bool, deadline: Optional[float]
+        self,
+        payload: Any,
+        start: int,
+        items: Sequence[Any],
+        *,
+        star: bool,
+        deadline: Optional[float],
     ) -> Future[Any]:
         future: Future[Any] = Future()
-        future.set_result(run_chunk(payload, start, items, star, deadline=deadline))
+        future.set_result(run_chunk(payload, start, items, star=star, deadline=deadline))
         return future

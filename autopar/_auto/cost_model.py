@@ -21,8 +21,8 @@ import dataclasses
 import math
 from typing import Dict, Iterable, Optional, Tuple
 
-from .backends.serial import SERIAL_CHUNK
-from .plan import Plan
+from .._execute.backends.serial import SERIAL_CHUNK
+from ..plan import Plan
 
 # A chunk should run this many times longer than its hand-off, so dispatch stays ~5%.
 CHUNK_OVER_DISPATCH = 20

@@ -4,7 +4,7 @@ First call of a function (or after its cost drifted):
 
     probe (autopar._probe) runs items on helper threads, growing the thread count while
     items wait, and measures wall/CPU per item and the process's CPU rate
-      -> Measurements + this machine's Overheads -> autopar._cost.decide -> Plan
+      -> Measurements + this machine's Overheads -> autopar.cost_model.decide -> Plan
       -> processes chosen and the pool is cold: the probe keeps working while it starts
       -> the rest of the input runs on the chosen pool; output merges both, in order
 
@@ -14,107 +14,56 @@ chunk's cost: a drift beyond DRIFT marks the memory stale, so the next call re-p
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import itertools
 import logging
 import os
 import sys
 import threading
 import time
 import warnings
-import weakref
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional
 
-from . import _config, _cost, _overheads
-from ._calibrate import WAITING_RATE, Calibration
-from ._config import Config
-from ._dispatch import Call, FunctionState, execute, unchunked
-from ._probe import Probe
-from ._runner import run_here
-from ._worker import ChunkResult
-from .backends.serial import SERIAL_CHUNK
-from .errors import AutoparTimeoutError, annotate
-from .plan import Plan
+from .._config import Config
+from .._execute.backends.serial import SERIAL_CHUNK
+from .._execute.executor import Call, execute, run_inline, unchunked
+from .._execute.worker import ChunkResult
+from ..errors import AutoparTimeoutError
+from ..plan import Plan
+from . import cost_model, pool_costs
+from . import memory as learned_costs
+from .calibration import WAITING_RATE, Calibration
+from .memory import DRIFT, LearnedCosts, check_drift, lock, open_fast_path, remember_plan
+from .probe import Probe
+
+if TYPE_CHECKING:
+    from .._router import FunctionState
 
 log = logging.getLogger("autopar")
 
-TICK = 0.001  # how often the caller looks at a pool that is starting
+POLL = 0.001  # seconds between the caller's looks at a pool that is starting
 ASSUMED_LENGTH = 10_000  # items assumed for input of unknown length (imap on a generator)
-DRIFT = 4.0  # observed/remembered per-item cost beyond which the memory is stale
-
-# _memory_lock guards FunctionState.memory of every function, and _learned.
-_memory_lock = threading.Lock()
 
 
-def _reset_lock_after_fork() -> None:
-    global _memory_lock
-    _memory_lock = threading.Lock()  # (another thread may have held it at the fork)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_lock_after_fork)
-
-
-@dataclasses.dataclass
-class Memory:
-    """What a function's calibration found; ``plans`` caches decisions by call size.
-
-    ``serial_always`` caches, per (max_threads, dask address), whether serial wins at any
-    call size: then later calls skip the cost model and the runner (see _serial_here).
-    """
-
-    measurements: _cost.Measurements
-    stale: bool = False
-    plans: Dict[Tuple[Optional[int], Optional[_cost.Overheads]], Plan] = dataclasses.field(
-        default_factory=dict
-    )
-    # (max_threads, dask address) -> why serial wins at any size, or "" if it does not
-    serial_always: Dict[Tuple[int, Optional[str]], str] = dataclasses.field(default_factory=dict)
-
-
-# The Memory of the wrapper that last measured each function (guarded by _memory_lock): a
-# parallel(fn) made anew for every call (joblib's inline style) starts from it rather
-# than measuring again, which cost about 0.5 ms a call on near-free items. Weak keys: an
-# entry goes with its function. (A forked child keeps it: same machine, same function.)
-_learned: weakref.WeakKeyDictionary[Callable[..., Any], Memory] = weakref.WeakKeyDictionary()
-
-
-def start(call: Call) -> Iterator[List[Any]]:
+def start(call: Call, state: FunctionState) -> Iterator[List[Any]]:
     """Run one call the way the measurements say is fastest."""
-    with _memory_lock:
-        memory = call.state.memory
-        learned = _learned_about(call.fn) if memory is None else None
+    with lock:
+        memory = state.learned
+        learned = learned_costs.learned_about(call.fn) if memory is None else None
         if learned is not None and not learned.stale:
             # Learned by another wrapper of it: its costs, and its verdicts on them (each
             # wrapper plans with its own options).
-            memory = Memory(learned.measurements, serial_always=learned.serial_always)
-            call.state.memory = memory
+            memory = LearnedCosts(learned.measurements, serial_always=learned.serial_always)
+            state.learned = memory
     if call.n_items is not None and call.n_items <= 1:
         plan = Plan("serial", 1, 1, "one item or none: nothing to run in parallel", call.n_items)
-        call.state.last_plan = plan
+        state.last_plan = plan
         return execute(plan, call)
     if memory is not None and not memory.stale:
-        return _remembered(call, memory)
-    return _calibrated(call)
+        return _remembered(call, state, memory)
+    return _calibrated(call, state)
 
 
-def _learned_about(fn: Callable[..., Any]) -> Optional[Memory]:
-    # Called with _memory_lock held.
-    try:
-        return _learned.get(fn)
-    except TypeError:  # a builtin such as len, or unhashable: no weak key, nothing kept
-        return None
-
-
-def forget(fn: Callable[..., Any]) -> None:
-    """Drop what was learned about ``fn`` (for measuring a true first call again: the
-    benchmarks' "auto first" column and the tests; a wrapper keeps its own memory)."""
-    with _memory_lock, contextlib.suppress(TypeError):
-        _learned.pop(fn, None)
-
-
-def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
+def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Iterator[List[Any]]:
     config, n_items = call.config, call.n_items
     m = memory.measurements
     if (
@@ -125,17 +74,17 @@ def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
         and config.chunksize is None
         and (why := _serial_always(memory, m, config))
     ):
-        return _serial_here(call, memory, m, why)
-    overheads = _overheads.current(config)
+        return _serial_here(call, state, memory, m, why)
+    overheads = pool_costs.current(config)
     key = (n_items, overheads)
-    with _memory_lock:
+    with lock:
         plan = memory.plans.get(key)
     if plan is None:
         plan = _decide(m, config, n_items, overheads)
         plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
-        _remember_plan(memory, key, plan)
+        remember_plan(memory, key, plan)
         _warm_for_later(m, config, plan, overheads)
-    call.state.last_plan = plan
+    state.last_plan = plan
     log.debug("autopar: %s: %s", call.name, plan.reason)
     # Threads that compute share cores (and maybe the GIL), which stretches their wall
     # time by up to the thread count; waiting threads do not stretch each other.
@@ -154,8 +103,8 @@ def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
         # Far off: would the observed cost change the choice? (Tiny items vary wildly in
         # relative terms and change nothing.) Computing threads: CPU time is the solo cost.
         seen = dataclasses.replace(m, wall=max(cpu if computing_threads else wall, 1e-9), cpu=cpu)
-        again = _cost.decide(seen, overheads, n)
-        with _memory_lock:
+        again = cost_model.decide(seen, overheads, n)
+        with lock:
             if again.kind != plan.kind or not 0.5 <= again.workers / plan.workers <= 2:
                 log.debug("autopar: cost drifted %.1fx; re-measuring on the next call", ratio)
                 memory.stale = True
@@ -167,17 +116,7 @@ def _remembered(call: Call, memory: Memory) -> Iterator[List[Any]]:
     return execute(plan, call, on_chunk=on_chunk)
 
 
-def _remember_plan(
-    memory: Memory, key: Tuple[Optional[int], Optional[_cost.Overheads]], plan: Plan
-) -> None:
-    """Cache a decision; a function called with many sizes starts the cache afresh."""
-    with _memory_lock:
-        if len(memory.plans) > 64:
-            memory.plans.clear()
-        memory.plans[key] = plan
-
-
-def _serial_always(memory: Memory, m: _cost.Measurements, config: Config) -> str:
+def _serial_always(memory: LearnedCosts, m: cost_model.Measurements, config: Config) -> str:
     """Why serial wins at any call size, even against pools that are already warm; ""
     if it does not.
 
@@ -187,26 +126,26 @@ def _serial_always(memory: Memory, m: _cost.Measurements, config: Config) -> str
     main guard: then the usual path plans the call, and its plan says why.)
     """
     key = (config.max_threads, config.dask_address)
-    with _memory_lock:
+    with lock:
         known = memory.serial_always.get(key) if memory.measurements is m else None
     if known is None:
         warm = dataclasses.replace(
-            _overheads.current(config),
+            pool_costs.current(config),
             thread_start=0.0,
             threads_started=0,
             process_start=0.0,
             processes=True,
         )
-        plan = _cost.decide(m, warm, 10**9)
+        plan = cost_model.decide(m, warm, 10**9)
         known = f"{plan.reason}, at any call size" if plan.kind == "serial" else ""
-        with _memory_lock:
+        with lock:
             if memory.measurements is m:
                 memory.serial_always[key] = known
     return known
 
 
 def _serial_here(
-    call: Call, memory: Memory, m: _cost.Measurements, why: str
+    call: Call, state: FunctionState, memory: LearnedCosts, m: cost_model.Measurements, why: str
 ) -> Iterator[List[Any]]:
     """A call remembered as serial at any size, run right here in one go.
 
@@ -218,87 +157,18 @@ def _serial_here(
     plan = memory.plans.get((n, None))  # (a dict read is atomic; a race plans twice)
     if plan is None:
         plan = Plan("serial", 1, max(1, n), f"{why} (remembered from an earlier call)", n)
-        _remember_plan(memory, (n, None), plan)
-    call.state.last_plan = plan
+        remember_plan(memory, (n, None), plan)
+    state.last_plan = plan
 
     def on_chunk(result: ChunkResult, count: int) -> None:
-        _check_drift(memory, m.wall, result.wall, count)
+        check_drift(memory, m.wall, result.wall, count)
 
-    _open_express(call, memory, m)
-    return run_here(call.fn, call.items, call.star, 0, on_chunk)
-
-
-def _open_express(call: Call, memory: Memory, m: _cost.Measurements) -> None:
-    """Give the function an express lane if this call's config is the environment's as
-    parsed (and merged with the decorator's options), with no progress bar."""
-    config, state = call.config, call.state
-    env = state.configured[0] if state.configured[1] is config else config
-    values = _config.snapshot_of(env)
-    if values is not None and not config.progress:
-        state.express = Express(state, memory, values, m.wall)
-
-
-class Express:
-    """The express lane of a function remembered as serial at any call size.
-
-    Even the direct path above costs about 25 us a call (settling the config, the call's
-    bookkeeping, a generator): twice the whole work of 100 near-free items. The decorator's
-    map and starmap try this lane first when they get no timeout, chunksize or progress
-    argument. It runs the items right away if nothing that shaped the decision changed
-    (the AUTOPAR_* variables, the memory) and a call of this size was planned before; it
-    still times the call for drift. (In a worker it runs serially, as nesting would.)
-    """
-
-    __slots__ = ("memory", "per_item", "state", "values")
-
-    def __init__(
-        self, state: FunctionState, memory: Memory, values: Tuple[Any, ...], per_item: float
-    ) -> None:
-        self.state, self.memory, self.values, self.per_item = state, memory, values, per_item
-
-    def run(self, fn: Callable[..., Any], items: Any, star: bool) -> Optional[List[Any]]:
-        """The results, or None if the call must take the usual path."""
-        memory, state = self.memory, self.state
-        if (
-            memory.stale
-            or state.memory is not memory
-            or not isinstance(items, (list, tuple, range))
-            or _config.snapshot() != self.values
-        ):
-            return None
-        n = len(items)
-        plan = memory.plans.get((n, None))  # (cached by _serial_here for this size)
-        if plan is None:
-            return None
-        out: List[Any] = []
-        t0 = _clock()
-        try:
-            out.extend(itertools.starmap(fn, cast(Any, items)) if star else map(fn, items))
-        except Exception as exc:
-            annotate(exc, len(out), "serial worker")  # out holds the items before it
-            raise
-        wall = _clock() - t0
-        state.last_plan = plan
-        if wall >= 1e-4:  # (the test _check_drift starts with, here to save a call)
-            _check_drift(memory, self.per_item, wall, n)
-        return out
-
-
-_clock = time.perf_counter  # (one global read where every microsecond counts)
-
-
-def _check_drift(memory: Memory, per_item: float, wall: float, count: int) -> None:
-    """After a serial run of ``count`` items: mark the memory stale if they cost far more
-    than remembered (dearer items may now pay for a pool; cheaper ones only favour serial
-    more). Runs under 0.1 ms are left alone: they are mostly timer noise."""
-    if wall >= 1e-4 and wall > DRIFT * per_item * count:
-        log.debug("autopar: cost drifted %.1fx; re-measuring next call", wall / count / per_item)
-        with _memory_lock:
-            memory.stale = True
+    open_fast_path(call, state, memory, m)
+    return run_inline(call.fn, call.items, star=call.star, on_chunk=on_chunk)
 
 
 def _warm_for_later(
-    m: _cost.Measurements, config: Config, plan: Plan, overheads: _cost.Overheads
+    m: cost_model.Measurements, config: Config, plan: Plan, overheads: cost_model.Overheads
 ) -> None:
     """Start the process pool in the background if a warm one would win a call like this
     one and a cold one does not: this call runs as planned, the next finds it ready.
@@ -311,17 +181,17 @@ def _warm_for_later(
         return
     if n * m.wall <= overheads.process_dispatch:
         return  # one round trip to a warm pool costs more than the whole call
-    warm = _cost.decide(m, dataclasses.replace(overheads, process_start=0.0), n)
+    warm = cost_model.decide(m, dataclasses.replace(overheads, process_start=0.0), n)
     if warm.kind == "process":
         log.debug("autopar: starting the process pool for later calls")
-        _overheads.warm_in_background(config, warm.workers)
+        pool_costs.warm_in_background(config, warm.workers)
 
 
 def _decide(
-    m: _cost.Measurements,
+    m: cost_model.Measurements,
     config: Config,
     n: Optional[int],
-    overheads: Optional[_cost.Overheads] = None,
+    overheads: Optional[cost_model.Overheads] = None,
     whole: Optional[int] = None,
 ) -> Plan:
     """The cost model's plan for ``n`` items, with the user's explicit settings on top.
@@ -330,13 +200,13 @@ def _decide(
     main guard is told whether processes would have sped up the call it made (the probe
     may have run most of it by now).
     """
-    overheads = overheads or _overheads.current(config)
+    overheads = overheads or pool_costs.current(config)
     size = ASSUMED_LENGTH if n is None else n
-    plan = _cost.decide(m, overheads, size)
+    plan = cost_model.decide(m, overheads, size)
     reason = plan.reason
     if not overheads.processes:
         guarded = dataclasses.replace(overheads, processes=True)
-        with_processes = _cost.decide(m, guarded, whole or size)
+        with_processes = cost_model.decide(m, guarded, whole or size)
         if with_processes.kind == "process":
             reason = f"{reason}; {NO_GUARD}"
             _warn_no_guard()
@@ -372,14 +242,14 @@ def _warn_no_guard() -> None:
 
 def _outside_autopar() -> int:
     """The warnings stack level of the first frame outside this package (the user's call)."""
-    package = os.path.dirname(__file__) + os.sep
+    package = os.path.dirname(os.path.dirname(__file__)) + os.sep  # autopar/
     frame, level = sys._getframe(1), 1
     while frame is not None and frame.f_code.co_filename.startswith(package):
         frame, level = frame.f_back, level + 1  # type: ignore[assignment]
     return level
 
 
-def _calibrated(call: Call) -> Iterator[List[Any]]:
+def _calibrated(call: Call, state: FunctionState) -> Iterator[List[Any]]:
     config, n_items = call.config, call.n_items
     iterator = iter(call.items)
     limit = max(64, 2 * config.max_threads)
@@ -392,10 +262,10 @@ def _calibrated(call: Call) -> Iterator[List[Any]]:
             calibration.run_beside_caller()
         else:
             calibration.run()
-        m = calibration.measurements(call.shippable)
+        m = calibration.measurements(call.to_ship)
         remaining = None if n_items is None else n_items - probe.read
         # With nothing left, the plan shown (and used next time) is for the whole call.
-        overheads = _overheads.current(config)
+        overheads = pool_costs.current(config)
         plan = _decide(m, config, remaining or n_items, overheads, n_items or ASSUMED_LENGTH)
         _warm_for_later(m, config, dataclasses.replace(plan, n_items=n_items), overheads)
         # (The probe pauses once the costs are known: items left, not items running,
@@ -407,10 +277,7 @@ def _calibrated(call: Call) -> Iterator[List[Any]]:
     except BaseException:
         probe.stop(abandon=True)
         raise
-    with _memory_lock:
-        memory = call.state.memory = Memory(m)
-        with contextlib.suppress(TypeError):  # (see _learned_about)
-            _learned[call.fn] = memory
+    learned_costs.keep(call.fn, state, m)
     # (The caller may have gone on running its own slow item long after that.)
     spent = calibration.known_after or time.perf_counter() - t0
     finished = probe.exhausted or (n_items is not None and boundary >= n_items)
@@ -420,7 +287,7 @@ def _calibrated(call: Call) -> Iterator[List[Any]]:
     else:
         note = f"the first {boundary} items ran while measuring, {known}"
     plan = dataclasses.replace(plan, n_items=n_items, reason=f"{plan.reason} ({note})")
-    call.state.last_plan = plan
+    state.last_plan = plan
     log.debug("autopar: %s -> %s", call.name, plan)
     if deadline is not None:
         config = dataclasses.replace(config, timeout=max(1e-3, deadline - time.monotonic()))
@@ -432,7 +299,7 @@ def _calibrated(call: Call) -> Iterator[List[Any]]:
 
 
 def _start_processes(
-    probe: Probe, config: Config, plan: Plan, m: _cost.Measurements, deadline: Optional[float]
+    probe: Probe, config: Config, plan: Plan, m: cost_model.Measurements, deadline: Optional[float]
 ) -> None:
     """Start the process pool; the probe keeps working meanwhile unless that would slow it.
 
@@ -441,7 +308,7 @@ def _start_processes(
     at a time, which was measured to stretch a 60 ms start to a second; so GIL-bound work
     pauses while the pool starts, and waiting or GIL-free work goes on.
     """
-    if _overheads.process_warm(config):
+    if pool_costs.process_warm(config):
         return
     if m.cpu_fraction >= WAITING_RATE and not m.gil_free:
         probe.stop()
@@ -453,14 +320,14 @@ def _start_processes(
 
     def warm() -> None:
         try:
-            _overheads.warm_process_pool(config, plan.workers)
+            pool_costs.warm_process_pool(config, plan.workers)
         except BaseException as exc:  # reported by the call that runs on the pool
             error.append(exc)
         finally:
             ready.set()
 
     threading.Thread(target=warm, name="autopar-warm", daemon=True).start()
-    while not ready.wait(TICK) and not probe.finished:
+    while not ready.wait(POLL) and not probe.finished:
         if deadline is not None and time.monotonic() > deadline:
             raise AutoparTimeoutError(f"the call did not finish within timeout={config.timeout:g}s")
 

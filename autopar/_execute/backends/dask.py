@@ -7,7 +7,7 @@ Data flow for one chunk::
     caller                                         dask worker (any machine)
     ------                                         -------------------------
     prepare(fn) -> payload bytes (once per call)
-    submit: pickle items, client.submit(run_task)  ---->  run_task -> _worker.run_chunk_pickled
+    submit: pickle items, client.submit(run_task)  ---->  run_task -> worker.run_chunk_pickled
             returns a _Bridge (concurrent Future)          (the process backend's own code: a
     dask callback thread copies the outcome  <--------     pickled ChunkResult, user errors as data)
     collect: unpickle ChunkResult; KilledWorker -> WorkerCrashedError
@@ -40,11 +40,11 @@ except ImportError as exc:
         name="distributed",
     ) from exc
 
-from .. import _worker
-from .._config import Config
-from .._worker import ChunkResult, dumps, find_unpicklable, run_chunk_pickled
-from ..errors import AutoparError, PicklingFailedError, WorkerCrashedError
-from .base import Backend, pickle_function
+from ..._config import Config
+from ...errors import AutoparError, PicklingFailedError, WorkerCrashedError
+from .. import worker
+from ..worker import ChunkResult, dumps, find_unpicklable, run_chunk_pickled
+from .base import Backend, Replacement, pickle_function
 
 NO_CLUSTER = (
     "kind='dask' found no dask cluster: create a distributed.Client in this process before "
@@ -148,7 +148,7 @@ def run_task(
     deadline = None if seconds_left is None else time.monotonic() + seconds_left
     # Mark the thread as a worker, so a nested autopar call in the function runs serially
     # rather than trying to reach a cluster (or start processes) from inside a task.
-    with _worker.mark_worker_thread():
+    with worker.mark_worker_thread():
         return run_chunk_pickled(payload, start, items, star, deadline)
 
 
@@ -189,9 +189,8 @@ class _Bridge(Future[Any]):
 class DaskBackend(Backend):
     kind = "dask"
     ships_by_pickle = True
-    shares_memory = False
     can_abort = False  # dask cancels queued tasks, but a running task runs to its end
-    tapers = False  # each task costs the scheduler milliseconds: keep chunks whole
+    shrinks_tail = False  # each task costs the scheduler milliseconds: keep chunks whole
 
     @classmethod
     def default_workers(cls, config: Config, n_items: Optional[int]) -> int:
@@ -204,18 +203,24 @@ class DaskBackend(Backend):
         self._live_lock = threading.Lock()
         self._live: weakref.WeakSet[_Bridge] = weakref.WeakSet()
 
-    def usable(self, config: Config, workers: int) -> Optional[str]:
+    def replacement(self, config: Config, workers: int) -> Optional[Replacement]:
         if self.client.status != "running":
-            return "its dask Client is closed"
+            return Replacement("its dask Client is closed")
         if find_client(config) is not self.client:
-            return "another dask Client is current now"
+            return Replacement("another dask Client is current now")
         return None  # any worker count: the cluster, not this object, bounds concurrency
 
     def prepare(self, fn: Callable[..., Any], workers: int = 1) -> bytes:
         return pickle_function(fn, "on a dask worker")
 
     def submit(
-        self, payload: Any, start: int, items: Sequence[Any], star: bool, deadline: Optional[float]
+        self,
+        payload: Any,
+        start: int,
+        items: Sequence[Any],
+        *,
+        star: bool,
+        deadline: Optional[float],
     ) -> Future[Any]:
         data = _pickle_items(items, start)
         # A monotonic deadline means nothing on another machine: send the seconds left.
@@ -260,7 +265,7 @@ class DaskBackend(Backend):
     @classmethod
     def close_shared(cls) -> None:
         # kind="auto" with an address connects to measure the cluster (see
-        # autopar._overheads.cluster_costs), and may never make a pool on it: left open,
+        # autopar._auto.pool_costs.cluster_costs), and may never make a pool on it: left open,
         # that Client kept retrying its scheduler long after the cluster had gone.
         release()
 

@@ -1,6 +1,6 @@
 """Calibration that does real work: the first items of a call run here, timed one by one.
 
-    controller (autopar._calibrate)           probe workers (daemon threads, and the
+    controller (.calibration)              probe workers (daemon threads, and the
     ------------------------------            calling thread itself: work_here())
     grow(k): run with k workers               ------------------------------------
     wait(), look at samples and running       take the next item (one at a time, under
@@ -24,10 +24,9 @@ import time
 import traceback
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
-from . import _overheads
-from ._runqueue import QueueClock, for_this_thread
-from ._threadpool import DaemonThreadPool
-from ._worker import Failure, mark_worker_thread
+from .._execute.thread_pool import DaemonThreadPool
+from .._execute.worker import Failure, mark_worker_thread
+from .queued_time import QueueClock, for_this_thread
 
 # Items that take less than this (the probe's own bookkeeping costs about as much) are
 # run in batches that grow 4x up to MAX_BATCH, once CHEAP_BEFORE_BATCHES batches in a row
@@ -125,7 +124,7 @@ class Probe:
         caller = look is not None
         clock = _thread_clock()
         batch, cheap_in_a_row = 1, 0
-        # The caller counts its time queued for a core (see autopar._runqueue).
+        # The caller counts its time queued for a core (see autopar._auto.queued_time).
         queue = self._caller_queue if caller else None
         try:
             with mark_worker_thread():
@@ -151,7 +150,7 @@ class Probe:
         """Count the calling thread as a worker from now on; it then calls work_here().
 
         Called before any helper thread starts: the caller's queue clock (see
-        autopar._runqueue) is read here, where no helper waits for the GIL that reading
+        autopar._auto.queued_time) is read here, where no helper waits for the GIL that reading
         a file gives up.
         """
         self._caller_queue = for_this_thread()
@@ -404,9 +403,7 @@ def _shared_pool() -> DaemonThreadPool:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = DaemonThreadPool(
-                1 << 30, name="autopar-probe", on_start=_overheads.note_thread_start
-            )
+            _pool = DaemonThreadPool(1 << 30, name="autopar-probe", record_starts=True)
         return _pool
 
 
@@ -428,6 +425,6 @@ def _thread_clock() -> Optional[int]:
 
 
 def raise_failure(failure: Failure) -> None:
-    from .errors import annotate
+    from ..errors import annotate
 
     raise annotate(failure.exc, failure.index, "calibration")

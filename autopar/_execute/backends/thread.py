@@ -1,10 +1,10 @@
 """Threads: a shared pool of daemon threads; good for waiting work and GIL-free C code.
 
-A call does not hand each chunk to the pool. It gets ``workers`` *lanes*: pool tasks that
-each run the call's queued chunks one after another. The runner keeps one chunk per lane
-queued ahead, so a lane that finishes a chunk starts the next at once, instead of idling
-until the caller wakes up, collects and submits (a round trip measured at 0.15-0.3 ms
-here, which made 1 MiB sha256 items 1.4x slower in chunks of 4 than in chunks of 16).
+A call does not hand each chunk to the pool. It queues its chunks in a _ChunkQueue, and
+up to ``workers`` pool tasks (drainers) each run queued chunks one after another. The
+runner keeps one chunk per drainer queued ahead, so a thread that finishes a chunk starts
+the next at once, instead of idling through a round trip to the caller (collect, then
+submit), which costs about as much as a short chunk.
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Deque, Optional, Sequence, Tuple
 
-from .. import _overheads
-from .._config import Config, cpu_count
-from .._threadpool import DaemonThreadPool
-from .._worker import run_chunk
+from ..._config import Config, cpu_count
+from ..thread_pool import DaemonThreadPool
+from ..worker import run_chunk
 from .base import Backend
 
 _Chunk = Tuple["Future[Any]", int, Sequence[Any], bool, Optional[float]]
 
 
-class _Lanes:
-    """One call's chunk queue and the lanes draining it (at most ``workers`` at a time)."""
+class _ChunkQueue:
+    """One call's queued chunks and the drainers running them (at most ``workers``)."""
 
     def __init__(self, fn: Callable[..., Any], workers: int) -> None:
         self.fn, self.workers = fn, max(1, workers)
@@ -34,7 +33,7 @@ class _Lanes:
         self._active = 0
 
     def add(self, chunk: _Chunk) -> bool:
-        """Queue a chunk; True if a new lane must be started for it."""
+        """Queue a chunk; True if a new drainer must be started for it."""
         with self._lock:
             self._queue.append(chunk)
             if self._active < self.workers:
@@ -43,7 +42,7 @@ class _Lanes:
             return False
 
     def drain(self) -> None:
-        """A lane: run queued chunks until none is left. Cancelled chunks are skipped."""
+        """A drainer: run queued chunks until none is left; cancelled chunks are skipped."""
         while True:
             with self._lock:
                 if not self._queue:
@@ -53,7 +52,9 @@ class _Lanes:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                future.set_result(run_chunk(self.fn, start, items, star, True, deadline))
+                future.set_result(
+                    run_chunk(self.fn, start, items, star=star, mark_thread=True, deadline=deadline)
+                )
             except BaseException as exc:  # run_chunk catches the function's own errors
                 future.set_exception(exc)
             del future, items
@@ -70,16 +71,22 @@ class ThreadBackend(Backend):
     def __init__(self, config: Config, workers: int) -> None:
         # Threads start on demand, so a large capacity costs nothing until it is used.
         super().__init__(config, max(workers, config.max_threads))
-        self._pool = DaemonThreadPool(self.capacity, on_start=_overheads.note_thread_start)
+        self._pool = DaemonThreadPool(self.capacity, record_starts=True)
 
-    def prepare(self, fn: Callable[..., Any], workers: int = 1) -> _Lanes:
-        return _Lanes(fn, workers)
+    def prepare(self, fn: Callable[..., Any], workers: int = 1) -> _ChunkQueue:
+        return _ChunkQueue(fn, workers)
 
     def window(self, workers: int) -> int:
         return 2 * workers  # one chunk queued behind each running one
 
     def submit(
-        self, payload: Any, start: int, items: Sequence[Any], star: bool, deadline: Optional[float]
+        self,
+        payload: Any,
+        start: int,
+        items: Sequence[Any],
+        *,
+        star: bool,
+        deadline: Optional[float],
     ) -> Future[Any]:
         future: Future[Any] = Future()
         if payload.add((future, start, items, star, deadline)):

@@ -8,11 +8,43 @@ pool that holds a stuck thread is simply dropped and replaced.
 
 from __future__ import annotations
 
+import collections
+import os
 import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Deque, List, Optional, Tuple
+
+# How long starting a thread took, latest first out: what a pool that records its starts
+# saw (the thread backend's and the probe's). The cost model reads the median of these,
+# so one slow start on a busy moment does not size thread counts for the whole program.
+START_TIMES_KEPT = 31
+_start_times: Deque[float] = collections.deque(maxlen=START_TIMES_KEPT)
+# _start_lock guards _start_times.
+_start_lock = threading.Lock()
+
+
+def note_start(seconds: float) -> None:
+    """Record that starting a thread took ``seconds``."""
+    with _start_lock:
+        _start_times.append(seconds)
+
+
+def start_times() -> List[float]:
+    """The latest recorded thread starts, oldest first."""
+    with _start_lock:
+        return list(_start_times)
+
+
+def _fresh_lock_after_fork() -> None:
+    global _start_lock
+    _start_lock = threading.Lock()  # (another thread may have held it at the fork)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock_after_fork)
+
 
 _Task = Optional[Tuple["Future[Any]", Callable[..., Any], Tuple[Any, ...]]]
 
@@ -24,11 +56,12 @@ class DaemonThreadPool:
         self,
         max_workers: int,
         name: str = "autopar-thread",
-        on_start: Optional[Callable[[float], None]] = None,
+        *,
+        record_starts: bool = False,
     ) -> None:
         self.max_workers = max_workers
         self._name = name
-        self._on_start = on_start  # told how many seconds each thread took to start
+        self._record_starts = record_starts  # note_start() for every thread started
         self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
         # _lock guards _threads, _idle and _closed.
         self._lock = threading.Lock()
@@ -53,8 +86,8 @@ class DaemonThreadPool:
                 t0 = time.perf_counter()
                 thread.start()
                 started = time.perf_counter() - t0
-        if started and self._on_start is not None:
-            self._on_start(started)
+        if started and self._record_starts:
+            note_start(started)
         return future
 
     @property

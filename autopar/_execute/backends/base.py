@@ -1,25 +1,25 @@
 """The one protocol every kind implements; the runner and the registry know nothing else.
 
 A backend runs *chunks*: a start index and a list of items, through
-:func:`autopar._worker.run_chunk`, and hands back a future whose outcome
-:meth:`Backend.collect` turns into a :class:`~autopar._worker.ChunkResult`. Capabilities
+:func:`autopar._execute.worker.run_chunk`, and hands back a future whose outcome
+:meth:`Backend.collect` turns into a :class:`~autopar._execute.worker.ChunkResult`. Capabilities
 are class attributes, so callers ask "does it pickle?" rather than "is it processes?".
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import Any, Callable, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, NamedTuple, Optional, Sequence
 
-from .._config import Config
-from .._worker import ChunkResult
+from ..._config import Config
+from ..worker import ChunkResult
 
 
 def pickle_function(fn: Callable[..., Any], where: str) -> bytes:
     """``fn`` pickled for ``where`` (by reference, else by value with cloudpickle); a
     PicklingFailedError naming the function when neither works."""
-    from .._worker import dumps
-    from ..errors import PicklingFailedError
+    from ...errors import PicklingFailedError
+    from ..worker import dumps
 
     try:
         return dumps(fn)
@@ -30,20 +30,27 @@ def pickle_function(fn: Callable[..., Any], where: str) -> bytes:
         ) from exc
 
 
+class Replacement(NamedTuple):
+    """Why a live pool cannot serve a call and must be replaced."""
+
+    why: str
+    #: The pool can no longer run anything (a dead worker): the user should hear of it.
+    #: Otherwise the replacement is a choice (more workers, other settings).
+    broken: bool = False
+
+
 class Backend:
     """Base class of every backend. Subclasses set the capabilities and override the methods."""
 
     kind: ClassVar[str]
     #: Items, results and the function are pickled to reach workers.
     ships_by_pickle: ClassVar[bool] = False
-    #: Workers see the caller's objects (and mutate them).
-    shares_memory: ClassVar[bool] = True
     #: Running work can be stopped by :meth:`abort` (processes can be killed, threads cannot).
     can_abort: ClassVar[bool] = False
     #: Chunks run in the caller's thread, one at a time, inside submit().
     inline: ClassVar[bool] = False
     #: Chunks autopar sized may shrink near the input's end (a hand-off is cheap enough).
-    tapers: ClassVar[bool] = True
+    shrinks_tail: ClassVar[bool] = True
 
     @classmethod
     def default_workers(cls, config: Config, n_items: Optional[int]) -> int:
@@ -63,10 +70,10 @@ class Backend:
         self.config = config
         self.capacity = workers
 
-    def usable(self, config: Config, workers: int) -> Optional[str]:
+    def replacement(self, config: Config, workers: int) -> Optional[Replacement]:
         """None if this pool can serve a call with ``config``; else why it must be replaced."""
         if workers > self.capacity:
-            return f"{workers} workers wanted, the pool has {self.capacity}"
+            return Replacement(f"{workers} workers wanted, the pool has {self.capacity}")
         return None
 
     def prepare(self, fn: Callable[..., Any], workers: int = 1) -> Any:
@@ -88,7 +95,13 @@ class Backend:
         return workers
 
     def submit(
-        self, payload: Any, start: int, items: Sequence[Any], star: bool, deadline: Optional[float]
+        self,
+        payload: Any,
+        start: int,
+        items: Sequence[Any],
+        *,
+        star: bool,
+        deadline: Optional[float],
     ) -> Future[Any]:
         """Start one chunk; the future's outcome goes through collect()."""
         raise NotImplementedError

@@ -1,0 +1,172 @@
+"""What kind="auto" learned about each function, and the fast path it earns.
+
+A function's :class:`LearnedCosts` hang on its wrapper's state (and, for wrappers made
+anew per call, in a weak table keyed by the function). A function learned to be serial at
+any call size gets a :class:`SerialFastPath` that map and starmap try first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
+
+from .. import _config
+from ..errors import annotate
+from ..plan import Plan
+from . import cost_model
+
+if TYPE_CHECKING:
+    from .._execute.executor import Call
+    from .._router import FunctionState
+
+log = logging.getLogger("autopar")
+
+DRIFT = 4.0  # observed/remembered per-item cost beyond which the learned costs are stale
+
+# lock guards FunctionState.learned of every function, LearnedCosts' fields, and _learned.
+lock = threading.Lock()
+
+
+def _reset_lock_after_fork() -> None:
+    global lock
+    lock = threading.Lock()  # (another thread may have held it at the fork)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_after_fork)
+
+
+@dataclasses.dataclass
+class LearnedCosts:
+    """What a function's calibration found; ``plans`` caches decisions by call size.
+
+    ``serial_always`` caches, per (max_threads, dask address), whether serial wins at any
+    call size: then later calls skip the cost model and the pools (see SerialFastPath).
+    """
+
+    measurements: cost_model.Measurements
+    stale: bool = False
+    plans: Dict[Tuple[Optional[int], Optional[cost_model.Overheads]], Plan] = dataclasses.field(
+        default_factory=dict
+    )
+    # (max_threads, dask address) -> why serial wins at any size, or "" if it does not
+    serial_always: Dict[Tuple[int, Optional[str]], str] = dataclasses.field(default_factory=dict)
+
+
+# The LearnedCosts of the wrapper that last measured each function (guarded by lock): a
+# parallel(fn) made anew for every call (joblib's inline style) starts from them rather
+# than measuring again. Weak keys: an entry goes with its function. (A forked child
+# keeps it: same machine, same function.)
+_learned: weakref.WeakKeyDictionary[Callable[..., Any], LearnedCosts] = weakref.WeakKeyDictionary()
+
+
+def learned_about(fn: Callable[..., Any]) -> Optional[LearnedCosts]:
+    # Called with lock held.
+    try:
+        return _learned.get(fn)
+    except TypeError:  # a builtin such as len, or unhashable: no weak key, nothing kept
+        return None
+
+
+def keep(fn: Callable[..., Any], state: FunctionState, m: cost_model.Measurements) -> LearnedCosts:
+    """Record what calibration measured of ``fn`` on its wrapper, and for other wrappers."""
+    with lock:
+        learned = state.learned = LearnedCosts(m)
+        with contextlib.suppress(TypeError):  # (see learned_about)
+            _learned[fn] = learned
+    return learned
+
+
+def forget(fn: Callable[..., Any]) -> None:
+    """Drop what was learned about ``fn`` (for measuring a true first call again: the
+    benchmarks' "auto first" column and the tests; a wrapper keeps its own memory)."""
+    with lock, contextlib.suppress(TypeError):
+        _learned.pop(fn, None)
+
+
+def remember_plan(
+    memory: LearnedCosts, key: Tuple[Optional[int], Optional[cost_model.Overheads]], plan: Plan
+) -> None:
+    """Cache a decision; a function called with many sizes starts the cache afresh."""
+    with lock:
+        if len(memory.plans) > 64:
+            memory.plans.clear()
+        memory.plans[key] = plan
+
+
+def open_fast_path(
+    call: Call, state: FunctionState, memory: LearnedCosts, m: cost_model.Measurements
+) -> None:
+    """Give the function a fast path if this call's config is the environment's as
+    parsed (and merged with the decorator's options), with no progress bar."""
+    config = call.config
+    env = state.configured[0] if state.configured[1] is config else config
+    values = _config.snapshot_of(env)
+    if values is not None and not config.progress:
+        state.fast_path = SerialFastPath(state, memory, values, m.wall)
+
+
+class SerialFastPath:
+    """The fast path of a function remembered as serial at any call size.
+
+    The usual path costs tens of microseconds a call (settling the config, the call's
+    bookkeeping, a generator), more than the whole work of 100 near-free items. The
+    decorator's map and starmap try this path first when they get no timeout, chunksize or progress
+    argument. It runs the items right away if nothing that shaped the decision changed
+    (the AUTOPAR_* variables, the memory) and a call of this size was planned before; it
+    still times the call for drift. (In a worker it runs serially, as nesting would.)
+    """
+
+    __slots__ = ("memory", "per_item", "state", "values")
+
+    def __init__(
+        self, state: FunctionState, memory: LearnedCosts, values: Tuple[Any, ...], per_item: float
+    ) -> None:
+        self.state, self.memory, self.values, self.per_item = state, memory, values, per_item
+
+    def run(self, fn: Callable[..., Any], items: Any, *, star: bool) -> Optional[List[Any]]:
+        """The results, or None if the call must take the usual path."""
+        memory, state = self.memory, self.state
+        if (
+            memory.stale
+            or state.learned is not memory
+            or not isinstance(items, (list, tuple, range))
+            or _config.snapshot() != self.values
+        ):
+            return None
+        n = len(items)
+        plan = memory.plans.get((n, None))  # (cached by the planner's serial path for this size)
+        if plan is None:
+            return None
+        out: List[Any] = []
+        t0 = _clock()
+        try:
+            out.extend(itertools.starmap(fn, cast(Any, items)) if star else map(fn, items))
+        except Exception as exc:
+            annotate(exc, len(out), "serial worker")  # out holds the items before it
+            raise
+        wall = _clock() - t0
+        state.last_plan = plan
+        if wall >= 1e-4:  # (the test check_drift starts with, here to save a call)
+            check_drift(memory, self.per_item, wall, n)
+        return out
+
+
+_clock = time.perf_counter  # (one global read where every microsecond counts)
+
+
+def check_drift(memory: LearnedCosts, per_item: float, wall: float, count: int) -> None:
+    """After a serial run of ``count`` items: mark the memory stale if they cost far more
+    than remembered (dearer items may now pay for a pool; cheaper ones only favour serial
+    more). Runs under 0.1 ms are left alone: they are mostly timer noise."""
+    if wall >= 1e-4 and wall > DRIFT * per_item * count:
+        log.debug("autopar: cost drifted %.1fx; re-measuring next call", wall / count / per_item)
+        with lock:
+            memory.stale = True

@@ -1,0 +1,110 @@
+"""Cutting a call's input into chunks, read lazily; the size may change between chunks.
+
+Used by :class:`~autopar._execute.pool_run.PoolRun`. Sizes come from the plan, or adapt to
+the measured chunk time and footprint when the plan leaves them open (input of unknown
+length); near the end of an input of known length they shrink so no worker is left with
+a long last chunk while the others idle.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from typing import Any, Iterable, List, Optional, Sequence, Tuple
+
+from .worker import ChunkResult
+
+# With the chunk size left open and no length known, chunks start at one item and double
+# until a chunk takes this long, so per-chunk hand-off stays a small share of the work.
+TARGET_CHUNK_SECONDS = 0.005
+MAX_ADAPTIVE_CHUNK = 4096
+# ... and stop growing before a chunk's items or results pass this many bytes, so that
+# streaming large items (imap over a generator of 1 MiB blobs) keeps memory flat: with
+# ``window`` chunks in flight, about window x 4 MiB of items and as much of results. A
+# memory bound, not a speed threshold: tests/faults/test_streaming.py holds it to account.
+MAX_CHUNK_BYTES = 4 * 2**20
+
+
+def _footprint(values: Sequence[Any]) -> int:
+    """Bytes ``values`` hold, estimated from the shallow sizes of a sample of 8 to 15.
+
+    Shallow sizes see bytes, str and numpy buffers, the large items that matter here, and
+    a sample keeps the estimate cheap next to the work of a chunk.
+    """
+    if not values:
+        return 0
+    sample = values[:: max(1, len(values) // 8)]
+    return sum(map(sys.getsizeof, sample)) * len(values) // len(sample)
+
+
+class Chunker:
+    """Reads the input lazily, one chunk at a time; the size may change between chunks.
+
+    ``shrink_tail=(total, workers)``: chunks shrink as the input's end nears (see _shrunk).
+
+    An adaptive size (no chunksize named, input of unknown length) doubles while a chunk
+    runs in under TARGET_CHUNK_SECONDS and its items and results stay under half of
+    MAX_CHUNK_BYTES, up to MAX_ADAPTIVE_CHUNK items; it halves when a chunk holds more
+    than MAX_CHUNK_BYTES. So at most about ``window x MAX_CHUNK_BYTES`` of input (and as
+    much of results) is in flight, however large the items are.
+    """
+
+    def __init__(
+        self,
+        items: Iterable[Any],
+        size: Optional[int],
+        start: int = 0,
+        *,
+        shrink_tail: Optional[Tuple[int, int]] = None,
+    ) -> None:
+        self._items = iter(items)
+        self.adaptive = size is None
+        self.size = size or 1
+        self.next_index = start
+        self.exhausted = False
+        self._roomy = True  # the last chunk read could double and stay within the byte cap
+        self._shrink_tail = shrink_tail
+
+    def next(self) -> Optional[Tuple[int, List[Any]]]:
+        if self.exhausted:
+            return None
+        size = self.size
+        if self._shrink_tail is not None:
+            size = self._shrunk(size, *self._shrink_tail)
+        chunk = list(itertools.islice(self._items, size))
+        if len(chunk) < size:
+            self.exhausted = True
+        if not chunk:
+            return None
+        if self.adaptive:
+            self._fit(_footprint(chunk))
+        start = self.next_index
+        self.next_index += len(chunk)
+        return start, chunk
+
+    def _shrunk(self, size: int, total: int, workers: int) -> int:
+        """Near the end of ``total`` items: chunks of what is left / (2 x workers), down to
+        an eighth of ``size``, so that no worker is left with a long last chunk while the
+        others idle (items whose cost rises along the input put the most work there)."""
+        left = total - self.next_index
+        return max(1, size // 8, min(size, -(-left // (2 * workers))))
+
+    def _fit(self, nbytes: int) -> None:
+        self._roomy = nbytes * 2 <= MAX_CHUNK_BYTES
+        if nbytes > MAX_CHUNK_BYTES:
+            self.size = max(1, self.size // 2)
+
+    def observe(self, result: ChunkResult, count: int) -> None:
+        """Grow an adaptive chunk size while chunks are cheap next to their hand-off."""
+        if not self.adaptive:
+            return
+        nbytes = _footprint(result.results)
+        if nbytes > MAX_CHUNK_BYTES:
+            self.size = max(1, self.size // 2)
+        elif (
+            self._roomy
+            and nbytes * 2 <= MAX_CHUNK_BYTES
+            and count >= self.size
+            and result.wall < TARGET_CHUNK_SECONDS
+        ):
+            self.size = min(self.size * 2, MAX_ADAPTIVE_CHUNK)
