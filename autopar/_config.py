@@ -184,8 +184,8 @@ _RAW_KEYS = frozenset(os.environ.encodekey(var) for var in ENV_VARS) if _RAW_ENV
 
 def snapshot() -> Tuple[Any, ...]:
     """The AUTOPAR_* variables' values now, in a form only meant to be compared."""
-    # Every call reads this. os.environ.get encodes and decodes each name and value (~2 us
-    # apiece); the raw mapping it wraps does not, and one set intersection finds which of
+    # Every call reads this. os.environ.get encodes and decodes each name and value on
+    # every read; the raw mapping it wraps does not, and one set intersection finds which of
     # the names are set (usually none) at half the cost of looking each one up.
     if _RAW_ENV is not None:
         present = _RAW_ENV.keys() & _RAW_KEYS

@@ -1,5 +1,6 @@
-"""Calibration: watch a running :class:`~autopar._probe.Probe`, grow it, and decide when
-the costs are known; then turn what it saw into :class:`~autopar.cost_model.Measurements`.
+"""Calibration: watch a running :class:`~autopar._auto.probe.Probe`, grow it, and decide
+when the costs are known; then turn what it saw into
+:class:`~autopar._auto.cost_model.Measurements`.
 
 Phases, each judged over a window of the process's CPU time that starts with the work
 (a window that began before a thread started would count its start as idle):
@@ -33,12 +34,15 @@ from ..errors import AutoparTimeoutError
 from . import cost_model
 from .probe import Probe
 
-TICK = 0.001  # how often calibration looks at the probe
-STALE_LOOK = 5 * TICK  # no look for this long: the caller waits for the watcher's look
+CHECK_INTERVAL = 0.001  # seconds between calibration's checks of the probe
+# No check for this long: the caller blocks for the watcher's check (see _caller_check).
+STALE_CHECK = 5 * CHECK_INTERVAL
 # Items under a quarter of this are too cheap for a thread test to matter.
 SLOW_ITEM = 0.002
-# Items this cheap cost less than one hand-off to a thread (30-50 us measured here), so
-# no pool can pay: after this many of them (and none running long), stop measuring.
+# Items this cheap cost less than one hand-off to a thread ("thread dispatch" in
+# `python -m autopar info`), so no pool can pay for them: after this many of them (and
+# none running long), stop measuring. The "square" and "tiny" rows of
+# benchmarks/RESULTS.md show such calls staying serial.
 CHEAP_ITEM = 50e-6
 CHEAP_SAMPLES = 64
 WAITING_RATE = 0.5  # CPU per wall-second under which work counts as waiting
@@ -75,67 +79,71 @@ class Calibration:
         self.rates: Dict[int, float] = {}
         self._window: Optional[_Window] = None  # opens once the first item runs
         self.budget = self.config.calibration_ms / 1e3
-        # _look_lock makes each look one thread's (the watcher's, or the caller's between
-        # its items); it guards known, _last_look, rates and _window.
-        self._look_lock = threading.Lock()
+        # _check_lock makes each check one thread's (the watcher's, or the caller's between
+        # its items); it guards known, _last_check, rates and _window.
+        self._check_lock = threading.Lock()
         self.known = False  # the costs are known or the budget is spent
         self.known_after: Optional[float] = None  # seconds from the start until then
-        self._last_look = 0.0
-        self._cheap_looked = False  # the caller's one look out of turn (_caller_look)
+        self._last_check = 0.0
+        self._cheap_checked = False  # the caller's one check out of turn (_caller_check)
 
     def run(self) -> None:
         """Probe until the costs are known, the budget is spent, or the input ends."""
         if not self.known:  # (the caller may have found them before this thread started)
             self.probe.grow(1)
         while not self.known and not self.probe.finished:
-            self.probe.wait(TICK)
+            self.probe.wait(CHECK_INTERVAL)
             if self.deadline is not None and time.monotonic() > self.deadline:
                 raise AutoparTimeoutError(
                     f"the call did not finish within timeout={self.config.timeout:g}s"
                 )
-            if self._look():
+            if self._check():
                 break
         self.probe.pause()
 
-    def _look(self) -> bool:
-        with self._look_lock:
-            return self._look_held()
+    def _check(self) -> bool:
+        with self._check_lock:
+            return self._check_held()
 
-    def _look_held(self) -> bool:
-        # Called with _look_lock held.
+    def _check_held(self) -> bool:
+        # Called with _check_lock held.
         if not self.known:
-            self.known = self._tick() or time.perf_counter() - self.t0 >= self.budget
+            self.known = self._check_probe() or time.perf_counter() - self.t0 >= self.budget
             if self.known:
                 self.known_after = time.perf_counter() - self.t0
-        self._last_look = time.perf_counter()
+        self._last_check = time.perf_counter()
         return self.known
 
-    def _caller_look(self) -> bool:
-        """A look by the caller between its own items, at most one a tick: True to stop.
+    def _caller_check(self) -> bool:
+        """A check by the caller between its own items, at most one per CHECK_INTERVAL:
+        True to stop.
 
-        Computing items hold the GIL, so a watcher thread gets to look only every few
+        Computing items hold the GIL, so a watcher thread gets to check only every few
         milliseconds (the interpreter's switch interval); the caller is right there.
         """
-        if time.perf_counter() - self._last_look < TICK:
-            # Once, out of turn: when enough samples for the cheap-items rule are in. (A
-            # look a tick had cost square x1000 its first 256 items in the probe, at four
-            # times plain map's cost per item, where 87 told as much.)
-            if self._cheap_looked or len(self.probe.samples) < CHEAP_SAMPLES:
+        if time.perf_counter() - self._last_check < CHECK_INTERVAL:
+            # Once, out of turn: as soon as the cheap-items rule has its samples, so that
+            # cheap input leaves the probe (which costs several times plain map per item)
+            # after CHEAP_SAMPLES items, not at the next check
+            # (tests/test_auto.py::test_cheap_items_stop_the_probe_once_enough_are_measured).
+            if self._cheap_checked or len(self.probe.samples) < CHEAP_SAMPLES:
                 return False
-            self._cheap_looked = True
-        if not self._look_lock.acquire(blocking=False):  # the watcher is looking ...
-            # ... or it holds the lock while it waits for the GIL, which two computing
-            # threads can keep from it for half a second: a cold program's thread test
-            # then never ran. Past a few ticks, waiting for the lock hands it the GIL.
-            stale = time.perf_counter() - self._last_look >= STALE_LOOK
-            if not (stale and self._look_lock.acquire(timeout=10 * STALE_LOOK)):
+            self._cheap_checked = True
+        if not self._check_lock.acquire(blocking=False):  # the watcher is checking ...
+            # ... or it holds the lock while it waits for the GIL, which computing threads
+            # can keep from it for the whole budget, so the thread test would never run.
+            # Once no check has happened for STALE_CHECK, the caller blocks on the lock,
+            # which hands the watcher the GIL
+            # (tests/test_auto.py::test_a_cold_programs_first_call_runs_the_thread_test).
+            stale = time.perf_counter() - self._last_check >= STALE_CHECK
+            if not (stale and self._check_lock.acquire(timeout=10 * STALE_CHECK)):
                 return False
         try:
-            known = self._look_held()
+            known = self._check_held()
         finally:
-            self._look_lock.release()
+            self._check_lock.release()
         if known:
-            self.probe.wake()  # the watcher need not wait out its tick
+            self.probe.wake()  # the watcher need not wait out its interval
         return known
 
     def run_beside_caller(self) -> None:
@@ -171,7 +179,7 @@ class Calibration:
 
         probe.add_caller()  # first: the helper must see the caller as worker 1
         probe.submit_helper(control)
-        probe.work_here(self._caller_look)
+        probe.work_here(self._caller_check)
         with lock:
             skipped[0] = not started[0]
         if not skipped[0]:
@@ -180,8 +188,8 @@ class Calibration:
             raise errors[0]
         probe.pause()
 
-    def _tick(self) -> bool:
-        """One look at the probe: grow it, or return True once the costs are known."""
+    def _check_probe(self) -> bool:
+        """One check of the probe: grow it, or return True once the costs are known."""
         probe = self.probe
         if probe.cheap(CHEAP_ITEM, CHEAP_SAMPLES):
             return True
@@ -190,7 +198,7 @@ class Calibration:
                 self._window = _Window(probe.workers)
             return False
         window = self._window
-        running = probe.running_costs()  # (read once a look: a clock read per thread)
+        running = probe.running_costs()  # (read once per check: a clock read per thread)
         costs = item_costs(probe, None, running)
         if window.age() < MIN_WINDOW or not costs:
             return False
@@ -201,12 +209,14 @@ class Calibration:
         idle_items = _idle(costs)
         done = [(w, c) for w, c, _ in list(probe.samples)]
         if sum(w for w, _ in done) >= 0.5 * sum(w for w, _ in costs):
-            # Finished items carry most of the time seen: they must look idle too. (Their
-            # CPU time holds the caller's time queued for a core; a running item's reading
-            # lacks a wait still going on, and had taken starved computing for waiting.)
+            # Finished items carry most of the time seen: they must be idle too. (Their CPU
+            # time holds the caller's time queued for a core; a running item's reading
+            # lacks a wait still going on, so on a busy machine it alone can make computing
+            # seem like waiting: tests/test_auto.py::
+            # test_computing_items_on_a_busy_machine_are_not_taken_for_waiting_ones.)
             idle_items = idle_items and _idle(done)
         if idle_items and max(rate, _due_rate(done[-RECENT:], running, workers)) < WAITING_RATE:
-            # Waiting: quadruple the threads (1, 4, 16, 64, 128: the cap in four looks).
+            # Waiting: quadruple the threads (1, 4, 16, 64, 128: the cap in four checks).
             if workers < self.config.max_threads:
                 self._grow(min(self.config.max_threads, 4 * workers))
             return False
@@ -221,8 +231,8 @@ class Calibration:
         self.probe.grow(workers)
         self._window = _Window(workers)
 
-    def measurements(self, shippable: Callable[..., Any]) -> cost_model.Measurements:
-        return measure(self.probe, shippable, self.rates)
+    def measurements(self, to_ship: Callable[..., Any]) -> cost_model.Measurements:
+        return measure(self.probe, to_ship, self.rates)
 
 
 def _idle(costs: List[Tuple[float, float]]) -> bool:
@@ -235,11 +245,12 @@ def _due_rate(
 ) -> float:
     """The CPU rate ``workers`` threads reach once each is past its item's wait, if the
     running items are like the ``recent`` finished ones (none has run twice as long as
-    they took: the watcher's look may come late, the GIL held elsewhere); else 0.
+    they took: the watcher's check may come late, the GIL held elsewhere); else 0.
 
-    A window opened as the threads started can end before any of them computes: 5 ms
-    sleeps, then 1 ms of Python, read 0.14 at 4 threads and grew to 16, where their GIL
-    waits doubled the items' wall time, and the plan took 16 threads where 6 are best.
+    A window opened as the threads started can end before any of them computes, so its
+    rate alone takes part-waiting items for waiting ones and grows the threads until
+    their GIL waits stretch every item (the "mixed" workload in benchmarks/workloads.py;
+    tests/test_auto.py::test_part_waiting_items_are_not_timed_through_their_threads_gil_waits).
     """
     wall = sum(w for w, _ in recent)
     if wall <= 0 or any(w >= 2 * wall / len(recent) for w, _ in running):
@@ -270,7 +281,7 @@ def item_costs(
 
 def measure(
     probe: Probe,
-    shippable: Callable[..., Any],
+    to_ship: Callable[..., Any],
     rates: Dict[int, float],
 ) -> cost_model.Measurements:
     """Per-item costs from what the probe saw, corrected for contention and load."""
@@ -300,10 +311,12 @@ def measure(
     ):
         # Several threads kept the process busy, each item slowed by the others: taking
         # turns on the GIL, k threads stretch each item about k / rate times. (Only when
-        # the items themselves made it busy: 128 threads waking from 10 ms sleeps keep a
-        # process 0.7 busy with their own hand-offs, while each item still takes 10 ms.)
+        # the items themselves made it busy: many threads waking from short sleeps keep a
+        # process busy with their own hand-offs while each item still takes its full
+        # sleep: tests/test_auto.py::
+        # test_many_waiting_threads_busy_with_hand_offs_do_not_make_items_look_cheap.)
         wall = max(cpu, wall * min(1.0, rate) / threads)
-    picklable, ship_caller, ship_worker = _ship_costs(shippable, probe.example)
+    picklable, ship_caller, ship_worker = _ship_costs(to_ship, probe.example)
     # The thread speed-up: the CPU rate two threads reached over one thread's (the GIL
     # holds it near 1). Per-item CPU clocks cannot tell: a thread waiting for the GIL
     # often waits between items, outside any item's clock.
@@ -324,12 +337,12 @@ def measure(
 
 
 def _ship_costs(
-    shippable: Callable[..., Any], example: Optional[Tuple[Any, Any]]
+    to_ship: Callable[..., Any], example: Optional[Tuple[Any, Any]]
 ) -> Tuple[bool, float, float]:
     """Whether the function and an example item/result pickle, and what shipping one item
     and its result costs: (picklable, seconds in the caller, seconds in a worker)."""
     try:
-        dumps(shippable)
+        dumps(to_ship)
         if example is None:
             return True, 0.0, 0.0
         item_dump, item_load, item_size = _pickle_cost(example[0])
@@ -344,8 +357,9 @@ def _pickle_cost(value: Any) -> Tuple[float, float, int]:
     """Seconds to pickle ``value`` and to unpickle it, and its pickled size.
 
     A large flat buffer (bytes, bytearray, a numpy array) is priced by its size, at a rate
-    measured once: pickling a 1 MiB item to price it cost 40 times more than a cheap
-    function's whole call on 100 such items.
+    measured once per program: pickling such an item just to price it can cost more than
+    a cheap function's whole call (the "len_1mib" workload in benchmarks/workloads.py;
+    tests/test_calibrate.py::test_large_flat_buffers_are_priced_by_size_without_pickling).
     """
     try:
         size = memoryview(value).nbytes

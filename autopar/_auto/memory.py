@@ -164,7 +164,7 @@ _clock = time.perf_counter  # (one global read where every microsecond counts)
 
 def check_drift(memory: LearnedCosts, per_item: float, wall: float, count: int) -> None:
     """After a serial run of ``count`` items: mark the memory stale if they cost far more
-    than remembered (dearer items may now pay for a pool; cheaper ones only favour serial
+    than remembered (costlier items may now pay for a pool; cheaper ones only favour serial
     more). Runs under 0.1 ms are left alone: they are mostly timer noise."""
     if wall >= 1e-4 and wall > DRIFT * per_item * count:
         log.debug("autopar: cost drifted %.1fx; re-measuring next call", wall / count / per_item)

@@ -20,9 +20,9 @@ from .cost_model import Overheads
 
 log = logging.getLogger("autopar")
 
-# Used until this program has started a process pool: a pool of 2 workers, up to its first
-# round trip, measured on a 2-core Linux VM. forkserver and spawn start a fresh interpreter
-# that imports autopar._worker (0.14 s and 0.16 s); fork copies this process (0.03 s).
+# Used until this program has started a process pool: the cold start of a pool of 2
+# workers, up to its first round trip, measured on a 2-core Linux VM. forkserver and spawn
+# start a fresh interpreter that imports autopar._execute.worker; fork copies this process.
 PRIOR_PROCESS_START = {"fork": 0.03, "forkserver": 0.15, "spawn": 0.15}
 PRIOR_PROCESS_DISPATCH = 3e-4
 

@@ -3,7 +3,7 @@
     controller (.calibration)              probe workers (daemon threads, and the
     ------------------------------            calling thread itself: work_here())
     grow(k): run with k workers               ------------------------------------
-    wait(), look at samples and running       take the next item (one at a time, under
+    wait(), check samples and running         take the next item (one at a time, under
       items (wall, and CPU from each            the lock, reading the input lazily)
       thread's own clock)                     run it; record wall, CPU (the thread's
     pause()/resume(), stop() -> the index       clock), result; nothing is thrown away
@@ -118,10 +118,10 @@ class Probe:
         queue = self._caller_queue if caller else None
         self.running[index] = (time.perf_counter(), clock, cpu0, queue)
 
-    def _work(self, look: Optional[Callable[[], bool]] = None) -> None:
-        """Run items until none is left for this worker; ``look`` marks the calling
+    def _work(self, should_stop: Optional[Callable[[], bool]] = None) -> None:
+        """Run items until none is left for this worker; ``should_stop`` marks the calling
         thread, and is asked after each of its items whether to stop."""
-        caller = look is not None
+        caller = should_stop is not None
         clock = _thread_clock()
         batch, cheap_in_a_row = 1, 0
         # The caller counts its time queued for a core (see autopar._auto.queued_time).
@@ -130,10 +130,10 @@ class Probe:
             with mark_worker_thread():
                 while (task := self._take(clock, caller, batch)) is not None:
                     per_item = self._run(*task, queue)
-                    if batch == 0 or (look is not None and look()):
+                    if batch == 0 or (should_stop is not None and should_stop()):
                         batch = 0  # leaving: only items read ahead are left to run
                         continue
-                    # Items cheaper than the probe's own bookkeeping (~5 us an item) are
+                    # Items cheaper than the probe's own bookkeeping (BATCH_ITEM) are
                     # taken a few at a time, each batch timed as a whole, once a few in
                     # a row were (a cheap first item says little about the next ones).
                     cheap_in_a_row = cheap_in_a_row + 1 if per_item < BATCH_ITEM else 0
@@ -159,11 +159,11 @@ class Probe:
             self._changes += 1
             self.caller_busy = True
 
-    def work_here(self, look: Callable[[], bool]) -> None:
+    def work_here(self, should_stop: Callable[[], bool]) -> None:
         """The calling thread runs items as one of the workers until release_caller(),
-        until ``look()`` (asked after each of its items) says to stop, or until no item
-        is left for it."""
-        self._work(look)
+        until ``should_stop()`` (asked after each of its items) says to stop, or until no
+        item is left for it."""
+        self._work(should_stop)
 
     def submit_helper(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on one of the probe's pooled threads (a calibration watcher)."""
@@ -202,8 +202,8 @@ class Probe:
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         if queue is not None:
             cpu = min(wall, cpu + queue.after_item(wall))
-        # Less the clocks' own cost: for a 0.1 us item it is ten times the item, enough to
-        # make shipping 100,000 of them to processes look worth it.
+        # Less the clocks' own cost, which for the cheapest items is several times the
+        # item itself: left in, it would make shipping such items to processes seem to pay.
         count = max(1, len(done))
         wall = max(0.0, wall - _CLOCK_COST[0]) / count
         cpu = max(0.0, cpu - _CLOCK_COST[1]) / count
@@ -218,7 +218,8 @@ class Probe:
             elif self.failure is None or failure.index < self.failure.index:
                 self.failure = failure
             # Waking the caller on every item would make it compete with the workers for
-            # the GIL; it looks every tick, and is woken here only when waiting on results.
+            # the GIL; calibration checks the probe every CHECK_INTERVAL, and the caller is
+            # woken here only when it waits on results.
             if self._result_waiters or self.finished:
                 self._cond.notify_all()
         return wall
@@ -339,7 +340,7 @@ class Probe:
         out: List[Any] = []
         with self._cond:
             results = self.results
-            if len(results) == count and not self.running:  # all here: no look at each
+            if len(results) == count and not self.running:  # all here: no wait per index
                 out = [results[index] for index in range(count)]
                 results.clear()
                 return out
@@ -369,8 +370,8 @@ class Probe:
 
 
 # One pool of probe threads for the program: idle threads are reused by the next call's
-# probe (starting a thread costs ~0.1 ms). _pool_lock guards _pool; a forked child
-# starts without it.
+# probe (starting a thread costs more than many cheap items: "thread start" in
+# `python -m autopar info`). _pool_lock guards _pool; a forked child starts without it.
 _pool_lock = threading.Lock()
 _pool: Optional[DaemonThreadPool] = None
 

@@ -1,15 +1,16 @@
 """How long the calling thread sat runnable but waiting for a free core (Linux schedstat).
 
 On a busy machine a computing item spends part of its wall time queued for a core, and
-its own CPU clock does not show that, so calibration took it for waiting work: with two
-spinning processes a core, 2 ms items of Python code read 13-40% busy and went to 2 to
-16 threads, about serial speed, where processes ran them 1.2 to 1.7 times faster. The
-calling thread, the probe's first worker, adds the time it sat queued during an item to
-the item's CPU time: time it wanted to compute.
+its own CPU clock does not show that, so calibration would take it for waiting work and
+give GIL-bound Python code threads (about serial speed) where processes win
+(tests/test_auto.py::test_computing_items_on_a_busy_machine_are_not_taken_for_waiting_ones).
+The calling thread, the probe's first worker, adds the time it sat queued during an item
+to the item's CPU time: time it wanted to compute.
 
 Only the thread itself reads its own figure: the kernel adds a wait when the wait ends,
-so another thread's reading lags by a whole wait. (And only the caller: 128 threads
-waking from 10 ms sleeps all queue for a core, which made sleeping look like computing.)
+so another thread's reading lags by a whole wait. (And only the caller: many threads
+waking from sleeps together all queue for a core, which would make sleeping count as
+computing.)
 Where /proc has no schedstat (other systems, old kernels) the clock reads 0.
 """
 
@@ -20,9 +21,10 @@ import threading
 from typing import Optional
 
 # The clock is read after items at least this long (and before a call's first item, when
-# no other thread waits): a read costs ~1 us and gives up the GIL, which a watcher thread
-# waiting for it then holds a while (reads beside one cost a cheap first call 40-120 us).
-DEAR_ITEM = 50e-6
+# no other thread waits): a read gives up the GIL, which a watcher thread waiting for it
+# then holds a while, far longer than a cheap item
+# (tests/test_runqueue.py::test_cheap_items_are_not_read_around).
+COSTLY_ITEM = 50e-6
 
 
 class QueueClock:
@@ -50,7 +52,7 @@ class QueueClock:
 
     def after_item(self, wall: float) -> float:
         """The seconds queued during the item just run (0 where unknown); marks the next."""
-        if self._fd is None or wall < DEAR_ITEM:
+        if self._fd is None or wall < COSTLY_ITEM:
             self.mark = None
             return 0.0
         mark, self.mark = self.mark, self._read()
@@ -83,7 +85,8 @@ class QueueClock:
 
 def for_this_thread() -> QueueClock:
     """The calling thread's clock, marked now; opened once per thread and kept: opening
-    and closing it costs ~7 us, and closing gives up the GIL to a waiting watcher."""
+    and closing it costs more than a cheap item, and closing gives up the GIL to a
+    waiting watcher."""
     clock: Optional[QueueClock] = getattr(_local, "clock", None)
     if clock is None:
         clock = _local.clock = QueueClock()

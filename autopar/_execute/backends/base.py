@@ -59,7 +59,7 @@ class Backend:
 
     @classmethod
     def default_chunksize(cls, n_items: Optional[int], workers: int) -> Optional[int]:
-        """Items per chunk when none was named; None means adaptive (see the runner)."""
+        """Items per chunk when none was named; None means adaptive (see the Chunker)."""
         if n_items is None:
             return None
         # About four chunks per worker, as multiprocessing.Pool.map does: few hand-offs, and

@@ -266,7 +266,7 @@ class DaskBackend(Backend):
     def close_shared(cls) -> None:
         # kind="auto" with an address connects to measure the cluster (see
         # autopar._auto.pool_costs.cluster_costs), and may never make a pool on it: left open,
-        # that Client kept retrying its scheduler long after the cluster had gone.
+        # that Client keeps retrying its scheduler long after the cluster has gone.
         release()
 
 

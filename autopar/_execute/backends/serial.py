@@ -9,7 +9,8 @@ from ..worker import run_chunk
 from .base import Backend
 
 # Serial chunks only batch the bookkeeping (the deadline is checked between items, not
-# chunks): 200,000 tiny items ran 1.4x slower than plain map in chunks of 1,024.
+# chunks), so they are large: small ones would cost tiny items a large share of plain
+# map's speed (the "tiny" row of benchmarks/RESULTS.md, "serial named first").
 SERIAL_CHUNK = 16_384
 
 
