@@ -36,6 +36,10 @@ from .base import Backend, Replacement, pickle_function
 
 log = logging.getLogger("autopar")
 
+# What the forkserver imports once, before it forks any worker. (A name that does not
+# import is skipped without a word: tests/test_kinds.py imports each.)
+FORKSERVER_PRELOAD = ("autopar._execute.worker", "cloudpickle")
+
 # Python 3.11 added max_tasks_per_child; before it, the pool is replaced after as many tasks.
 _NATIVE_RECYCLE = sys.version_info >= (3, 11)
 
@@ -98,7 +102,7 @@ class ProcessBackend(Backend):
         context = multiprocessing.get_context(config.start_method)
         if config.start_method == "forkserver":
             # Workers fork from a server that has already imported autopar's worker code.
-            context.set_forkserver_preload(["autopar._worker", "cloudpickle"])
+            context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
         kwargs: dict[str, Any] = {}
         if _NATIVE_RECYCLE and config.max_tasks_per_child:
             kwargs["max_tasks_per_child"] = config.max_tasks_per_child
