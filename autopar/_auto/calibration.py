@@ -199,7 +199,7 @@ class Calibration:
             return False
         window = self._window
         running = probe.running_costs()  # (read once per check: a clock read per thread)
-        costs = item_costs(probe, None, running)
+        costs = item_costs(probe, None, running, self.rates)
         if window.age() < MIN_WINDOW or not costs:
             return False
         rate, workers = window.rate(), probe.workers
@@ -262,6 +262,7 @@ def item_costs(
     probe: Probe,
     rate: Optional[float],
     running: Optional[List[Tuple[float, Optional[float]]]] = None,
+    rates: Optional[Dict[int, float]] = None,
 ) -> List[Tuple[float, float]]:
     """(wall, CPU) of finished items, and of running ones so far (``running``: the
     probe's running_costs() if already read).
@@ -271,7 +272,22 @@ def item_costs(
     first item must not speak for slow ones still running.
     """
     samples = list(probe.samples)
-    clean = [(w, c) for w, c, phase in samples if phase == 1]
+    # An item timed beside other busy threads may have waited for the GIL: its wall time
+    # overstates its cost. Such a sample counts only where the process was mostly idle
+    # (``rates``: CPU rate by worker count) in its phase, or, for an item that ran across
+    # a change of phase (0), in every phase: no thread then held the GIL long. The rest
+    # are left out while enough clean ones (one worker) remain. Leaving out every
+    # multi-thread sample would keep only the items read first, however costly those
+    # read later were (tests/test_spread.py).
+    rates = rates or {}
+    idle_throughout = bool(rates) and max(rates.values()) < WAITING_RATE
+    clean = [
+        (w, c)
+        for w, c, phase in samples
+        if phase == 1
+        or (phase == 0 and idle_throughout)
+        or (phase > 1 and rates.get(phase, 1.0) < WAITING_RATE)
+    ]
     costs = clean if len(clean) >= 3 else [(w, c) for w, c, _ in samples]
     busy = rate is not None and rate >= WAITING_RATE
     for wall, cpu in probe.running_costs() if running is None else running:
@@ -288,7 +304,8 @@ def measure(
     # The most threads measured (the probe may be winding down by now).
     threads = max(rates, default=probe.workers)
     rate = rates.get(threads)
-    costs = item_costs(probe, rate) or [(0.0, 0.0)]  # the first item raised: no figures
+    # (No costs: the first item raised, and there are no figures.)
+    costs = item_costs(probe, rate, rates=rates) or [(0.0, 0.0)]
     wall = sum(w for w, _ in costs) / len(costs)
     cpu = sum(c for _, c in costs) / len(costs)
     single = rates.get(1)

@@ -5,8 +5,9 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
 :class:`~autopar.plan.Plan`. Every term below is a time the call will really spend:
 
     serial   n * wall
-    thread   max(n * wall / k, n * cpu / cpu_lanes) + chunks * dispatch / k
-             (cpu_lanes = 1 while the function holds the GIL, else min(k, cores));
+    thread   max(n * wall / k, n * cpu / c) + chunks * dispatch / k
+             (c, the threads computing at once: 1 while the function holds the GIL,
+             else min(k, cores));
              for computing items, n * wall / (the measured thread speed-up);
              + the new threads' starts, about half of them where threads overlap
     process  cold start (overlapped with work done meanwhile on a thread, unless GIL-bound)
@@ -30,8 +31,9 @@ CHUNK_OVER_DISPATCH = 20
 # chosen: predictions carry noise, and simpler kinds fail in fewer ways.
 SIMPLER_BIAS = 1.05
 # Above this measured speed-up of two probe threads over one, the function runs in
-# parallel on threads: it releases the GIL (hashlib, numpy, I/O). Measured on 2 cores:
-# sha256 of 4 MiB reads about 2, pure Python about 1.
+# parallel on threads: it releases the GIL (hashlib, numpy, I/O). On 2 cores sha256 of
+# large buffers reads about 2 and pure Python about 1 (the "sha256_1mib" and "cpu_2ms"
+# workloads in benchmarks/workloads.py).
 GIL_FREE_RATE = 1.5
 
 
@@ -95,11 +97,12 @@ def chunk_for(wall: float, dispatch: float, n: int, workers: int) -> int:
     """Items per chunk: long enough to hide the hand-off, short enough to balance.
 
     At least n / (8 * workers): each hand-off also costs the caller CPU that the
-    workers may need (on 2 cores, 300 one-item chunks of 2 ms ran 1.3x slower than
-    chunks of 10, and chunks of 19 were 2-4% faster than chunks of 10 on four process
-    workloads), and 8 chunks a worker still balance growing costs, where n / (4 *
-    workers) lost 7%. At most that, multiprocessing.Pool's rule, so a slow chunk near
-    the end leaves little to wait for.
+    workers may need, so a few items a chunk beat one, and 8 chunks a worker still
+    balance costs that grow along the input, which a floor of 4 a worker balances worse
+    (the "cpu_2ms", "growing" and "medium" rows of benchmarks/RESULTS.md;
+    tests/test_cost.py::test_process_chunks_hide_dispatch_but_keep_balance). At most
+    n / (4 * workers), multiprocessing.Pool's rule, so a slow chunk near the end leaves
+    little to wait for.
     """
     wanted = math.ceil(CHUNK_OVER_DISPATCH * dispatch / max(wall, 1e-9))
     balanced = max(1, math.ceil(n / (4 * workers)))
@@ -119,15 +122,15 @@ def thread_time(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
     contention = 1.0 if m.gil_free or k == 1 else 1.05
     if m.thread_speedup is not None and m.cpu_fraction >= 0.5:
         # Computing, and measured: trust the speed-up seen, never more than the cores.
-        lanes = min(k, o.cores) if m.gil_free else min(k, max(1.0, m.thread_speedup))
-        run = n * m.wall * contention / lanes
+        computing = min(k, o.cores) if m.gil_free else min(k, max(1.0, m.thread_speedup))
+        run = n * m.wall * contention / computing
     else:
-        lanes = min(k, o.cores) if m.gil_free else 1
+        computing = min(k, o.cores) if m.gil_free else 1
         # A wait shorter than a thread hand-off is timer noise, not something to overlap.
         cpu = m.cpu if m.wall - m.cpu >= o.thread_dispatch else m.wall
-        run = max(n * m.wall / k, n * cpu * contention / lanes)
+        run = max(n * m.wall / k, n * cpu * contention / computing)
     new = max(0, k - o.threads_started)
-    if lanes > 1 or m.cpu_fraction < 0.5:
+    if computing > 1 or m.cpu_fraction < 0.5:
         # The caller starts new threads one after another while those started work: the
         # j-th starts j starts late, a loss of (new + 1) / 2 starts a thread on average;
         # and the call cannot end before the caller has started them all.
@@ -225,17 +228,23 @@ def _reason(kind: str, m: Measurements, o: Overheads, options: Dict[str, Choice]
             f"the cluster's {options['dask'][1]} worker threads beat this machine by the "
             f"predicted ratio {ratio:.1f}x, its per-task cost included"
         )
-    why = "items compute in Python and hold the GIL" if not m.gil_free else "processes win"
-    if "process" in options and not m.picklable:
-        why = "unpicklable"
+    # Only what was measured: the thread test may not have run (too few or too long items).
+    if m.thread_speedup is not None and not m.gil_free:
+        why = "items hold the GIL (two threads ran no faster than one)"
+    elif m.thread_speedup is None and m.cpu_fraction >= 0.5:
+        why = "items compute (whether they release the GIL was not measured)"
+    else:
+        why = "processes are predicted fastest"
     return f"{why}: {options['process'][1]} processes beat serial by the predicted ratio " + (
         f"{options['serial'][0] / max(options['process'][0], 1e-12):.1f}x"
     )
 
 
 def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n: int) -> str:
-    """Why each other kind lost: "too cheap" alone was once the reason given for 5 ms
-    items that hold the GIL in a script whose processes were left out."""
+    """Why each other kind lost, one clause per kind: a single blanket reason ("too
+    cheap") would mislead where a kind lost for its own reason, as processes left out of
+    a script with no main guard
+    (tests/test_cost.py::test_serial_reasons_name_what_each_other_kind_lost_to)."""
     if len(options) == 1:
         # (A first call's plan covers what its probe left: at times a single item.)
         return "one item: nothing to run beside it" if n <= 1 else "no other kind allowed"

@@ -2,9 +2,9 @@
 
 First call of a function (or after its cost drifted):
 
-    probe (autopar._probe) runs items on helper threads, growing the thread count while
-    items wait, and measures wall/CPU per item and the process's CPU rate
-      -> Measurements + this machine's Overheads -> autopar.cost_model.decide -> Plan
+    probe (autopar._auto.probe) runs items on helper threads, growing the thread count
+    while items wait, and measures wall/CPU per item and the process's CPU rate
+      -> Measurements + this machine's Overheads -> autopar._auto.cost_model.decide -> Plan
       -> processes chosen and the pool is cold: the probe keeps working while it starts
       -> the rest of the input runs on the chosen pool; output merges both, in order
 
@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
 
 from .._config import Config
 from .._execute.backends.serial import SERIAL_CHUNK
@@ -34,13 +34,14 @@ from . import memory as learned_costs
 from .calibration import WAITING_RATE, Calibration
 from .memory import DRIFT, LearnedCosts, check_drift, lock, open_fast_path, remember_plan
 from .probe import Probe
+from .spread import SpreadOrder
 
 if TYPE_CHECKING:
     from .._router import FunctionState
 
 log = logging.getLogger("autopar")
 
-POLL = 0.001  # seconds between the caller's looks at a pool that is starting
+POLL = 0.001  # seconds between the caller's checks on a pool that is starting
 ASSUMED_LENGTH = 10_000  # items assumed for input of unknown length (imap on a generator)
 
 
@@ -83,7 +84,9 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
         plan = _decide(m, config, n_items, overheads)
         plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
         remember_plan(memory, key, plan)
-        _warm_for_later(m, config, plan, overheads)
+        warm_later = _warm_for_later(m, config, plan, overheads)
+    else:
+        warm_later = None
     state.last_plan = plan
     log.debug("autopar: %s: %s", call.name, plan.reason)
     # Threads that compute share cores (and maybe the GIL), which stretches their wall
@@ -113,7 +116,7 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
                 memory.measurements = seen
                 memory.serial_always = {}  # (verdicts on the old costs, maybe shared)
 
-    return execute(plan, call, on_chunk=on_chunk)
+    return _then(execute(plan, call, on_chunk=on_chunk), warm_later)
 
 
 def _serial_always(memory: LearnedCosts, m: cost_model.Measurements, config: Config) -> str:
@@ -149,9 +152,10 @@ def _serial_here(
 ) -> Iterator[List[Any]]:
     """A call remembered as serial at any size, run right here in one go.
 
-    The general path costs about 0.1 ms a call (the cost model, a pool lease, a future
-    per chunk): ten times the work of 100 cheap items. The whole call is timed, so a
-    drift in cost still sends the next call back to measuring.
+    The general path has a fixed cost per call (the cost model, a pool lease, a future
+    per chunk) that exceeds the whole work of a hundred cheap items; this path skips it
+    (the "auto later" column of the "square" row in benchmarks/RESULTS.md). The whole
+    call is timed, so a drift in cost still sends the next call back to measuring.
     """
     n = call.n_items or 0
     plan = memory.plans.get((n, None))  # (a dict read is atomic; a race plans twice)
@@ -169,22 +173,46 @@ def _serial_here(
 
 def _warm_for_later(
     m: cost_model.Measurements, config: Config, plan: Plan, overheads: cost_model.Overheads
-) -> None:
-    """Start the process pool in the background if a warm one would win a call like this
-    one and a cold one does not: this call runs as planned, the next finds it ready.
+) -> Optional[Callable[[], None]]:
+    """What starts the process pool in the background, if a warm one would win a call
+    like this one and a cold one does not; run it once this call has ended.
 
-    (A fresh program's first call on 0.2 s of Python code ran 1.6x slower than serial on
-    processes: the pool took 0.14 s to start, and such work pauses while it starts.)
+    This call does not wait for the start, and does not share the machine with it: a
+    pool starting beside GIL-bound work slows both (see _start_processes), so the start
+    comes after the call's last result
+    (tests/test_auto.py::test_a_cold_pool_too_slow_for_this_call_starts_for_the_next).
     """
     n = ASSUMED_LENGTH if plan.n_items is None else plan.n_items
     if plan.kind in ("process", "dask") or overheads.process_start == 0.0:
-        return
+        return None
     if n * m.wall <= overheads.process_dispatch:
-        return  # one round trip to a warm pool costs more than the whole call
+        return None  # one round trip to a warm pool costs more than the whole call
     warm = cost_model.decide(m, dataclasses.replace(overheads, process_start=0.0), n)
-    if warm.kind == "process":
+    if warm.kind != "process":
+        return None
+
+    def start() -> None:
         log.debug("autopar: starting the process pool for later calls")
         pool_costs.warm_in_background(config, warm.workers)
+
+    return start
+
+
+def _then(chunks: Iterator[List[Any]], action: Optional[Callable[[], None]]) -> Iterator[List[Any]]:
+    """``chunks``, then ``action()`` once the last one was handed over (not on failure)."""
+    if action is None:
+        return chunks
+    return _followed(chunks, action)
+
+
+def _followed(chunks: Iterator[List[Any]], action: Callable[[], None]) -> Iterator[List[Any]]:
+    try:
+        yield from chunks
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    action()
 
 
 def _decide(
@@ -250,9 +278,46 @@ def _outside_autopar() -> int:
 
 
 def _calibrated(call: Call, state: FunctionState) -> Iterator[List[Any]]:
+    """Measure on the call's own items (spread over the input where it can be sliced),
+    decide, and run the rest on the chosen kind."""
+    n_items = call.n_items
+    if (
+        call.eager
+        and call.ordered
+        and n_items is not None
+        and n_items > 2
+        and isinstance(call.items, (list, tuple, range))
+    ):
+        order = SpreadOrder(n_items, _probe_limit(call.config))
+        measured = _calibrated_in_order(call._replace(items=order.view(call.items)), state)
+        return _restored(order, measured)
+    return _calibrated_in_order(call, state)
+
+
+def _probe_limit(config: Config) -> int:
+    """The most items the probe may read."""
+    return max(64, 2 * config.max_threads)
+
+
+def _restored(order: SpreadOrder, chunks: Iterator[List[Any]]) -> Iterator[List[Any]]:
+    """The view's results back in input order, as one chunk; an error names the item by
+    its index in the input."""
+    done: List[Any] = []
+    try:
+        for chunk in chunks:
+            done.extend(chunk)
+    except BaseException as exc:
+        order.fix_error(exc, done)
+        raise
+    finally:
+        chunks.close()  # type: ignore[attr-defined]
+    yield order.restore(done)
+
+
+def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]]:
     config, n_items = call.config, call.n_items
     iterator = iter(call.items)
-    limit = max(64, 2 * config.max_threads)
+    limit = _probe_limit(config)
     probe = Probe(call.fn, iterator, call.star, limit if n_items is None else min(limit, n_items))
     t0 = time.perf_counter()
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
@@ -267,7 +332,9 @@ def _calibrated(call: Call, state: FunctionState) -> Iterator[List[Any]]:
         # With nothing left, the plan shown (and used next time) is for the whole call.
         overheads = pool_costs.current(config)
         plan = _decide(m, config, remaining or n_items, overheads, n_items or ASSUMED_LENGTH)
-        _warm_for_later(m, config, dataclasses.replace(plan, n_items=n_items), overheads)
+        warm_later = _warm_for_later(
+            m, config, dataclasses.replace(plan, n_items=n_items), overheads
+        )
         # (The probe pauses once the costs are known: items left, not items running,
         # say whether there is work to go on with while the pool starts.)
         left = not probe.exhausted and (n_items is None or probe.read < n_items)
@@ -295,7 +362,7 @@ def _calibrated(call: Call, state: FunctionState) -> Iterator[List[Any]]:
     if not finished and probe.failure is None and probe.input_error is None:
         the_rest = call._replace(config=config, items=iterator)
         rest = execute(plan, the_rest, start_index=boundary)
-    return _merge(probe, boundary, rest, call.ordered)
+    return _then(_merge(probe, boundary, rest, call.ordered), warm_later)
 
 
 def _start_processes(
@@ -305,8 +372,9 @@ def _start_processes(
 
     Starting workers takes many short steps in this process, each needing the GIL. A
     probe thread computing in Python holds the GIL for up to the switch interval (5 ms)
-    at a time, which was measured to stretch a 60 ms start to a second; so GIL-bound work
-    pauses while the pool starts, and waiting or GIL-free work goes on.
+    at a time, which stretches the start many times over; so GIL-bound work pauses while
+    the pool starts, and waiting or GIL-free work goes on
+    (tests/test_auto.py::test_work_that_waits_goes_on_while_a_cold_process_pool_starts).
     """
     if pool_costs.process_warm(config):
         return

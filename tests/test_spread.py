@@ -1,0 +1,87 @@
+"""Spread sampling: a first call measures items from the whole input, not a prefix."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from autopar import WorkerCrashedError, parallel
+from autopar._auto.spread import SpreadOrder, progressive
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 5, 8, 100, 256])
+def test_progressive_order_is_a_permutation_whose_prefixes_spread(count):
+    order = progressive(count)
+    assert sorted(order) == list(range(count))
+    if count >= 8:
+        # The first four reach every quarter of the range.
+        assert {x * 4 // count for x in order[:4]} == {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("n", [3, 10, 257, 1000])
+@pytest.mark.parametrize("spots", [1, 3, 64, 256, 5000])
+def test_view_restore_and_original_agree(n, spots):
+    order = SpreadOrder(n, spots)
+    items = [f"item{i}" for i in range(n)]
+    view = order.view(items)
+    assert sorted(view) == sorted(items)
+    assert order.restore(view) == items
+    assert [items[order.original(j)] for j in range(n)] == view
+    assert order.view(range(n)) == [int(x[4:]) for x in view]  # ranges and tuples too
+    assert order.view(tuple(items)) == view
+
+
+def test_the_view_starts_with_items_from_every_part_of_the_input():
+    order = SpreadOrder(1000, 256)
+    first = order.view(range(1000))[:16]
+    assert min(first) < 100 and max(first) > 900
+    assert len({x // 250 for x in first}) == 4  # every quarter of the input
+
+
+def _tail_waits(x):
+    # The last tenth of the input waits 10 ms an item; the rest is near-free.
+    if x >= 270:
+        time.sleep(0.01)
+    return x * x
+
+
+def test_a_costly_tail_is_measured_on_the_first_call():
+    # Read as a prefix, 64 near-free items would end the probe and plan serial for 30
+    # waits of 10 ms (0.3 s); spread, the probe meets the waits and overlaps them.
+    f = parallel(_tail_waits)
+    assert f.map(list(range(300))) == [x * x for x in range(300)]
+    plan = f.last_plan
+    assert plan.measured["wall"] > 5e-4, plan.explain()
+    assert plan.kind == "thread", plan.explain()
+
+
+def _fails_at_137(x):
+    if x == 137:
+        raise ValueError("bad item")
+    return x
+
+
+def test_an_error_names_the_item_by_its_index_in_the_input():
+    f = parallel(_fails_at_137)
+    with pytest.raises(ValueError) as info:
+        f.map(list(range(300)))
+    assert info.value.autopar_index == 137
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception notes are new in 3.11")
+def test_an_error_note_names_the_input_index():
+    f = parallel(_fails_at_137)
+    with pytest.raises(ValueError) as info:
+        f.map(list(range(300)))
+    assert any("item 137 " in note for note in info.value.__notes__), info.value.__notes__
+
+
+def test_a_crash_reports_input_indices():
+    order = SpreadOrder(10, 4)  # view: 0, 5, 2, 7, then 1, 3, 4, 6, 8, 9
+    error = WorkerCrashedError("a worker process died", items=range(5, 7))
+    error.partial_results = {7: "r"}
+    order.fix_error(error, ["a", "b", "c"])  # view 0, 1, 2 were handed back
+    assert tuple(error.items) == (3, 4)  # view 5 and 6 are input 3 and 4
+    assert error.partial_results == {0: "a", 5: "b", 2: "c", 6: "r"}
