@@ -76,7 +76,7 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
         and (why := _serial_always(memory, m, config))
     ):
         return _serial_here(call, state, memory, m, why)
-    overheads = pool_costs.current(config)
+    overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
     key = (n_items, overheads)
     with lock:
         plan = memory.plans.get(key)
@@ -133,7 +133,7 @@ def _serial_always(memory: LearnedCosts, m: cost_model.Measurements, config: Con
         known = memory.serial_always.get(key) if memory.measurements is m else None
     if known is None:
         warm = dataclasses.replace(
-            pool_costs.current(config),
+            pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall)),
             thread_start=0.0,
             threads_started=0,
             process_start=0.0,
@@ -228,7 +228,9 @@ def _decide(
     main guard is told whether processes would have sped up the call it made (the probe
     may have run most of it by now).
     """
-    overheads = overheads or pool_costs.current(config)
+    overheads = overheads or pool_costs.current(
+        config, time_threads=pool_costs.threads_in_question(m.wall)
+    )
     size = ASSUMED_LENGTH if n is None else n
     plan = cost_model.decide(m, overheads, size)
     reason = plan.reason
@@ -330,7 +332,7 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
         m = calibration.measurements(call.to_ship)
         remaining = None if n_items is None else n_items - probe.read
         # With nothing left, the plan shown (and used next time) is for the whole call.
-        overheads = pool_costs.current(config)
+        overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
         plan = _decide(m, config, remaining or n_items, overheads, n_items or ASSUMED_LENGTH)
         warm_later = _warm_for_later(
             m, config, dataclasses.replace(plan, n_items=n_items), overheads

@@ -98,6 +98,28 @@ def thread_costs() -> Dict[str, float]:
     return {"thread_start": _thread_start(), "thread_dispatch": dispatch}
 
 
+# Thread costs used until they are measured, for calls on items too cheap to hand to a
+# thread: the round trip and start seen on a 2-core Linux VM, rounded up.
+PRIOR_THREAD_DISPATCH = 5e-5
+PRIOR_THREAD_START = 1e-4
+# Items under this wall time cost less than the quickest thread hand-off CPython makes
+# (a queue put, a wake-up, a future's result): no thread count can be in question.
+NO_THREAD_HELPS = 1e-5
+
+
+def threads_in_question(wall: float) -> bool:
+    """Whether items of ``wall`` seconds could gain from threads at all."""
+    return wall >= NO_THREAD_HELPS
+
+
+def _thread_costs_or_priors() -> Dict[str, float]:
+    with _lock:
+        dispatch = _measured.get("thread_dispatch")
+    if dispatch is None:
+        return {"thread_start": PRIOR_THREAD_START, "thread_dispatch": PRIOR_THREAD_DISPATCH}
+    return {"thread_start": _thread_start(), "thread_dispatch": dispatch}
+
+
 def warm_process_pool(config: Config, workers: int, *, record_start: bool = True) -> float:
     """Start (or reuse) the process pool with every worker up; return the seconds it took.
 
@@ -163,8 +185,14 @@ def _warm_quietly(config: Config, workers: int) -> None:
 
 
 def process_warm(config: Config) -> bool:
+    """Whether a process pool fit for ``config`` is running with its workers up. (One
+    still starting in the background is not: a call planned on it would wait.)"""
     backend = registry.peek("process")
-    return backend is not None and backend.replacement(config, 1) is None
+    return (
+        backend is not None
+        and backend.replacement(config, 1) is None
+        and not registry.starting_in_background()
+    )
 
 
 def cluster_costs(config: Config) -> Tuple[int, float]:
@@ -191,9 +219,14 @@ def cluster_costs(config: Config) -> Tuple[int, float]:
     return found
 
 
-def current(config: Config) -> Overheads:
-    """The overheads a decision should use now (cold start is 0 when a pool is running)."""
-    threads = thread_costs()
+def current(config: Config, *, time_threads: bool = True) -> Overheads:
+    """The overheads a decision should use now (cold start is 0 when a pool is running).
+
+    ``time_threads=False``: priors stand in for thread costs not yet measured, for items
+    too cheap for any thread hand-off (see threads_in_question), so that a first call
+    on near-free items does not pay milliseconds to time thread starts.
+    """
+    threads = thread_costs() if time_threads else _thread_costs_or_priors()
     cluster_threads, cluster_dispatch = cluster_costs(config)
     thread_backend = registry.peek("thread")
     started = getattr(thread_backend, "started_threads", 0)
