@@ -21,7 +21,7 @@ from autopar._auto import pool_costs
 from autopar._execute import registry
 from autopar._execute.backends import dask as dask_backend
 from autopar.errors import PicklingFailedError, WorkerCrashedError
-from tests import dask_helpers, helpers
+from tests import helpers
 from tests.conftest import run_python
 
 
@@ -119,7 +119,7 @@ def test_unpicklable_item_is_named_by_index(active):
 
 
 def test_nested_call_inside_a_task_runs_serially(active):
-    f = parallel(kind="dask")(dask_helpers.outer_sum)
+    f = parallel(kind="dask")(helpers.outer_sum)
     assert f.map([4]) == [(0 + 1 + 4 + 9, "serial")]
 
 
@@ -220,13 +220,13 @@ def test_measure_dispatch_returns_seconds_per_task(client):
 
 # Last: these kill worker processes, which the nannies restart (worker_pids waits for them).
 def test_a_worker_that_dies_once_is_retried(active, tmp_path):
-    f = parallel(kind="dask")(dask_helpers.die_once)
+    f = parallel(kind="dask")(helpers.die_once)
     assert f.map([str(tmp_path / "died")]) == ["survived"]
     worker_pids(active)
 
 
 def test_a_task_that_keeps_killing_workers_is_reported(active):
-    f = parallel(kind="dask", chunksize=2)(dask_helpers.die_always)
+    f = parallel(kind="dask", chunksize=2)(helpers.die_always)
     with pytest.raises(WorkerCrashedError, match=r"dask gave up on items 0\.\.1") as info:
         f.map(range(2))
     assert info.value.items == range(0, 2)

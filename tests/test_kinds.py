@@ -9,7 +9,7 @@ import pytest
 
 import autopar
 from autopar import parallel
-from tests import auto_helpers, helpers
+from tests import helpers
 
 KINDS = ["serial", "thread", "process", "auto"]
 
@@ -83,10 +83,10 @@ def test_thread_kind_runs_in_other_threads_and_honours_workers():
 
 def test_thread_kind_runs_at_most_workers_chunks_at_once():
     # One chunk per worker is queued ahead; queued chunks must not run concurrently.
-    auto_helpers.reset_peak()
-    f = parallel(kind="thread", workers=3, chunksize=1)(auto_helpers.nap)
+    helpers.reset_peak()
+    f = parallel(kind="thread", workers=3, chunksize=1)(helpers.nap)
     assert f.map([0.02] * 24) == [0.02] * 24
-    assert auto_helpers.peak == 3
+    assert helpers.peak == 3
 
 
 def test_serial_kind_runs_in_the_caller_thread():
@@ -217,3 +217,12 @@ def test_main_guard_detection(tmp_path, monkeypatch, source, clean):
     assert main_guard.processes_start_cleanly("fork") is True
     del main.__file__  # a REPL or notebook: workers import no script
     assert main_guard.processes_start_cleanly("spawn") is True
+
+
+def test_every_module_the_forkserver_preloads_imports():
+    import importlib
+
+    from autopar._execute.backends import process
+
+    for name in process.FORKSERVER_PRELOAD:
+        importlib.import_module(name)

@@ -42,7 +42,36 @@ def test_cheap_items_are_not_read_around():
     assert clock.mark is None  # the next item has no start reading: nothing to add
     assert clock.after_item(1.0) == 0.0
     assert (clock.mark is not None) == READS  # ... but it marks the one after a dear one
-    assert clock.after_item(1.0) >= 0.0
+
+
+class _ScriptedClock(queued_time.QueueClock):
+    """A clock whose readings (seconds queued so far) are given, not read from /proc."""
+
+    def __init__(self, *readings):
+        self._readings = list(readings)
+        self._fd = -1  # (never used: _read is scripted)
+        self.mark = self._read()
+
+    def _read(self):
+        return self._readings.pop(0)
+
+    def close(self):
+        self._fd = None
+
+    __del__ = close
+
+
+def test_a_dear_item_counts_the_wait_between_the_readings_around_it():
+    clock = _ScriptedClock(2.0, 2.25, 2.25, 2.0, None, 3.0)
+    assert clock.after_item(1.0) == 0.25  # queued a quarter second during the item
+    assert clock.after_item(1.0) == 0.0  # no wait this time
+    assert clock.after_item(1.0) == 0.0  # a reading that went back counts nothing
+    assert clock.after_item(1.0) == 0.0  # a failed reading counts nothing ...
+    assert clock.mark is None
+    assert clock.after_item(1.0) == 0.0  # ... nor does the item after it, which it began
+    assert clock.mark == 3.0
+    assert clock.after_item(1e-6) == 0.0  # a cheap item: no reading taken
+    assert clock.mark is None and clock._readings == []
 
 
 def test_each_thread_has_its_own_clock_kept_between_calls():

@@ -127,8 +127,8 @@ def test_a_process_worker_loads_only_the_worker_code():
     proc = run_python(
         """
         import sys, autopar._execute.worker
-        loaded = [m for m in ("wrapt", "logging", "autopar.decorator", "autopar._pools")
-                  if m in sys.modules]
+        loaded = [m for m in ("wrapt", "logging", "autopar.decorator", "autopar._auto",
+                              "autopar._execute.registry") if m in sys.modules]
         print(loaded)
         """
     )

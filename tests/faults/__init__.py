@@ -1,4 +1,10 @@
-"""Fault scenarios: each runs in a fresh interpreter under a hard time bound."""
+"""Failure tests: crashes, exceptions, Ctrl-C, timeouts, exits, streaming, nesting.
+
+Each module's docstring says which failure it causes and what must hold afterwards. Most
+run their code in a fresh interpreter (``script``) under a hard time bound, so that a hang
+or a crash fails the test instead of the test run; the functions sent to workers live in
+``tests/helpers.py``.
+"""
 
 from __future__ import annotations
 

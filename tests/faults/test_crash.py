@@ -1,4 +1,10 @@
-"""Scenario 1: a process worker dies mid-task."""
+"""A process worker dies in the middle of a call: ``os._exit``, SIGKILL, a segfault.
+
+Must hold: the call raises WorkerCrashedError within seconds, naming the item that died
+among the lost ones and keeping every finished result in ``partial_results`` (each item
+read from the input is one or the other, never both); imap hands out what finished before
+the crash; the broken pool is replaced, so the next call works.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,9 @@ CRASH = """
 import time
 import autopar
 from autopar import WorkerCrashedError, parallel
-from tests.faults import funcs
+from tests import helpers
 
-f = parallel(kind="process", workers=2)(funcs.die_on_{how})
+f = parallel(kind="process", workers=2)(helpers.die_on_{how})
 t0 = time.monotonic()
 try:
     f.map(range(40), chunksize=2)
@@ -32,7 +38,7 @@ assert not set(err.items) & set(err.partial_results)
 seen = set(err.items) | set(err.partial_results)
 assert seen == set(range(max(seen) + 1)), (err.items, sorted(err.partial_results))
 # The broken pool is replaced: the next call works.
-g = parallel(kind="process", workers=2)(funcs.square)
+g = parallel(kind="process", workers=2)(helpers.square)
 assert g.map(range(10)) == [x * x for x in range(10)]
 print("ok")
 """
@@ -47,9 +53,9 @@ def test_crash_in_imap_names_in_flight_items_and_keeps_unconsumed_results():
     out = script(
         """
         from autopar import WorkerCrashedError, parallel
-        from tests.faults import funcs
+        from tests import helpers
 
-        f = parallel(kind="process", workers=2)(funcs.die_on_exit)
+        f = parallel(kind="process", workers=2)(helpers.die_on_exit)
         got = []
         try:
             for r in f.imap(range(40), chunksize=2):

@@ -1,4 +1,12 @@
-"""Scenarios 2 and 3: exceptions in the function, and what cannot be pickled."""
+"""The function raises, or a value cannot cross the boundary to or from a process worker.
+
+Must hold: the user's exception keeps its type, gains its item index (``autopar_index``,
+and a note on Python 3.11+) and keeps the worker-side traceback; items still pending are
+cancelled; an exception that cannot be pickled back becomes a RemoteError with its type
+name and text; an item or result that cannot be pickled, or an item that cannot be
+unpickled in the worker, is a PicklingFailedError naming its index, and the pool still
+works after it; lambdas, closures and functions of ``__main__`` run in processes.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +21,9 @@ def test_exception_keeps_type_index_and_worker_traceback(kind):
         f"""
         import sys, traceback
         from autopar import parallel
-        from tests.faults import funcs
+        from tests import helpers
 
-        f = parallel(kind="{kind}", workers=2)(funcs.fail_on_three)
+        f = parallel(kind="{kind}", workers=2)(helpers.fail_on_three)
         try:
             f.map(range(20), chunksize=2)
         except ValueError as exc:
@@ -38,15 +46,17 @@ def test_pending_items_are_cancelled_after_an_exception(kind):
         f"""
         import time
         from autopar import parallel
-        from tests.faults import funcs
+        from tests import helpers
 
-        f = parallel(kind="{kind}", workers=2)(funcs.slow_or_raise)
+        f = parallel(kind="{kind}", workers=2)(helpers.slow_or_raise)
         items = [(0, "raise", 0.0)] + [(i, "ok", 0.05) for i in range(1, 200)]
         t0 = time.monotonic()
         try:
             f.map(items, chunksize=1)
         except KeyError as exc:
             assert exc.autopar_index == 0
+        else:
+            raise SystemExit("no error")
         # 199 items of 50 ms on 2 workers take 5 s; cancelled, only the few in flight run.
         assert time.monotonic() - t0 < 3, time.monotonic() - t0
         print("ok")
@@ -60,11 +70,11 @@ def test_exception_that_cannot_come_back_is_a_remote_error_with_its_text():
         """
         import traceback
         from autopar import RemoteError, parallel
-        from tests.faults import funcs
+        from tests import helpers
 
         for fn, name, text in [
-            (funcs.raise_unpicklable, "Unpicklable", "cannot ship item 4"),
-            (funcs.raise_needs_two, "NeedsTwo", "first and 4"),
+            (helpers.raise_unpicklable, "Unpicklable", "cannot ship item 4"),
+            (helpers.raise_needs_two, "NeedsTwo", "first and 4"),
         ]:
             try:
                 parallel(kind="process")(fn).map([4, 5])
@@ -73,6 +83,8 @@ def test_exception_that_cannot_come_back_is_a_remote_error_with_its_text():
                 assert exc.autopar_index == 0
                 tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
                 assert f"in {fn.__name__}" in tb, tb
+            else:
+                raise SystemExit(f"no error from {fn.__name__}")
         print("ok")
         """
     )
@@ -110,20 +122,24 @@ def test_unpicklable_item_or_result_is_a_pickling_error_naming_the_index():
         """
         import threading, time
         from autopar import PicklingFailedError, parallel
-        from tests.faults import funcs
+        from tests import helpers
 
         t0 = time.monotonic()
-        f = parallel(kind="process", workers=2)(funcs.identity)
+        f = parallel(kind="process", workers=2)(helpers.identity)
         try:
             f.map([1, 2, threading.Lock(), 4], chunksize=1)
         except PicklingFailedError as exc:
             assert exc.index == 2 and "item 2" in str(exc) and "pickle" in str(exc), str(exc)
-        g = parallel(kind="process", workers=2)(funcs.lock_for)
+        else:
+            raise SystemExit("no error for the item")
+        g = parallel(kind="process", workers=2)(helpers.lock_for)
         try:
             g.map(range(5), chunksize=1)
         except PicklingFailedError as exc:
             assert exc.index == 2 and "item 2" in str(exc) and "pickle" in str(exc), str(exc)
             assert exc.autopar_index == 2
+        else:
+            raise SystemExit("no error for the result")
         assert isinstance(PicklingFailedError("x"), TypeError)
         assert time.monotonic() - t0 < 20
         assert f.map(range(3)) == [0, 1, 2]  # the pool still works
@@ -137,12 +153,14 @@ def test_item_that_pickles_but_cannot_be_unpickled_is_a_pickling_error():
     out = script(
         """
         from autopar import PicklingFailedError, parallel
-        from tests.faults import funcs
+        from tests import helpers
 
         try:
-            parallel(kind="process")(funcs.identity).map([1, funcs.BadReduce(), 3], chunksize=1)
+            parallel(kind="process")(helpers.identity).map([1, helpers.BadReduce(), 3], chunksize=1)
         except PicklingFailedError as exc:
             assert exc.index == 1 and "item 1" in str(exc), str(exc)
+        else:
+            raise SystemExit("no error")
         print("ok")
         """
     )

@@ -1,4 +1,9 @@
-"""Scenario 5: Ctrl-C during a map."""
+"""Ctrl-C during a map: SIGINT to the script's whole process group, as a terminal sends
+it, on process and thread pools and while kind="auto" measures in the calling thread.
+
+Must hold: KeyboardInterrupt reaches the caller within seconds, no worker process
+outlives it, nothing is written to stderr, and the next call on the same function works.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +24,9 @@ import multiprocessing, os, signal, time
 # and Python then installs no KeyboardInterrupt handler: restore the terminal's default.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from autopar import parallel
-from tests.faults import funcs
+from tests import helpers
 
-f = parallel(kind="{kind}", workers=2)(funcs.nap_pid)
+f = parallel(kind="{kind}", workers=2)(helpers.nap_pid)
 before = set(f.map([0.3, 0.3], chunksize=1))  # starts both workers; these are their PIDs
 print("running", flush=True)
 t0 = time.monotonic()
@@ -87,9 +92,9 @@ INTERRUPTED_WHILE_MEASURING = """
 import signal, time
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from autopar import parallel
-from tests.faults import funcs
+from tests import helpers
 
-f = parallel(funcs.nap_pid)  # kind="auto", never called: its first items run in this thread
+f = parallel(helpers.nap_pid)  # kind="auto", never called: its first items run in this thread
 print("running", flush=True)
 t0 = time.monotonic()
 try:

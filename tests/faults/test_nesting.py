@@ -1,4 +1,10 @@
-"""Scenario 4: nested calls, and numeric libraries' threads inside process workers."""
+"""A decorated function called from inside a worker, and numeric libraries' threads
+inside process workers.
+
+Must hold: the nested call runs serially in the worker that made it (same process and
+thread, no new pool); process workers get one BLAS/OpenMP thread each unless the user set
+the variable, whose value they then keep.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,9 @@ def test_nested_call_in_a_process_worker_runs_serially_in_that_worker():
     out = script(
         """
         import multiprocessing, os
-        from tests.faults import funcs
+        from tests import helpers
 
-        results = funcs.outer_process.map([3, 4, 5, 6], chunksize=1)
+        results = helpers.outer_process.map([3, 4, 5, 6], chunksize=1)
         outer_pids = set()
         for pid, inner, kind in results:
             assert kind == "serial", kind
@@ -29,9 +35,9 @@ def test_nested_call_in_a_thread_worker_runs_serially_in_that_thread():
     out = script(
         """
         import multiprocessing, os, threading
-        from tests.faults import funcs
+        from tests import helpers
 
-        for pid, tid, inner, kind in funcs.outer_thread.map([3, 4, 5, 6], chunksize=1):
+        for pid, tid, inner, kind in helpers.outer_thread.map([3, 4, 5, 6], chunksize=1):
             assert kind == "serial", kind
             assert pid == os.getpid() and tid != threading.get_ident()
             assert set(inner) == {(pid, tid)}  # in the outer worker's own thread
@@ -49,8 +55,8 @@ def test_process_workers_get_one_blas_thread_unless_the_user_set_it():
             if os.environ.get(var) == "unset":
                 del os.environ[var]
         from autopar import parallel
-        from tests.faults import funcs
-        print(parallel(kind="process", workers=2)(funcs.blas_env).map(range(2))[0])
+        from tests import helpers
+        print(parallel(kind="process", workers=2)(helpers.blas_env).map(range(2))[0])
         """
     unset = dict.fromkeys(["OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"], "unset")
     out = script(code, env=unset)

@@ -1,4 +1,10 @@
-"""Scenario 7: imap streams: bounded items in flight, input read just ahead, memory flat."""
+"""imap over large or endless input.
+
+Must hold: the input is read only a bounded distance ahead of the caller's loop (a few
+chunks of at most chunking.MAX_ADAPTIVE_CHUNK items), and while a gigabyte or more of
+blobs passes through, peak memory stays flat (chunks stop growing at
+chunking.MAX_CHUNK_BYTES).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ resource = pytest.importorskip("resource")  # POSIX: peak RSS of the script itse
 GIGABYTES = """
 import resource, sys
 from autopar import parallel
-from tests.faults import funcs
+from tests import helpers
 
 MiB = 2**20
 SCALE = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, else KiB
@@ -26,7 +32,7 @@ def blobs(n):
 def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * SCALE
 
-f = parallel(kind="{kind}", workers=2)(funcs.identity)  # blobs go there and back
+f = parallel(kind="{kind}", workers=2)(helpers.identity)  # blobs go there and back
 list(f.imap(blobs(8)))  # the pool is up before the baseline is taken
 base, consumed, ahead = peak(), 0, 0
 for blob in f.imap(blobs({count})):
@@ -57,7 +63,7 @@ def test_imap_over_an_infinite_generator_reads_a_bounded_distance_ahead(kind):
         import itertools
         from autopar import parallel
         from autopar._execute import chunking
-        from tests.faults import funcs
+        from tests import helpers
 
         read = 0
         def numbers():
@@ -66,7 +72,7 @@ def test_imap_over_an_infinite_generator_reads_a_bounded_distance_ahead(kind):
                 read += 1
                 yield i
 
-        it = parallel(kind="{kind}", workers=2)(funcs.square).imap(numbers())
+        it = parallel(kind="{kind}", workers=2)(helpers.square).imap(numbers())
         for i, r in enumerate(it):
             assert r == i * i
             # In flight: at most 2 x workers chunks (process pools keep one more queued per

@@ -1,4 +1,9 @@
-"""Property: random mixes of raising and slow items, on every kind, behave like serial."""
+"""A property test: random mixes of raising and slow items, on every kind.
+
+Must hold: map and imap give exactly what a serial run gives (the results, or the first
+raising item's KeyError with that item's index); imap_unordered gives the same results
+in some order, or a KeyError whose index points at an item that raises.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autopar import parallel
-from tests.faults import funcs
+from tests import helpers
 
 spec = st.tuples(
     st.integers(-1000, 1000),
@@ -30,7 +35,7 @@ def serial_outcome(specs: list[tuple[int, str, float]]) -> Any:
     for i, s in enumerate(specs):
         if s[1] == "raise":
             return KeyError, i, str(KeyError(s[0]))
-    return [funcs.slow_or_raise(s) for s in specs]
+    return [helpers.slow_or_raise(s) for s in specs]
 
 
 @STRESS
@@ -41,7 +46,7 @@ def serial_outcome(specs: list[tuple[int, str, float]]) -> Any:
     chunksize=st.one_of(st.none(), st.integers(1, 7)),
 )
 def test_raising_and_slow_items_behave_like_the_serial_run(specs, kind, workers, chunksize):
-    f = parallel(kind=kind, workers=workers)(funcs.slow_or_raise)
+    f = parallel(kind=kind, workers=workers)(helpers.slow_or_raise)
     expected = serial_outcome(specs)
     assert outcome(lambda: f.map(specs, chunksize=chunksize)) == expected
     assert outcome(lambda: list(f.imap(iter(specs), chunksize=chunksize))) == expected

@@ -1,4 +1,10 @@
-"""Scenario 6: timeout= on the decorator, on the call, and from AUTOPAR_TIMEOUT."""
+"""A call with an item stuck for minutes, with timeout= on the decorator, on the call, or
+from AUTOPAR_TIMEOUT; and imap's timeout.
+
+Must hold: AutoparTimeoutError (also a TimeoutError) within seconds; the pool holding the
+stuck worker is replaced, and a stuck process is killed; the call's own timeout wins over
+the decorator's; imap's timeout covers the whole call, after some results were handed out.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,10 @@ TIMEOUT = """
 import os, time
 from autopar import AutoparTimeoutError, parallel
 from autopar._execute import registry
-from tests.faults import funcs
+from tests import helpers
 
 KIND = "{kind}"
-pids = parallel(kind="process", workers=2)(funcs.nap_pid)
+pids = parallel(kind="process", workers=2)(helpers.nap_pid)
 
 
 def times_out(call):
@@ -37,10 +43,10 @@ def times_out(call):
 
 
 # On the decorator, on the call, from the environment.
-f = parallel(kind=KIND, workers=2, timeout=0.5)(funcs.stuck)
+f = parallel(kind=KIND, workers=2, timeout=0.5)(helpers.stuck)
 times_out(lambda: f.map(range(8), chunksize=1))
 assert f.map(range(1, 5), timeout=30) == [1, 2, 3, 4]  # the call's own timeout wins
-g = parallel(kind=KIND, workers=2)(funcs.stuck)
+g = parallel(kind=KIND, workers=2)(helpers.stuck)
 times_out(lambda: g.map(range(8), chunksize=1, timeout=0.5))
 os.environ["AUTOPAR_TIMEOUT"] = "0.5"
 times_out(lambda: g.map(range(8), chunksize=1))
@@ -60,9 +66,9 @@ def test_imap_timeout_covers_the_whole_call():
         """
         import time
         from autopar import AutoparTimeoutError, parallel
-        from tests.faults import funcs
+        from tests import helpers
 
-        f = parallel(kind="thread", workers=2)(funcs.nap)
+        f = parallel(kind="thread", workers=2)(helpers.nap)
         got = []
         t0 = time.monotonic()
         try:
