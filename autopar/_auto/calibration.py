@@ -32,6 +32,7 @@ from .._config import Config, cpu_count
 from .._execute.worker import dumps
 from ..errors import AutoparTimeoutError
 from . import cost_model
+from .pool_costs import NO_THREAD_HELPS
 from .probe import Probe
 
 CHECK_INTERVAL = 0.001  # seconds between calibration's checks of the probe
@@ -215,6 +216,9 @@ class Calibration:
             # seem like waiting: tests/test_auto.py::
             # test_computing_items_on_a_busy_machine_are_not_taken_for_waiting_ones.)
             idle_items = idle_items and _idle(done)
+        # (Items cheaper than a thread hand-off do not wait in any way threads could
+        # overlap: their CPU clocks read near zero from timer resolution alone.)
+        idle_items = idle_items and mean >= NO_THREAD_HELPS
         if idle_items and max(rate, _due_rate(done[-RECENT:], running, workers)) < WAITING_RATE:
             # Waiting: quadruple the threads (1, 4, 16, 64, 128: the cap in four checks).
             if workers < self.config.max_threads:
@@ -333,6 +337,10 @@ def measure(
         # sleep: tests/test_auto.py::
         # test_many_waiting_threads_busy_with_hand_offs_do_not_make_items_look_cheap.)
         wall = max(cpu, wall * min(1.0, rate) / threads)
+    if wall < NO_THREAD_HELPS:
+        # Near-free items: their CPU clock reads are timer resolution, not a share of
+        # waiting. Counted as computing, so that no thread count is planned on noise.
+        cpu = wall
     picklable, ship_caller, ship_worker = _ship_costs(to_ship, probe.example)
     # The thread speed-up: the CPU rate two threads reached over one thread's (the GIL
     # holds it near 1). Per-item CPU clocks cannot tell: a thread waiting for the GIL
@@ -376,7 +384,7 @@ def _pickle_cost(value: Any) -> Tuple[float, float, int]:
     A large flat buffer (bytes, bytearray, a numpy array) is priced by its size, at a rate
     measured once per program: pickling such an item just to price it can cost more than
     a cheap function's whole call (the "len_1mib" workload in benchmarks/workloads.py;
-    tests/test_calibrate.py::test_large_flat_buffers_are_priced_by_size_without_pickling).
+    tests/test_calibration.py::test_large_flat_buffers_are_priced_by_size_without_pickling).
     """
     try:
         size = memoryview(value).nbytes

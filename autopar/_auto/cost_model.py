@@ -100,7 +100,7 @@ def chunk_for(wall: float, dispatch: float, n: int, workers: int) -> int:
     workers may need, so a few items a chunk beat one, and 8 chunks a worker still
     balance costs that grow along the input, which a floor of 4 a worker balances worse
     (the "cpu_2ms", "growing" and "medium" rows of benchmarks/RESULTS.md;
-    tests/test_cost.py::test_process_chunks_hide_dispatch_but_keep_balance). At most
+    tests/test_cost_model.py::test_process_chunks_hide_dispatch_but_keep_balance). At most
     n / (4 * workers), multiprocessing.Pool's rule, so a slow chunk near the end leaves
     little to wait for.
     """
@@ -244,7 +244,7 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
     """Why each other kind lost, one clause per kind: a single blanket reason ("too
     cheap") would mislead where a kind lost for its own reason, as processes left out of
     a script with no main guard
-    (tests/test_cost.py::test_serial_reasons_name_what_each_other_kind_lost_to)."""
+    (tests/test_cost_model.py::test_serial_reasons_name_what_each_other_kind_lost_to)."""
     if len(options) == 1:
         # (A first call's plan covers what its probe left: at times a single item.)
         return "one item: nothing to run beside it" if n <= 1 else "no other kind allowed"

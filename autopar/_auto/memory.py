@@ -28,6 +28,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("autopar")
 
+# Calls predicted to take longer than this take the planner's path, which can re-plan
+# between slices of work (autopar._auto.replan.SLICE), instead of the fast path.
+FAST_PATH_WORK = 0.01
+# A whole call whose cost per item is outside this factor of what was learned replaces it.
+LEARN_BAND = 2.0
 DRIFT = 4.0  # observed/remembered per-item cost beyond which the learned costs are stale
 
 # lock guards FunctionState.learned of every function, LearnedCosts' fields, and _learned.
@@ -82,6 +87,23 @@ def keep(fn: Callable[..., Any], state: FunctionState, m: cost_model.Measurement
         with contextlib.suppress(TypeError):  # (see learned_about)
             _learned[fn] = learned
     return learned
+
+
+def learn_from_call(learned: LearnedCosts, observed: Optional[cost_model.Measurements]) -> None:
+    """After a call ran to its end: remember its whole cost per item where it left the
+    band around what was learned (hysteresis: a call like the last gets the same plan,
+    and one noisy chunk cannot move what later calls plan on)."""
+    if observed is None:
+        return
+    with lock:
+        m = learned.measurements
+        ratio = observed.wall / max(m.wall, 1e-9)
+        if 1 / LEARN_BAND <= ratio <= LEARN_BAND:
+            return
+        learned.measurements = dataclasses.replace(m, wall=observed.wall, cpu=observed.cpu)
+        learned.plans = {}
+        learned.serial_always = {}
+    log.debug("autopar: a whole call cost %.1fx what was learned; remembering it", ratio)
 
 
 def forget(fn: Callable[..., Any]) -> None:
@@ -142,6 +164,8 @@ class SerialFastPath:
         ):
             return None
         n = len(items)
+        if n * self.per_item > FAST_PATH_WORK:
+            return None  # long enough to run in watched slices (the planner's serial path)
         plan = memory.plans.get((n, None))  # (cached by the planner's serial path for this size)
         if plan is None:
             return None

@@ -8,8 +8,9 @@ First call of a function (or after its cost drifted):
       -> processes chosen and the pool is cold: the probe keeps working while it starts
       -> the rest of the input runs on the chosen pool; output merges both, in order
 
-Later calls decide from the remembered Measurements without probing, and watch each
-chunk's cost: a drift beyond DRIFT marks the memory stale, so the next call re-probes.
+Later calls decide from the remembered Measurements without probing. Every plan's chunks
+are watched (autopar._auto.replan): items far from the costs planned on re-plan the rest
+of the call, and a whole call far from what was learned is remembered instead.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ from .._execute.executor import Call, execute, run_inline, unchunked
 from .._execute.worker import ChunkResult
 from ..errors import AutoparTimeoutError
 from ..plan import Plan
-from . import cost_model, pool_costs
+from . import cost_model, pool_costs, replan
 from . import memory as learned_costs
 from .calibration import WAITING_RATE, Calibration
-from .memory import DRIFT, LearnedCosts, check_drift, lock, open_fast_path, remember_plan
+from .memory import LearnedCosts, check_drift, lock, open_fast_path, remember_plan
 from .probe import Probe
+from .replan import ASSUMED_LENGTH
 from .spread import SpreadOrder
 
 if TYPE_CHECKING:
@@ -42,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("autopar")
 
 POLL = 0.001  # seconds between the caller's checks on a pool that is starting
-ASSUMED_LENGTH = 10_000  # items assumed for input of unknown length (imap on a generator)
 
 
 def start(call: Call, state: FunctionState) -> Iterator[List[Any]]:
@@ -89,34 +90,46 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
         warm_later = None
     state.last_plan = plan
     log.debug("autopar: %s: %s", call.name, plan.reason)
-    # Threads that compute share cores (and maybe the GIL), which stretches their wall
-    # time by up to the thread count; waiting threads do not stretch each other.
-    computing_threads = plan.kind == "thread" and m.cpu_fraction >= WAITING_RATE
-    stretch = DRIFT * (plan.workers if computing_threads else 1)
-    n = ASSUMED_LENGTH if n_items is None else n_items
+    chunks = _watched(call, state, memory, plan, m)
+    return _then(chunks, warm_later)
 
-    def on_chunk(result: ChunkResult, count: int) -> None:
-        done = len(result.results)
-        if done == 0 or result.wall < 1e-4 or memory.stale:
-            return
-        wall, cpu = result.wall / done, result.cpu / done
-        ratio = wall / max(m.wall, 1e-9)
-        if 1 / DRIFT <= ratio <= stretch:
-            return
-        # Far off: would the observed cost change the choice? (Tiny items vary wildly in
-        # relative terms and change nothing.) Computing threads: CPU time is the solo cost.
-        seen = dataclasses.replace(m, wall=max(cpu if computing_threads else wall, 1e-9), cpu=cpu)
-        again = cost_model.decide(seen, overheads, n)
-        with lock:
-            if again.kind != plan.kind or not 0.5 <= again.workers / plan.workers <= 2:
-                log.debug("autopar: cost drifted %.1fx; re-measuring on the next call", ratio)
-                memory.stale = True
-            elif memory.measurements is m:
-                # Same choice: keep the observed cost, so the next call needs no re-check.
-                memory.measurements = seen
-                memory.serial_always = {}  # (verdicts on the old costs, maybe shared)
 
-    return _then(execute(plan, call, on_chunk=on_chunk), warm_later)
+def _watched(
+    call: Call,
+    state: FunctionState,
+    memory: LearnedCosts,
+    plan: Plan,
+    m: cost_model.Measurements,
+    start_index: int = 0,
+) -> Iterator[List[Any]]:
+    """Run the call's items from ``start_index`` on ``plan``, re-planning the rest when
+    they cost far from ``m``; the whole call's cost is remembered for later calls."""
+    config = call.config
+
+    def replanned(new: Plan) -> None:
+        state.last_plan = new
+        log.debug("autopar: %s -> %s", call.name, new)
+
+    def settle(new: Plan) -> Plan:
+        chunksize = new.chunksize if call.n_items is not None else None
+        return dataclasses.replace(
+            new,
+            workers=config.workers or new.workers,
+            chunksize=config.chunksize or chunksize,
+        )
+
+    def ended(watches: List[replan.Watch]) -> None:
+        learned_costs.learn_from_call(memory, replan.whole_call(watches))
+
+    return replan.run_watched(
+        call,
+        plan,
+        m,
+        start_index=start_index,
+        on_replan=replanned,
+        on_end=ended,
+        settle=settle,
+    )
 
 
 def _serial_always(memory: LearnedCosts, m: cost_model.Measurements, config: Config) -> str:
@@ -155,12 +168,19 @@ def _serial_here(
     The general path has a fixed cost per call (the cost model, a pool lease, a future
     per chunk) that exceeds the whole work of a hundred cheap items; this path skips it
     (the "auto later" column of the "square" row in benchmarks/RESULTS.md). The whole
-    call is timed, so a drift in cost still sends the next call back to measuring.
+    call is timed, so a drift in cost still sends the next call back to measuring. A
+    call predicted to take longer than a few slices runs in slices instead, watched
+    (autopar._auto.replan): its items may not be the cheap ones remembered.
     """
     n = call.n_items or 0
+    reason = f"{why} (remembered from an earlier call)"
+    if n * m.wall > 2 * replan.SLICE:
+        sliced = Plan("serial", 1, None, reason, n)
+        state.last_plan = sliced
+        return _watched(call, state, memory, sliced, m)
     plan = memory.plans.get((n, None))  # (a dict read is atomic; a race plans twice)
     if plan is None:
-        plan = Plan("serial", 1, max(1, n), f"{why} (remembered from an earlier call)", n)
+        plan = Plan("serial", 1, max(1, n), reason, n)
         remember_plan(memory, (n, None), plan)
     state.last_plan = plan
 
@@ -346,7 +366,7 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
     except BaseException:
         probe.stop(abandon=True)
         raise
-    learned_costs.keep(call.fn, state, m)
+    memory = learned_costs.keep(call.fn, state, m)
     # (The caller may have gone on running its own slow item long after that.)
     spent = calibration.known_after or time.perf_counter() - t0
     finished = probe.exhausted or (n_items is not None and boundary >= n_items)
@@ -363,7 +383,7 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
     rest: Optional[Iterator[List[Any]]] = None
     if not finished and probe.failure is None and probe.input_error is None:
         the_rest = call._replace(config=config, items=iterator)
-        rest = execute(plan, the_rest, start_index=boundary)
+        rest = _watched(the_rest, state, memory, plan, m, start_index=boundary)
     return _then(_merge(probe, boundary, rest, call.ordered), warm_later)
 
 

@@ -23,7 +23,7 @@ from typing import Optional
 # The clock is read after items at least this long (and before a call's first item, when
 # no other thread waits): a read gives up the GIL, which a watcher thread waiting for it
 # then holds a while, far longer than a cheap item
-# (tests/test_runqueue.py::test_cheap_items_are_not_read_around).
+# (tests/test_queued_time.py::test_cheap_items_are_not_read_around).
 COSTLY_ITEM = 50e-6
 
 

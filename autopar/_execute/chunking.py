@@ -18,6 +18,8 @@ from .worker import ChunkResult
 # until a chunk takes this long, so per-chunk hand-off stays a small share of the work.
 TARGET_CHUNK_SECONDS = 0.005
 MAX_ADAPTIVE_CHUNK = 4096
+# ... and halve once a chunk runs this many times longer than that.
+SHRINK_AFTER = 8
 # ... and stop growing before a chunk's items or results pass this many bytes, so that
 # streaming large items (imap over a generator of 1 MiB blobs) keeps memory flat: with
 # ``window`` chunks in flight, about window x 4 MiB of items and as much of results. A
@@ -95,11 +97,13 @@ class Chunker:
             self.size = max(1, self.size // 2)
 
     def observe(self, result: ChunkResult, count: int) -> None:
-        """Grow an adaptive chunk size while chunks are cheap next to their hand-off."""
+        """Grow an adaptive chunk size while chunks are cheap next to their hand-off;
+        halve it when a chunk held too many bytes or ran far past the target (items
+        grew costlier: a chunk is also how often a watcher of the run learns of it)."""
         if not self.adaptive:
             return
         nbytes = _footprint(result.results)
-        if nbytes > MAX_CHUNK_BYTES:
+        if nbytes > MAX_CHUNK_BYTES or result.wall > SHRINK_AFTER * TARGET_CHUNK_SECONDS:
             self.size = max(1, self.size // 2)
         elif (
             self._roomy

@@ -48,14 +48,19 @@ def execute(
     *,
     start_index: int = 0,
     on_chunk: Optional[Callable[[ChunkResult, int], None]] = None,
+    stop_after: Optional[Callable[[], bool]] = None,
 ) -> Iterator[List[Any]]:
     """Run ``plan`` over the call's items on the program-wide pool of its kind, by chunks.
 
     ``start_index`` is the index of the first item in ``call.items`` (auto's calibration
     may have run those before it). ``on_chunk(result, items)`` sees every chunk's timing.
+    ``stop_after()``, asked before each chunk is handed out, ends the run early once it
+    is true: chunks already handed out finish and come back, the rest of the input stays
+    unread in ``call.items`` (an iterator) for whoever runs it next. With it, a serial
+    plan runs in chunks of ``plan.chunksize`` too, so that it can be asked.
     """
     config = call.config
-    if registry.backend_class(plan.kind).inline and unchunked(call):
+    if registry.backend_class(plan.kind).inline and unchunked(call) and stop_after is None:
         return run_inline(call.fn, call.items, star=call.star, start=start_index, on_chunk=on_chunk)
     backend = registry.acquire(plan.kind, config, plan.workers)  # PoolRun releases it
     run = PoolRun(
@@ -71,6 +76,7 @@ def execute(
         star=call.star,
         timeout=config.timeout,
         on_chunk=on_chunk,
+        stop_after=stop_after,
     )
     return run.ordered() if call.ordered else run.unordered()
 

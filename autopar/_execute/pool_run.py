@@ -57,6 +57,7 @@ class PoolRun:
         star: bool,
         timeout: Optional[float],
         on_chunk: Optional[Callable[[ChunkResult, int], None]] = None,
+        stop_after: Optional[Callable[[], bool]] = None,
     ) -> None:
         # First, so that a failing prepare() below still hands the pool back.
         self.release = weakref.finalize(self, registry.release, backend)
@@ -69,12 +70,15 @@ class PoolRun:
         self.timeout = timeout
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.on_chunk = on_chunk
+        self.stop_after = stop_after  # asked before each chunk: True ends the run early
         self.done = 0
         self.pending: Collection[_InFlight] = ()
 
     def _fill(self, add: Callable[[_InFlight], None]) -> None:
         """Submit chunks until ``window`` are in flight or the input runs out."""
         while len(self.pending) < self.window:
+            if self.stop_after is not None and self.stop_after():
+                return
             chunk = self.chunker.next()
             if chunk is None:
                 return

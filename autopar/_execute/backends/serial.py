@@ -6,7 +6,7 @@ from concurrent.futures import Future
 from typing import Any, Optional, Sequence
 
 from ..worker import run_chunk
-from .base import Backend
+from .base import Backend, Replacement
 
 # Serial chunks only batch the bookkeeping (the deadline is checked between items, not
 # chunks), so they are large: small ones would cost tiny items a large share of plain
@@ -23,8 +23,8 @@ class SerialBackend(Backend):
         # One chunk would do, but smaller ones let imap stream and the timeout be checked.
         return None if n_items is None else min(max(n_items, 1), SERIAL_CHUNK)
 
-    def usable(self, config: Any, workers: int) -> Optional[str]:
-        return None
+    def replacement(self, config: Any, workers: int) -> Optional[Replacement]:
+        return None  # one pool serves every call: it holds nothing
 
     def submit(
         self,

@@ -1,0 +1,194 @@
+"""Re-planning within a call: no plan is final until the call ends.
+
+    plan -> execute(plan, rest, on_chunk=watch, stop_after=watch.switching)
+              each chunk's timing -> Watch: the recent per-item cost, far outside the
+              band around what the plan was made on? -> decide again for the items left
+              -> another kind finishes them sooner by SWITCH_MARGIN: stop handing out
+                 chunks; those out come back; the rest runs on the new plan
+         -> the call ends: the whole call's cost is what later calls remember
+
+Every kind runs in chunks that it can stop between, serial included (chunks of about
+SLICE seconds of work, a clock read each), so a plan made on items that turn out
+unlike the rest changes course within milliseconds of work instead of after the call.
+Nothing that ran is run again, and results stay in order: every chunk handed out comes
+back before the next plan starts on the items after them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Callable, Iterator, List, Optional
+
+from .._config import Config
+from .._execute.executor import Call, execute
+from .._execute.worker import ChunkResult
+from ..plan import Plan
+from . import cost_model, pool_costs
+
+log = logging.getLogger("autopar")
+
+# A serial call predicted to take a few of these is watched (autopar._execute.chunking's
+# adaptive chunks hold about this much work each): a chunk's bookkeeping (a few
+# microseconds) stays under 0.1% of it.
+SLICE = 0.005
+# Costs within this factor of the planned ones leave the plan alone: item costs vary, and
+# a prediction off by less than this rarely picks a kind that is 2x worse.
+BAND = 2.0
+# Another kind must be predicted to finish the items left this much sooner than the
+# current one (its start-up included) before the plan changes: switching has costs the
+# model does not see (a cold pool's first chunks, caches), and a flip on noise would.
+SWITCH_MARGIN = 1.3
+# ... or their CPU share moved this much across one half (waiting <-> computing).
+SHARE_CHANGE = 0.3
+# Judge only on this much observed work at least: shorter readings are timer noise.
+MIN_OBSERVED = 0.001
+ASSUMED_LENGTH = 10_000  # items assumed for input of unknown length (imap on a generator)
+
+
+class Watch:
+    """Follows one plan's chunks; decides whether the items left should run otherwise."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        m: cost_model.Measurements,
+        config: Config,
+        left: Optional[int],
+    ) -> None:
+        self.plan, self.m, self.config = plan, m, config
+        self.planned_wall = m.wall  # what the plan was made on
+        self.left = left  # items not yet run when this plan started (None: unknown)
+        self.switch: Optional[Plan] = None
+        self.done = 0  # items run on this plan
+        # Since the last judgement: items, wall and CPU seconds.
+        self._items, self._wall, self._cpu = 0, 0.0, 0.0
+        # The whole run's solo cost per item, summed: what later calls should remember.
+        self.solo_wall, self.solo_cpu = 0.0, 0.0
+
+    @property
+    def computing_threads(self) -> bool:
+        # Threads that compute share cores (and maybe the GIL), which stretches each
+        # chunk's wall time: their CPU time is the solo cost. Waiting threads do not.
+        return self.plan.kind == "thread" and self.m.cpu_fraction >= 0.5
+
+    def switching(self) -> bool:
+        return self.switch is not None
+
+    def on_chunk(self, result: ChunkResult, count: int) -> None:
+        done = len(result.results)
+        if done == 0:
+            return
+        self.done += done
+        wall = result.cpu if self.computing_threads else result.wall
+        self.solo_wall += wall
+        self.solo_cpu += min(result.cpu, wall)
+        self._items += done
+        self._wall += wall
+        self._cpu += min(result.cpu, wall)
+        if self.switch is None and self._wall >= MIN_OBSERVED:
+            self._judge()
+
+    def _judge(self) -> None:
+        wall, cpu = self._wall / self._items, self._cpu / self._items
+        self._items, self._wall, self._cpu = 0, 0.0, 0.0
+        ratio = wall / max(self.m.wall, 1e-9)
+        # Waiting taken for computing (or the reverse) changes the best kind as surely as
+        # a cost off by the band: a reading of the first items can be wrong on a busy
+        # machine, and chunks on a pool read each item's own clock.
+        share = cpu / max(wall, 1e-9)
+        crossed = abs(share - self.m.cpu_fraction) > SHARE_CHANGE and (
+            (share >= 0.5) != (self.m.cpu_fraction >= 0.5)
+        )
+        if 1 / BAND <= ratio <= BAND and not crossed:
+            return
+        seen = dataclasses.replace(self.m, wall=max(wall, 1e-9), cpu=cpu)
+        left = (ASSUMED_LENGTH if self.left is None else self.left) - self.done
+        if left < 2:
+            return
+        overheads = pool_costs.current(
+            self.config, time_threads=pool_costs.threads_in_question(seen.wall)
+        )
+        again = cost_model.decide(seen, overheads, left)
+        self.m = seen  # judged from here on against what was seen
+        now = again.predicted.get(self.plan.kind)
+        best = again.predicted[again.kind]
+        if now is None or again.kind == self.plan.kind or best * SWITCH_MARGIN >= now:
+            return
+        log.debug(
+            "autopar: items cost %.1fx what the plan was made on; %s for the %d left",
+            ratio,
+            again.kind,
+            left,
+        )
+        self.switch = again
+
+    def observed(self) -> Optional[cost_model.Measurements]:
+        """The solo cost per item over this plan's run, or None if too little ran."""
+        if self.done == 0 or self.solo_wall < MIN_OBSERVED:
+            return None
+        return dataclasses.replace(
+            self.m, wall=max(self.solo_wall / self.done, 1e-9), cpu=self.solo_cpu / self.done
+        )
+
+
+def run_watched(
+    call: Call,
+    plan: Plan,
+    m: cost_model.Measurements,
+    *,
+    start_index: int = 0,
+    on_replan: Callable[[Plan], None],
+    on_end: Optional[Callable[[List[Watch]], None]] = None,
+    settle: Callable[[Plan], Plan] = lambda plan: plan,
+) -> Iterator[List[Any]]:
+    """Run ``call.items`` from ``start_index`` on ``plan``, re-planning the rest whenever
+    a :class:`Watch` says so. ``on_replan(plan)`` is told each new plan; ``on_end`` gets
+    every plan's Watch once the call ran to its end; ``settle`` applies the user's
+    explicit settings to a plan the model made."""
+    items = iter(call.items)
+    part = call._replace(items=items)
+    index, watches = start_index, []
+    while True:
+        left = None if call.n_items is None else call.n_items - index
+        watch = Watch(plan, m, call.config, left)
+        watches.append(watch)
+        if plan.kind == "serial" and call.config.chunksize is None:
+            # Chunks that start at one item and double while under a few milliseconds
+            # (autopar._execute.chunking): checks come often whatever the items cost.
+            plan = dataclasses.replace(plan, chunksize=None)
+        chunks = execute(
+            plan,
+            part,
+            start_index=index,
+            on_chunk=watch.on_chunk,
+            stop_after=watch.switching,
+        )
+        for chunk in chunks:
+            index += len(chunk)
+            yield chunk
+        if watch.switch is None:
+            break
+        m = watch.m
+        ratio = m.wall / max(watch.planned_wall, 1e-9)
+        plan = settle(
+            dataclasses.replace(
+                watch.switch,
+                reason=f"{watch.switch.reason} (re-planned after {index} items, which "
+                f"cost {ratio:.1f}x what the {watch.plan.kind} plan was made on)",
+                n_items=call.n_items,
+            )
+        )
+        on_replan(plan)
+    if on_end is not None:
+        on_end(watches)
+
+
+def whole_call(watches: List[Watch]) -> Optional[cost_model.Measurements]:
+    """The solo cost per item over every plan of a call, or None if too little ran."""
+    done = sum(w.done for w in watches)
+    wall = sum(w.solo_wall for w in watches)
+    if not watches or done == 0 or wall < MIN_OBSERVED:
+        return None
+    cpu = sum(w.solo_cpu for w in watches)
+    return dataclasses.replace(watches[-1].m, wall=max(wall / done, 1e-9), cpu=cpu / done)

@@ -1,0 +1,135 @@
+"""Re-planning within a call: a plan made on items unlike the rest changes course."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import pytest
+
+from autopar import parallel
+from autopar._auto import cost_model, memory, pool_costs, replan
+from autopar._execute.worker import ChunkResult
+from autopar.plan import Plan
+
+CHEAP = cost_model.Measurements(wall=1e-6, cpu=1e-6, samples=64)
+OVERHEADS = cost_model.Overheads(
+    cores=2,
+    thread_dispatch=50e-6,
+    thread_start=100e-6,
+    threads_started=0,
+    process_dispatch=300e-6,
+    process_start=0.0,  # a warm pool
+)
+
+
+@pytest.fixture
+def fixed_overheads(monkeypatch):
+    monkeypatch.setattr(pool_costs, "current", lambda config, **_: OVERHEADS)
+
+
+def _watch(plan_kind, m, left=1000, workers=1):
+    plan = Plan(plan_kind, workers, 1, "test", left)
+    from autopar import _config
+
+    return replan.Watch(plan, m, _config.current(), left)
+
+
+def _chunk(items, wall, cpu):
+    return ChunkResult([0] * items, wall, cpu, None)
+
+
+def test_items_far_costlier_than_planned_switch_serial_to_processes(fixed_overheads):
+    watch = _watch("serial", CHEAP)
+    watch.on_chunk(_chunk(10, wall=0.02, cpu=0.02), 10)  # 2 ms of computing each
+    assert watch.switching()
+    assert watch.switch.kind == "process" and watch.switch.n_items == 990
+
+
+def test_items_far_costlier_and_waiting_switch_serial_to_threads(fixed_overheads):
+    watch = _watch("serial", CHEAP)
+    watch.on_chunk(_chunk(10, wall=0.05, cpu=0.0001), 10)  # 5 ms waits
+    assert watch.switch is not None and watch.switch.kind == "thread"
+
+
+def test_costs_within_the_band_leave_the_plan_alone(fixed_overheads):
+    watch = _watch("serial", CHEAP)
+    for _ in range(50):
+        watch.on_chunk(_chunk(1000, wall=1.5e-3, cpu=1.5e-3), 1000)  # 1.5 us: within 2x
+    assert not watch.switching() and watch.done == 50_000
+
+
+def test_a_short_reading_is_not_judged(fixed_overheads):
+    watch = _watch("serial", CHEAP)
+    watch.on_chunk(_chunk(1, wall=replan.MIN_OBSERVED / 2, cpu=replan.MIN_OBSERVED / 2), 1)
+    assert not watch.switching()
+
+
+def test_waiting_taken_for_computing_is_corrected_on_a_pool(fixed_overheads):
+    # The first items read as computing 20 ms each (a busy machine's queue time); the
+    # pool's chunks show they wait. The same wall time, another share: threads.
+    computing = cost_model.Measurements(wall=0.02, cpu=0.02, samples=1)
+    watch = _watch("process", computing, left=40, workers=2)
+    watch.on_chunk(_chunk(2, wall=0.04, cpu=0.0002), 2)
+    assert watch.switch is not None and watch.switch.kind == "thread"
+
+
+def test_a_switch_needs_a_clear_margin(fixed_overheads):
+    # Items twice as costly as planned, on a plan that stays best for them: no switch.
+    slow = dataclasses.replace(CHEAP, wall=2e-3, cpu=2e-3)
+    watch = _watch("process", slow, workers=2)
+    watch.on_chunk(_chunk(5, wall=0.05, cpu=0.05), 5)  # 10 ms each: processes still
+    assert not watch.switching()
+
+
+def test_the_whole_call_is_remembered_beyond_the_band():
+    learned = memory.LearnedCosts(CHEAP)
+    learned.plans[(10, None)] = Plan("serial", 1, 10, "old", 10)
+    memory.learn_from_call(learned, dataclasses.replace(CHEAP, wall=1.5e-6, cpu=1.5e-6))
+    assert learned.measurements is CHEAP and learned.plans  # within 2x: kept
+    memory.learn_from_call(learned, dataclasses.replace(CHEAP, wall=1e-3, cpu=1e-3))
+    assert learned.measurements.wall == 1e-3 and not learned.plans
+
+
+def _waits_after_300(x):
+    if x >= 300:
+        time.sleep(0.005)
+    return x
+
+
+@pytest.fixture
+def probe_reads_cheap(monkeypatch):
+    """The probe's reading, whatever it saw: near-free computing items (as 300 cheap
+    items in front of the waits read on a quiet machine)."""
+    from autopar._auto import calibration
+
+    monkeypatch.setattr(calibration, "measure", lambda probe, to_ship, rates: CHEAP)
+
+
+def test_a_stream_that_turns_to_waiting_is_replanned_within_the_call(probe_reads_cheap):
+    # A generator is sampled as a prefix: near-free items give a serial plan, then 100
+    # waits of 5 ms follow (0.5 s serially). The call re-plans the rest onto threads.
+    f = parallel(_waits_after_300)
+    assert f.map(x for x in range(400)) == list(range(400))
+    plan = f.last_plan
+    assert plan.kind == "thread", plan.explain()
+    assert "re-planned after" in plan.reason and "serial plan" in plan.reason, plan.reason
+
+
+def test_results_stay_in_order_across_a_replan_on_imap(probe_reads_cheap):
+    f = parallel(_waits_after_300)
+    assert list(f.imap(x for x in range(400))) == list(range(400))
+    assert "re-planned after" in f.last_plan.reason
+
+
+def test_the_waits_after_a_cheap_start_end_on_threads_however_the_probe_read_it():
+    f = parallel(_waits_after_300)
+    assert list(f.imap(x for x in range(400))) == list(range(400))
+    assert f.last_plan.kind == "thread", f.last_plan.explain()
+
+
+def test_a_replanned_call_is_remembered_as_the_whole_call_cost(probe_reads_cheap):
+    f = parallel(_waits_after_300)
+    f.map(x for x in range(400))
+    learned = f._self_state.learned
+    assert learned.measurements.wall > 10 * CHEAP.wall  # the waits, not the cheap start
