@@ -196,7 +196,7 @@ class _AsyncMethods(MapMethods[P, R]):
         chunksize: Optional[int] = None,
         progress: Optional[bool] = None,
     ) -> Iterator[R]:
-        """As :meth:`imap` (input order): for coroutines, all run first."""
+        """As `imap` (input order): for coroutines, all run first."""
         return self.imap(items, timeout=timeout, chunksize=chunksize, progress=progress)
 
     async def amap(
@@ -229,7 +229,7 @@ class BoundAsyncParallelFunction(_AsyncMethods[P, R], BoundParallelFunction[P, A
 
 
 class AsyncParallelFunction(_AsyncMethods[P, R], ParallelFunction[P, Any]):
-    """An ``async def`` function decorated with :func:`~autopar.parallel`.
+    """An ``async def`` function decorated with `parallel`.
 
     Calling it returns the coroutine, as before; ``map`` runs many concurrently from sync
     code, ``await amap`` from async code. ``last_plan.kind`` is ``"async"``.

@@ -229,7 +229,7 @@ class MapMethods(Generic[P, R]):
         return self._parallel_state()[0].last_plan
 
     def explain(self) -> str:
-        """A readable account of :attr:`last_plan`: what ran, why, and the numbers behind it."""
+        """A readable account of `last_plan`: what ran, why, and the numbers behind it."""
         plan = self.last_plan
         if plan is None:
             return "no call yet: explain() describes the last map/imap/starmap call"
@@ -277,7 +277,7 @@ def _identity(obj: Any) -> Any:
 
 
 class ParallelFunction(MapMethods[P, R], wrapt.FunctionWrapper):  # type: ignore[type-arg]
-    """A function decorated with :func:`parallel`. Call it as before, or map it."""
+    """A function decorated with `parallel`. Call it as before, or map it."""
 
     __bound_function_wrapper__ = BoundParallelFunction
 

@@ -89,6 +89,9 @@ def parallel(
 
     An ``async def`` function runs its coroutines concurrently on an event loop, at most
     ``workers`` (default 100) at once; its kind is "auto" or "serial" (one at a time).
+
+    How "auto" measures, decides and re-plans: docs/how-auto-decides.md. Every setting
+    and its variable: docs/configuration.md. What a failing call raises: docs/errors.md.
     """
     given = {
         "kind": kind,

@@ -3,7 +3,7 @@
 An exception raised by the user's function is re-raised with its own type, not wrapped:
 autopar adds the failing item's index as ``exc.autopar_index`` (and as a note on
 Python 3.11+), and for process and dask workers the worker-side traceback as
-``exc.__cause__`` (a :class:`RemoteTraceback`).
+``exc.__cause__`` (a `RemoteTraceback`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What a call ran and why: the :class:`Plan` behind ``f.last_plan`` and ``f.explain()``."""
+"""What a call ran and why: the `Plan` behind ``f.last_plan`` and ``f.explain()``."""
 
 from __future__ import annotations
 

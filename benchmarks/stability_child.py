@@ -9,6 +9,9 @@ can import it). It prints one line ``STABILITY-RESULT {json}`` on stdout.
                    -> auto later calls x M (same wrapper)
                    -> each fixed choice: one untimed call, then the best of 2 or 3
                       (plain map, parallel(kind="thread"), parallel(kind="process"))
+                   -> the cold fixed choices a user would write, pool start included:
+                      a fresh ThreadPoolExecutor() and a fresh multiprocessing Pool()
+                      per call, the best of 2 (the reference for auto's first call)
 """
 
 from __future__ import annotations
@@ -84,7 +87,33 @@ def measure(fn: Callable[[Any], Any], items: Sequence[Any], later_calls: int) ->
             fixed[name] = None
             out["errors"].append(f"{name}: {_failure(exc)}")
     out["fixed"] = fixed
+    cold: Dict[str, Optional[float]] = {"serial": fixed.get("serial")}
+    for name, call in _cold_choices(fn, items).items():
+        try:
+            cold[name] = min(_timed(call)[0] for _ in range(2))
+        except Exception as exc:
+            cold[name] = None
+            out["errors"].append(f"{name}: {_failure(exc)}")
+    out["cold"] = cold
     return out
+
+
+def _cold_choices(
+    fn: Callable[[Any], Any], items: Sequence[Any]
+) -> Dict[str, Callable[[], List[Any]]]:
+    """Pools made for one call and shut down after it, with their defaults."""
+    import concurrent.futures
+    import multiprocessing
+
+    def threads() -> List[Any]:
+        with concurrent.futures.ThreadPoolExecutor() as pool:
+            return list(pool.map(fn, items))
+
+    def processes() -> List[Any]:
+        with multiprocessing.Pool() as pool:
+            return pool.map(fn, items)
+
+    return {"thread_cold": threads, "process_cold": processes}
 
 
 def run(spec: Dict[str, Any]) -> Dict[str, Any]:

@@ -68,7 +68,11 @@ class Summary:
         name, best = min(times.items(), key=lambda kv: kv[1])
         self.winners[name] += 1
         self.best_times.append(best)
-        self._add_first(program["first"], best, times.get("serial"))
+        # A first call pays its pool's start: it is judged against the fixed choices made
+        # cold, as a user would write them (pool start included), where measured.
+        cold = {k: v for k, v in program.get("cold", {}).items() if v}
+        first_best = min(cold.values()) if cold else best
+        self._add_first(program["first"], first_best, times.get("serial"))
         for call in program["later"]:
             ratio = call["seconds"] / best
             self.later.append(ratio)
@@ -173,11 +177,14 @@ Each workload ran in several **fresh Python programs**, one after another, quiet
 after it). In each program: `parallel(fn)` (kind auto) is timed on its first call (a
 fresh interpreter: no pools, nothing learned) and on its later calls; then the fixed
 choices, plain `map`, `parallel(kind="thread")` and `parallel(kind="process")`, each
-after one untimed call, best of 2 or 3. **Best fixed** is the fastest of those three in
-that program (the column names the one that won most often, and shows its median time in
-small print). Every ratio is auto's time over the best fixed time **of the same
-program**, under the same condition, so a busy machine slows both sides; worst and median
-are taken over all programs (first calls) or all later calls of all programs. `first vs
+after one untimed call, best of 2 or 3; and, for first calls, the same choices made
+cold as a user would write them (a fresh `ThreadPoolExecutor()` and a fresh
+`multiprocessing.Pool()` per call, their start included). **Best fixed** is the fastest
+of the warm three in that program (the column names the one that won most often, and
+shows its median time in small print). Every ratio is auto's time over the best fixed
+time **of the same program**, under the same condition, so a busy machine slows both
+sides; worst and median are taken over all programs (first calls) or all later calls of
+all programs. First calls are over the best of plain `map` and the cold pools. `first vs
 map when serial` is the first call over plain `map`, for programs whose first plan was
 serial (worst, and in how many programs). `auto chose` counts plans: first calls, then
 later calls. Targets (issue 14): later worst <= 2.0x and median <= 1.15x; first <= 1.5x;

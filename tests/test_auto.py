@@ -34,15 +34,15 @@ def test_waiting_work_gets_threads_sized_by_waiting_not_cores():
 def test_many_waiting_threads_busy_with_hand_offs_do_not_make_items_look_cheap():
     # 100+ threads waking from 10 ms naps keep the process ~0.7 busy with their own
     # hand-offs; that is not items slowing each other, and each nap still takes 10 ms.
-    # (With the probe's threads already started, a second call used to measure 50 us.)
+    # What must hold is what the next call plans on: a probe that misread the naps (a
+    # busy machine can) is corrected by the rest of the call, watched (autopar._auto.
+    # replan), so the learned cost and the next plan are right either way.
     for _ in range(3):
         memory.forget(h.nap)  # (each wrapper measures, with the probe's threads started)
         f = parallel(h.nap)
         f.map([0.01] * 200)
-        assert f.last_plan.measured["wall"] > 0.005, f.explain()
-        # (The first call's plan covers only what the probe left: on a slow machine its
-        # 128 threads ran 199 of the 200 items, and one item left runs serially.)
         f.map([0.01] * 200)
+        assert f.last_plan.measured["wall"] > 0.005, f.explain()
         assert f.last_plan.kind == "thread", f.explain()
 
 

@@ -46,6 +46,10 @@ SLOW_ITEM = 0.002
 # benchmarks/RESULTS.md show such calls staying serial.
 CHEAP_ITEM = 50e-6
 CHEAP_SAMPLES = 64
+# The thread test runs one thread, then two, each for 3 mean items; the budget stretches
+# to this many for it, up to this share of the items the probe may run.
+THREAD_TEST_ITEMS = 8
+THREAD_TEST_SHARE = 0.25
 WAITING_RATE = 0.5  # CPU per wall-second under which work counts as waiting
 BUSY_ITEMS = 0.75  # share of the process's CPU its items must account for to be "busy"
 RECENT = 8  # finished items whose CPU share predicts a thread count's rate (_due_rate)
@@ -87,6 +91,9 @@ class Calibration:
         self.known_after: Optional[float] = None  # seconds from the start until then
         self._last_check = 0.0
         self._cheap_checked = False  # the caller's one check out of turn (_caller_check)
+        # The mean item while the thread test is under way (0: it is not): the budget
+        # stretches for it (see _budget_now).
+        self._testing_threads = 0.0
 
     def run(self) -> None:
         """Probe until the costs are known, the budget is spent, or the input ends."""
@@ -109,7 +116,8 @@ class Calibration:
     def _check_held(self) -> bool:
         # Called with _check_lock held.
         if not self.known:
-            self.known = self._check_probe() or time.perf_counter() - self.t0 >= self.budget
+            spent = time.perf_counter() - self.t0
+            self.known = self._check_probe() or spent >= self._budget_now()
             if self.known:
                 self.known_after = time.perf_counter() - self.t0
         self._last_check = time.perf_counter()
@@ -226,10 +234,26 @@ class Calibration:
             return False
         if workers == 1 and self.cores > 1 and mean > SLOW_ITEM / 4:
             # Computing: run two threads as long as one ran, to see if they overlap.
+            self._testing_threads = mean
             if window.age() >= max(3 * mean, MIN_WINDOW) and len(probe.samples) >= 2:
                 self._grow(2)
             return False
-        return window.age() >= max(3 * mean, MIN_WINDOW)
+        tested = window.age() >= max(3 * mean, MIN_WINDOW)
+        self._testing_threads = mean if workers == 2 and 1 in self.rates and not tested else 0.0
+        return tested
+
+    def _budget_now(self) -> float:
+        """The measuring budget: AUTOPAR_CALIBRATION_MS, stretched while the thread test
+        runs on items too long to finish it within that (a reading of two threads beside
+        one needs several items' time), up to THREAD_TEST_SHARE of the work the probe may
+        run. The items measured are the call's own, so the stretch costs only running them
+        on one or two threads meanwhile; without it, threads would be priced for long
+        GIL-free items (compression, hashing) as if they held the GIL."""
+        mean = self._testing_threads
+        if mean <= 0:
+            return self.budget
+        most = THREAD_TEST_SHARE * self.probe.limit * mean
+        return max(self.budget, min(THREAD_TEST_ITEMS * mean, most))
 
     def _grow(self, workers: int) -> None:
         self.probe.grow(workers)

@@ -21,6 +21,7 @@ import logging
 from typing import Any, Callable, Iterator, List, Optional
 
 from .._config import Config
+from .._execute import registry
 from .._execute.executor import Call, execute
 from .._execute.worker import ChunkResult
 from ..plan import Plan
@@ -57,14 +58,18 @@ class Watch:
         left: Optional[int],
     ) -> None:
         self.plan, self.m, self.config = plan, m, config
-        self.planned_wall = m.wall  # what the plan was made on
+        self.planned_wall, self.plan_share = m.wall, m.cpu_fraction  # what it was made on
         self.left = left  # items not yet run when this plan started (None: unknown)
         self.switch: Optional[Plan] = None
+        self.why = ""  # what made the switch, in words
         self.done = 0  # items run on this plan
         # Since the last judgement: items, wall and CPU seconds.
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
         # The whole run's solo cost per item, summed: what later calls should remember.
         self.solo_wall, self.solo_cpu = 0.0, 0.0
+        # A process pool starting in the background (for later calls) when this plan was
+        # made: once it is up, the items left are weighed again with it warm.
+        self._pool_starting = plan.kind != "process" and registry.starting_in_background()
 
     @property
     def computing_threads(self) -> bool:
@@ -86,10 +91,14 @@ class Watch:
         self._items += done
         self._wall += wall
         self._cpu += min(result.cpu, wall)
-        if self.switch is None and self._wall >= MIN_OBSERVED:
-            self._judge()
+        if self.switch is not None or self._wall < MIN_OBSERVED:
+            return
+        pool_up = self._pool_starting and not registry.starting_in_background()
+        if pool_up:
+            self._pool_starting = False
+        self._judge(pool_up=pool_up)
 
-    def _judge(self) -> None:
+    def _judge(self, *, pool_up: bool) -> None:
         wall, cpu = self._wall / self._items, self._cpu / self._items
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
         ratio = wall / max(self.m.wall, 1e-9)
@@ -101,7 +110,9 @@ class Watch:
             (share >= 0.5) != (self.m.cpu_fraction >= 0.5)
         )
         if 1 / BAND <= ratio <= BAND and not crossed:
-            return
+            if not pool_up:
+                return
+            wall, cpu = self.m.wall, self.m.cpu  # (the costs hold: the pools changed)
         seen = dataclasses.replace(self.m, wall=max(wall, 1e-9), cpu=cpu)
         left = (ASSUMED_LENGTH if self.left is None else self.left) - self.done
         if left < 2:
@@ -115,12 +126,16 @@ class Watch:
         best = again.predicted[again.kind]
         if now is None or again.kind == self.plan.kind or best * SWITCH_MARGIN >= now:
             return
-        log.debug(
-            "autopar: items cost %.1fx what the plan was made on; %s for the %d left",
-            ratio,
-            again.kind,
-            left,
-        )
+        if 1 / BAND <= ratio <= BAND and not crossed:
+            self.why = "the process pool started for later calls was up"
+        else:
+            share_note = ", and waited" if share < 0.5 <= self.plan_share else ""
+            share_note = ", and computed" if self.plan_share < 0.5 <= share else share_note
+            self.why = (
+                f"items cost {wall / max(self.planned_wall, 1e-9):.1f}x what the "
+                f"{self.plan.kind} plan was made on{share_note}"
+            )
+        log.debug("autopar: %s: %s for the %d items left", self.why, again.kind, left)
         self.switch = again
 
     def observed(self) -> Optional[cost_model.Measurements]:
@@ -170,12 +185,10 @@ def run_watched(
         if watch.switch is None:
             break
         m = watch.m
-        ratio = m.wall / max(watch.planned_wall, 1e-9)
         plan = settle(
             dataclasses.replace(
                 watch.switch,
-                reason=f"{watch.switch.reason} (re-planned after {index} items, which "
-                f"cost {ratio:.1f}x what the {watch.plan.kind} plan was made on)",
+                reason=f"{watch.switch.reason} (re-planned after {index} items: {watch.why})",
                 n_items=call.n_items,
             )
         )
