@@ -12,8 +12,8 @@ MACHINE = Overheads(
     process_dispatch=300e-6,
     process_start=0.035,
 )
-WARM = Overheads(**{**MACHINE.__dict__, "process_start": 0.0})
-SIXTEEN = Overheads(**{**MACHINE.__dict__, "cores": 16})
+WARM = MACHINE._replace(process_start=0.0)
+SIXTEEN = MACHINE._replace(cores=16)
 
 
 def items(wall, cpu, **kw):
@@ -37,7 +37,7 @@ def test_waiting_items_get_many_threads():
 
 
 def test_waiting_threads_are_capped_by_max_threads_and_items():
-    capped = Overheads(**{**MACHINE.__dict__, "max_threads": 16})
+    capped = MACHINE._replace(max_threads=16)
     assert decide(items(0.010, 20e-6), capped, 200).workers == 16
     assert decide(items(1.0, 1e-5), MACHINE, 5).workers == 5
 
@@ -80,7 +80,7 @@ def test_unpicklable_work_never_goes_to_processes():
 
 
 def test_one_core_never_uses_processes():
-    single = Overheads(**{**MACHINE.__dict__, "cores": 1})
+    single = MACHINE._replace(cores=1)
     m = items(5e-3, 5e-3, thread_speedup=1.0, speedup_threads=2)
     assert decide(m, single, 500).kind == "serial"
 
@@ -117,7 +117,7 @@ def test_explain_shows_the_table():
 
 
 def test_a_large_cluster_wins_heavy_work_and_loses_cheap_work():
-    cluster = Overheads(**{**WARM.__dict__, "cluster_threads": 32, "cluster_dispatch": 3e-3})
+    cluster = WARM._replace(cluster_threads=32, cluster_dispatch=3e-3)
     heavy = items(0.1, 0.1, thread_speedup=1.0, speedup_threads=2)
     plan = decide(heavy, cluster, 400)
     assert plan.kind == "dask" and plan.workers == 32
@@ -138,7 +138,7 @@ def test_waits_shorter_than_a_hand_off_do_not_count():
 def test_serial_reasons_name_what_each_other_kind_lost_to():
     gil_bound = items(5e-3, 5e-3, thread_speedup=1.0, speedup_threads=2)
     # A script whose processes are left out: the items are not cheap, they hold the GIL.
-    no_processes = Overheads(**{**WARM.__dict__, "processes": False})
+    no_processes = WARM._replace(processes=False)
     plan = decide(gil_bound, no_processes, 120)
     assert plan.kind == "serial"
     assert "GIL" in plan.reason and "cheap" not in plan.reason
@@ -150,7 +150,7 @@ def test_serial_reasons_name_what_each_other_kind_lost_to():
     assert ship.kind == "serial" and "shipping" in ship.reason
     unpicklable = items(5e-3, 5e-3, thread_speedup=1.0, speedup_threads=2, picklable=False)
     assert "pickle" in decide(unpicklable, WARM, 500).reason
-    single = Overheads(**{**WARM.__dict__, "cores": 1})
+    single = WARM._replace(cores=1)
     assert "one core" in decide(gil_bound, single, 500).reason
     waiting = decide(items(150e-6, 1e-6), MACHINE, 2)  # two short waits: not worth a thread
     assert waiting.kind == "serial" and "threads' start" in waiting.reason
@@ -168,21 +168,21 @@ def test_new_threads_start_while_earlier_ones_work():
     # 200 sleeps of 10 ms with a thread start of 0.3 ms: the caller takes 38 ms to start
     # 128 threads, but the first ones sleep meanwhile. Counting every start in full, as if
     # the work waited for all of them, chose 64 threads.
-    slow_starts = Overheads(**{**MACHINE.__dict__, "thread_start": 0.3e-3})
+    slow_starts = MACHINE._replace(thread_start=0.3e-3)
     plan = decide(items(0.010, 20e-6), slow_starts, 200)
     assert plan.kind == "thread" and plan.workers == 128
     # ... and no call ends before the caller has started its threads.
     assert plan.predicted["thread"] >= 128 * 0.3e-3
     # Threads taking turns on the GIL get no such overlap: each start holds up the work.
     gil = items(2e-3, 2e-3, thread_speedup=1.0, speedup_threads=2)
-    one_core = Overheads(**{**slow_starts.__dict__, "cores": 1})
+    one_core = slow_starts._replace(cores=1)
     assert decide(gil, one_core, 10).predicted["thread"] >= 10 * 2e-3 + 0.3e-3
 
 
 def test_threads_for_part_waiting_items_are_not_said_to_be_gil_free():
     # 32% of each item idle, and no thread test ran: threads overlap the idle part, which
     # the reason must say, not that the items release the GIL (nothing measured that).
-    cold = Overheads(**{**MACHINE.__dict__, "process_start": 0.15})
+    cold = MACHINE._replace(process_start=0.15)
     plan = decide(items(6e-3, 4e-3), cold, 46)
     assert plan.kind == "thread"
     assert "33% of their time waiting" in plan.reason and "GIL" not in plan.reason

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import pytest
@@ -76,7 +75,7 @@ def test_waiting_taken_for_computing_is_corrected_on_a_pool(fixed_overheads):
 
 def test_a_switch_needs_a_clear_margin(fixed_overheads):
     # Items twice as costly as planned, on a plan that stays best for them: no switch.
-    slow = dataclasses.replace(CHEAP, wall=2e-3, cpu=2e-3)
+    slow = CHEAP._replace(wall=2e-3, cpu=2e-3)
     watch = _watch("process", slow, workers=2)
     watch.on_chunk(_chunk(5, wall=0.05, cpu=0.05), 5)  # 10 ms each: processes still
     assert not watch.switching()
@@ -85,9 +84,9 @@ def test_a_switch_needs_a_clear_margin(fixed_overheads):
 def test_the_whole_call_is_remembered_beyond_the_band():
     learned = memory.LearnedCosts(CHEAP)
     learned.plans[(10, None)] = Plan("serial", 1, 10, "old", 10)
-    memory.learn_from_call(learned, dataclasses.replace(CHEAP, wall=1.5e-6, cpu=1.5e-6))
+    memory.learn_from_call(learned, CHEAP._replace(wall=1.5e-6, cpu=1.5e-6))
     assert learned.measurements is CHEAP and learned.plans  # within 2x: kept
-    memory.learn_from_call(learned, dataclasses.replace(CHEAP, wall=1e-3, cpu=1e-3))
+    memory.learn_from_call(learned, CHEAP._replace(wall=1e-3, cpu=1e-3))
     assert learned.measurements.wall == 1e-3 and not learned.plans
 
 
@@ -109,8 +108,10 @@ def probe_reads_cheap(monkeypatch):
 def test_a_stream_that_turns_to_waiting_is_replanned_within_the_call(probe_reads_cheap):
     # A generator is sampled as a prefix: near-free items give a serial plan, then 100
     # waits of 5 ms follow (0.5 s serially). The call re-plans the rest onto threads.
+    # (timeout=: the probe runs on helper threads and stops where the costs are known;
+    # without one, a caller held up in an item lets the probe's threads read on.)
     f = parallel(_waits_after_300)
-    assert f.map(x for x in range(400)) == list(range(400))
+    assert f.map((x for x in range(400)), timeout=60) == list(range(400))
     plan = f.last_plan
     assert plan.kind == "thread", plan.explain()
     assert "re-planned after" in plan.reason and "serial plan" in plan.reason, plan.reason
@@ -118,7 +119,7 @@ def test_a_stream_that_turns_to_waiting_is_replanned_within_the_call(probe_reads
 
 def test_results_stay_in_order_across_a_replan_on_imap(probe_reads_cheap):
     f = parallel(_waits_after_300)
-    assert list(f.imap(x for x in range(400))) == list(range(400))
+    assert list(f.imap((x for x in range(400)), timeout=60)) == list(range(400))
     assert "re-planned after" in f.last_plan.reason
 
 
@@ -130,6 +131,6 @@ def test_the_waits_after_a_cheap_start_end_on_threads_however_the_probe_read_it(
 
 def test_a_replanned_call_is_remembered_as_the_whole_call_cost(probe_reads_cheap):
     f = parallel(_waits_after_300)
-    f.map(x for x in range(400))
+    f.map((x for x in range(400)), timeout=60)
     learned = f._self_state.learned
     assert learned.measurements.wall > 10 * CHEAP.wall  # the waits, not the cheap start

@@ -18,9 +18,8 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, NamedTuple, Optional, Tuple
 
 from .._execute.backends.serial import SERIAL_CHUNK
 from ..plan import Plan
@@ -37,8 +36,7 @@ SIMPLER_BIAS = 1.05
 GIL_FREE_RATE = 1.5
 
 
-@dataclasses.dataclass(frozen=True)
-class Measurements:
+class Measurements(NamedTuple):
     """What one item of the function costs, from calibration (seconds unless noted)."""
 
     wall: float  # mean wall time per item, one worker, no contention
@@ -73,8 +71,7 @@ class Measurements:
         return table
 
 
-@dataclasses.dataclass(frozen=True)
-class Overheads:
+class Overheads(NamedTuple):
     """What the pools cost on this machine (see ``python -m autopar info``)."""
 
     cores: int
@@ -262,7 +259,7 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
         else:  # (items too brief for calibration's thread test)
             why.append("items compute, and threads only help code that releases the GIL")
     if "process" in options:
-        warm = process_time(m, dataclasses.replace(o, process_start=0.0), n)[0]
+        warm = process_time(m, o._replace(process_start=0.0), n)[0]
         if warm * SIMPLER_BIAS < options["serial"][0]:
             why.append(
                 f"a running process pool would win, but starting one "

@@ -8,7 +8,6 @@ any call size gets a :class:`SerialFastPath` that map and starmap try first.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import logging
 import os
@@ -48,21 +47,22 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_lock_after_fork)
 
 
-@dataclasses.dataclass
 class LearnedCosts:
     """What a function's calibration found; ``plans`` caches decisions by call size.
 
     ``serial_always`` caches, per (max_threads, dask address), whether serial wins at any
     call size: then later calls skip the cost model and the pools (see SerialFastPath).
+    (A plain class: a dataclass costs a millisecond to define, on every first call.)
     """
 
-    measurements: cost_model.Measurements
-    stale: bool = False
-    plans: Dict[Tuple[Optional[int], Optional[cost_model.Overheads]], Plan] = dataclasses.field(
-        default_factory=dict
-    )
-    # (max_threads, dask address) -> why serial wins at any size, or "" if it does not
-    serial_always: Dict[Tuple[int, Optional[str]], str] = dataclasses.field(default_factory=dict)
+    __slots__ = ("measurements", "plans", "serial_always", "stale")
+
+    def __init__(self, measurements: cost_model.Measurements) -> None:
+        self.measurements = measurements
+        self.stale = False
+        self.plans: Dict[Tuple[Optional[int], Optional[cost_model.Overheads]], Plan] = {}
+        # (max_threads, dask address) -> why serial wins at any size, or "" if it does not
+        self.serial_always: Dict[Tuple[int, Optional[str]], str] = {}
 
 
 # The LearnedCosts of the wrapper that last measured each function (guarded by lock): a
@@ -100,7 +100,7 @@ def learn_from_call(learned: LearnedCosts, observed: Optional[cost_model.Measure
         ratio = observed.wall / max(m.wall, 1e-9)
         if 1 / LEARN_BAND <= ratio <= LEARN_BAND:
             return
-        learned.measurements = dataclasses.replace(m, wall=observed.wall, cpu=observed.cpu)
+        learned.measurements = m._replace(wall=observed.wall, cpu=observed.cpu)
         learned.plans = {}
         learned.serial_always = {}
     log.debug("autopar: a whole call cost %.1fx what was learned; remembering it", ratio)

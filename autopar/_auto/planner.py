@@ -54,7 +54,8 @@ def start(call: Call, state: FunctionState) -> Iterator[List[Any]]:
         if learned is not None and not learned.stale:
             # Learned by another wrapper of it: its costs, and its verdicts on them (each
             # wrapper plans with its own options).
-            memory = LearnedCosts(learned.measurements, serial_always=learned.serial_always)
+            memory = LearnedCosts(learned.measurements)
+            memory.serial_always = learned.serial_always
             state.learned = memory
     if call.n_items is not None and call.n_items <= 1:
         plan = Plan("serial", 1, 1, "one item or none: nothing to run in parallel", call.n_items)
@@ -145,8 +146,8 @@ def _serial_always(memory: LearnedCosts, m: cost_model.Measurements, config: Con
     with lock:
         known = memory.serial_always.get(key) if memory.measurements is m else None
     if known is None:
-        warm = dataclasses.replace(
-            pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall)),
+        current = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
+        warm = current._replace(
             thread_start=0.0,
             threads_started=0,
             process_start=0.0,
@@ -207,7 +208,7 @@ def _warm_for_later(
         return None
     if n * m.wall <= overheads.process_dispatch:
         return None  # one round trip to a warm pool costs more than the whole call
-    warm = cost_model.decide(m, dataclasses.replace(overheads, process_start=0.0), n)
+    warm = cost_model.decide(m, overheads._replace(process_start=0.0), n)
     if warm.kind != "process":
         return None
 
@@ -255,7 +256,7 @@ def _decide(
     plan = cost_model.decide(m, overheads, size)
     reason = plan.reason
     if not overheads.processes:
-        guarded = dataclasses.replace(overheads, processes=True)
+        guarded = overheads._replace(processes=True)
         with_processes = cost_model.decide(m, guarded, whole or size)
         if with_processes.kind == "process":
             reason = f"{reason}; {NO_GUARD}"

@@ -26,6 +26,7 @@ from .._execute.executor import Call, execute
 from .._execute.worker import ChunkResult
 from ..plan import Plan
 from . import cost_model, pool_costs
+from .queued_time import for_this_thread
 
 log = logging.getLogger("autopar")
 
@@ -42,6 +43,8 @@ BAND = 2.0
 SWITCH_MARGIN = 1.3
 # ... or their CPU share moved this much across one half (waiting <-> computing).
 SHARE_CHANGE = 0.3
+# Chunks on a pool seen as waiting: a CPU share under this (see Watch._judge).
+POOL_WAITING_SHARE = 0.2
 # Judge only on this much observed work at least: shorter readings are timer noise.
 MIN_OBSERVED = 0.001
 ASSUMED_LENGTH = 10_000  # items assumed for input of unknown length (imap on a generator)
@@ -70,6 +73,9 @@ class Watch:
         # A process pool starting in the background (for later calls) when this plan was
         # made: once it is up, the items left are weighed again with it warm.
         self._pool_starting = plan.kind != "process" and registry.starting_in_background()
+        # Serial chunks run in this thread, which can read its own time queued for a core
+        # (autopar._auto.queued_time): on a busy machine, computing is not waiting.
+        self._queue = for_this_thread() if plan.kind == "serial" else None
 
     @property
     def computing_threads(self) -> bool:
@@ -82,15 +88,17 @@ class Watch:
 
     def on_chunk(self, result: ChunkResult, count: int) -> None:
         done = len(result.results)
+        queued = 0.0 if self._queue is None else self._queue.after_item(result.wall)
         if done == 0:
             return
         self.done += done
         wall = result.cpu if self.computing_threads else result.wall
+        cpu = min(result.cpu + queued, wall)
         self.solo_wall += wall
-        self.solo_cpu += min(result.cpu, wall)
+        self.solo_cpu += cpu
         self._items += done
         self._wall += wall
-        self._cpu += min(result.cpu, wall)
+        self._cpu += cpu
         if self.switch is not None or self._wall < MIN_OBSERVED:
             return
         pool_up = self._pool_starting and not registry.starting_in_background()
@@ -106,14 +114,19 @@ class Watch:
         # a cost off by the band: a reading of the first items can be wrong on a busy
         # machine, and chunks on a pool read each item's own clock.
         share = cpu / max(wall, 1e-9)
+        # A pool's chunks cannot count their workers' time queued for a core, which a
+        # busy machine adds to computing items: there, only a share far below half is
+        # taken for waiting.
+        waits_under = 0.5 if self._queue is not None else POOL_WAITING_SHARE
+        was_waiting = self.m.cpu_fraction < 0.5
         crossed = abs(share - self.m.cpu_fraction) > SHARE_CHANGE and (
-            (share >= 0.5) != (self.m.cpu_fraction >= 0.5)
+            (share < waits_under) if not was_waiting else (share >= 0.5)
         )
         if 1 / BAND <= ratio <= BAND and not crossed:
             if not pool_up:
                 return
             wall, cpu = self.m.wall, self.m.cpu  # (the costs hold: the pools changed)
-        seen = dataclasses.replace(self.m, wall=max(wall, 1e-9), cpu=cpu)
+        seen = self.m._replace(wall=max(wall, 1e-9), cpu=cpu)
         left = (ASSUMED_LENGTH if self.left is None else self.left) - self.done
         if left < 2:
             return
@@ -142,8 +155,8 @@ class Watch:
         """The solo cost per item over this plan's run, or None if too little ran."""
         if self.done == 0 or self.solo_wall < MIN_OBSERVED:
             return None
-        return dataclasses.replace(
-            self.m, wall=max(self.solo_wall / self.done, 1e-9), cpu=self.solo_cpu / self.done
+        return self.m._replace(
+            wall=max(self.solo_wall / self.done, 1e-9), cpu=self.solo_cpu / self.done
         )
 
 
@@ -204,4 +217,4 @@ def whole_call(watches: List[Watch]) -> Optional[cost_model.Measurements]:
     if not watches or done == 0 or wall < MIN_OBSERVED:
         return None
     cpu = sum(w.solo_cpu for w in watches)
-    return dataclasses.replace(watches[-1].m, wall=max(wall / done, 1e-9), cpu=cpu / done)
+    return watches[-1].m._replace(wall=max(wall / done, 1e-9), cpu=cpu / done)
