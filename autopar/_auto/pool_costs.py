@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -98,6 +99,10 @@ def thread_costs() -> Dict[str, float]:
     return {"thread_start": _thread_start(), "thread_dispatch": dispatch}
 
 
+# The interpreter's switch interval while a pool starts in the background (see
+# _warm_quietly): a tenth of the default.
+WARM_SWITCH_INTERVAL = 0.0005
+
 # Thread costs used until they are measured, for calls on items too cheap to hand to a
 # thread: the round trip and start seen on a 2-core Linux VM, rounded up.
 PRIOR_THREAD_DISPATCH = 5e-5
@@ -178,10 +183,20 @@ def warm_in_background(config: Config, workers: int) -> None:
 
 
 def _warm_quietly(config: Config, workers: int) -> None:
+    # Starting a pool takes this thread many short turns on the GIL; beside a call whose
+    # items hold it, each turn waits out the switch interval (5 ms), and the start would
+    # last as long as the calls keep coming. A shorter interval while it starts lets it
+    # finish in about its own time. (The user's own setting is put back, unless changed
+    # meanwhile.)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, WARM_SWITCH_INTERVAL))
     try:
         warm_process_pool(config, workers, record_start=False)
     except Exception as exc:  # a call that uses the pool will meet the cause and report it
         log.debug("autopar: warming the process pool failed: %s", exc)
+    finally:
+        if sys.getswitchinterval() == min(interval, WARM_SWITCH_INTERVAL):
+            sys.setswitchinterval(interval)
 
 
 def process_warm(config: Config) -> bool:
