@@ -393,6 +393,12 @@ fastest of serial, autopar thread/process and `ThreadPool()`/`Pool()`.
 Targets for auto: first call <= 1.5x best fixed, later calls <= 1.25x, never slower than
 joblib; classic sleeps also <= 4.1 s; classic square instead: later calls <= 3x serial,
 first call < 5 ms (plain map takes ~0.2 ms there, so no calibration can be within 1.5x).
+
+**How auto holds up at its worst** (each workload in several fresh programs, quiet and
+with one busy process per core, on the matrix, on drawn workloads and on real libraries:
+first call, worst and median later call) is in [STABILITY.md](STABILITY.md), written by
+`benchmarks/stability.py`. **Many cores**: every figure here and there comes from the
+2-core machine named below; no figures from a machine with more cores exist yet.
 """
 
 
