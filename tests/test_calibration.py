@@ -46,15 +46,15 @@ def _sha256_hex(buffer):
 
 @pytest.mark.skipif(_config.cpu_count() < 2, reason="the thread test needs two cores")
 def test_the_thread_test_runs_for_items_longer_than_the_budget_allows():
-    # Items of about 20 ms (sha256 of 8 MiB releases the GIL): one thread, then two, each
-    # for three items' time, does not fit the 50 ms budget. The budget stretches for it,
-    # so threads are priced on a measured speed-up, never assumed to hold the GIL.
+    # Items of 20 ms or more (sha256 of 48 MiB releases the GIL): one thread, then two,
+    # each for three items' time, does not fit the 50 ms budget. The budget stretches for
+    # it, so threads are priced on a measured speed-up, never assumed to hold the GIL.
     from autopar import parallel
 
-    buffer = bytes(8 << 20)
+    buffer = bytes(48 << 20)
     f = parallel(_sha256_hex)
-    assert f.map([buffer] * 40) == [_sha256_hex(buffer)] * 40
+    assert f.map([buffer] * 30) == [_sha256_hex(buffer)] * 30
     m = f.last_plan.measured
-    assert m["wall"] > calibration.SLOW_ITEM, f.explain()
+    assert m["wall"] > 0.01, f.explain()  # (a test of such items outlasts the budget)
     assert "thread_speedup" in m, f.explain()
     assert "was not measured" not in f.last_plan.reason

@@ -38,8 +38,11 @@ from .probe import Probe
 CHECK_INTERVAL = 0.001  # seconds between calibration's checks of the probe
 # No check for this long: the caller blocks for the watcher's check (see _caller_check).
 STALE_CHECK = 5 * CHECK_INTERVAL
-# Items under a quarter of this are too cheap for a thread test to matter.
-SLOW_ITEM = 0.002
+# Items from this cost run the thread test: chunked, items of a tenth of a millisecond
+# that release the GIL (hashing, compression, NumPy on small arrays) gain from a second
+# thread as much as long ones, and the test costs one 4 ms window on two threads of the
+# call's own items. Cheaper ones end the probe first (CHEAP_ITEM).
+THREAD_TEST_ITEM = 50e-6
 # Items this cheap cost less than one hand-off to a thread ("thread dispatch" in
 # `python -m autopar info`), so no pool can pay for them: after this many of them (and
 # none running long), stop measuring. The "square" and "tiny" rows of
@@ -232,7 +235,7 @@ class Calibration:
             if workers < self.config.max_threads:
                 self._grow(min(self.config.max_threads, 4 * workers))
             return False
-        if workers == 1 and self.cores > 1 and mean > SLOW_ITEM / 4:
+        if workers == 1 and self.cores > 1 and mean >= THREAD_TEST_ITEM:
             # Computing: run two threads as long as one ran, to see if they overlap.
             self._testing_threads = mean
             if window.age() >= max(3 * mean, MIN_WINDOW) and len(probe.samples) >= 2:

@@ -16,6 +16,7 @@ of the call, and a whole call far from what was learned is remembered instead.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import sys
@@ -325,16 +326,15 @@ def _probe_limit(config: Config) -> int:
 def _restored(order: SpreadOrder, chunks: Iterator[List[Any]]) -> Iterator[List[Any]]:
     """The view's results back in input order, as one chunk; an error names the item by
     its index in the input."""
-    done: List[Any] = []
+    done: List[List[Any]] = []
     try:
-        for chunk in chunks:
-            done.extend(chunk)
+        done.extend(chunks)
     except BaseException as exc:
-        order.fix_error(exc, done)
+        order.fix_error(exc, list(itertools.chain.from_iterable(done)))
         raise
     finally:
         chunks.close()  # type: ignore[attr-defined]
-    yield order.restore(done)
+    yield order.restore(itertools.chain.from_iterable(done))
 
 
 def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]]:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-from typing import Any, Dict, List, Sequence
+import itertools
+from typing import Any, Dict, Iterable, Iterator, List, Sequence
 
 from ..errors import WorkerCrashedError
 
@@ -46,29 +47,34 @@ class SpreadOrder:
         count = len(self.sorted_spots)
         self.first = [self.sorted_spots[k] for k in progressive(count)]
 
-    def view(self, items: Sequence[Any]) -> List[Any]:
-        """The items in view order, as a new list."""
-        out = [items[i] for i in self.first]
-        previous = 0
-        for spot in self.sorted_spots:
-            out.extend(items[previous:spot])
-            previous = spot + 1
-        out.extend(items[previous:])
-        return out
+    def view(self, items: Sequence[Any]) -> Iterator[Any]:
+        """The items in view order, read lazily (a range is never turned into a list, and
+        a list is copied a slice at a time as the call reaches it)."""
+        gaps = itertools.chain.from_iterable(self._gaps(items))  # (items pass in C, not here)
+        return itertools.chain(map(items.__getitem__, self.first), gaps)
 
-    def restore(self, results: Sequence[Any]) -> List[Any]:
-        """Results in view order (``n`` of them) -> results in input order."""
-        count = len(self.first)
-        by_spot = dict(zip(self.first, results[:count]))
-        out: List[Any] = []
-        at = count  # where the next run of unmoved items starts in ``results``
+    def _gaps(self, items: Sequence[Any]) -> Iterator[Iterator[Any]]:
+        # One pass over the input, skipping the spread items (already read first): no
+        # slice is copied.
+        rest = iter(items)
         previous = 0
         for spot in self.sorted_spots:
-            out.extend(results[at : at + spot - previous])
-            at += spot - previous
+            yield itertools.islice(rest, spot - previous)
+            next(rest, None)
+            previous = spot + 1
+        yield rest
+
+    def restore(self, results: Iterable[Any]) -> List[Any]:
+        """Results in view order (``n`` of them) -> results in input order, in one pass."""
+        rest = iter(results)
+        by_spot = dict(zip(self.first, itertools.islice(rest, len(self.first))))
+        out: List[Any] = []
+        previous = 0
+        for spot in self.sorted_spots:
+            out.extend(itertools.islice(rest, spot - previous))
             out.append(by_spot[spot])
             previous = spot + 1
-        out.extend(results[at:])
+        out.extend(rest)
         return out
 
     def original(self, index: int) -> int:

@@ -18,6 +18,9 @@ from .worker import ChunkResult
 # until a chunk takes this long, so per-chunk hand-off stays a small share of the work.
 TARGET_CHUNK_SECONDS = 0.005
 MAX_ADAPTIVE_CHUNK = 4096
+# ... or this many where the chunks run in the caller's thread and all results are kept
+# anyway (a serial map): only the clock checks between chunks bound the size there.
+MAX_INLINE_CHUNK = 65_536
 # ... and halve once a chunk runs this many times longer than that.
 SHRINK_AFTER = 8
 # ... and stop growing before a chunk's items or results pass this many bytes, so that
@@ -58,8 +61,10 @@ class Chunker:
         start: int = 0,
         *,
         shrink_tail: Optional[Tuple[int, int]] = None,
+        most: int = MAX_ADAPTIVE_CHUNK,
     ) -> None:
         self._items = iter(items)
+        self._most = most  # the largest adaptive size
         self.adaptive = size is None
         self.size = size or 1
         self.next_index = start
@@ -111,4 +116,4 @@ class Chunker:
             and count >= self.size
             and result.wall < TARGET_CHUNK_SECONDS
         ):
-            self.size = min(self.size * 2, MAX_ADAPTIVE_CHUNK)
+            self.size = min(self.size * 2, self._most)

@@ -15,7 +15,7 @@ from .._config import Config
 from ..errors import WorkerCrashedError, annotate
 from ..plan import Plan
 from . import registry
-from .chunking import Chunker
+from .chunking import MAX_ADAPTIVE_CHUNK, MAX_INLINE_CHUNK, Chunker
 from .pool_run import PoolRun
 from .worker import ChunkResult, run_chunk
 
@@ -71,6 +71,7 @@ def execute(
             plan.chunksize,
             start_index,
             shrink_tail=_shrink_tail(plan, call) if backend.shrinks_tail else None,
+            most=MAX_INLINE_CHUNK if backend.inline and call.eager else MAX_ADAPTIVE_CHUNK,
         ),
         workers=plan.workers,
         star=call.star,
