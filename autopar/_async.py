@@ -138,7 +138,7 @@ class _AsyncMethods(MapMethods[P, R]):
         plan = Plan("async", limit, 1, f"{why}, at most {limit} at once", len(items))
         state.last_plan = plan
         log.debug("autopar: %s -> %s", getattr(self, "__qualname__", self), plan)
-        bar = self._bar(config, explicit, len(items))
+        bar = self._bar(config, len(items), explicit=explicit)
         fn: Callable[..., Any] = self.__wrapped__
 
         async def job() -> List[Any]:

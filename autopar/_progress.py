@@ -39,7 +39,7 @@ def _tqdm_class() -> Any:
         raise ImportError(INSTALL_HINT) from None
 
 
-def open_bar(on: bool, explicit: bool, total: Optional[int], desc: str) -> Any:
+def open_bar(total: Optional[int], desc: str, *, on: bool, explicit: bool) -> Any:
     """A tqdm bar if ``on``, else a :class:`NoBar`; raises ImportError without tqdm.
 
     ``explicit`` means an argument asked for it (draw anywhere) rather than only the

@@ -99,9 +99,9 @@ class MapMethods(Generic[P, R]):
         asked = options.get("progress") if asked is None else asked
         return state, config, asked is True
 
-    def _bar(self, config: _config.Config, explicit: bool, n_items: Optional[int]) -> Any:
+    def _bar(self, config: _config.Config, n_items: Optional[int], *, explicit: bool) -> Any:
         name = getattr(self, "__name__", "autopar")
-        return _progress.open_bar(config.progress, explicit, n_items, name)
+        return _progress.open_bar(n_items, name, on=config.progress, explicit=explicit)
 
     def _parallel_run(
         self,
@@ -120,7 +120,7 @@ class MapMethods(Generic[P, R]):
         except TypeError:
             n_items = None
         fn: Callable[..., Any] = self.__wrapped__
-        bar = self._bar(config, explicit, n_items)  # before any work: no tqdm, no run
+        bar = self._bar(config, n_items, explicit=explicit)  # before any work: no tqdm, no run
         try:
             record = Call(
                 fn=fn,

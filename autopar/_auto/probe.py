@@ -80,7 +80,7 @@ class Probe:
 
     # -- worker side -------------------------------------------------------------------
     def _take(
-        self, clock: Optional[int], caller: bool, batch: int
+        self, clock: Optional[int], batch: int, *, caller: bool
     ) -> Optional[Tuple[int, Any, int, bool]]:
         """The next item (index, item, workers now, whether more were read ahead with it
         into the ready queue, up to ``batch`` in all), or None to stop. ``batch`` 0 takes
@@ -92,7 +92,7 @@ class Probe:
         with self._cond:
             if self._ready:
                 index, item = self._ready.popleft()
-                self._start(index, clock, caller)
+                self._start(index, clock, caller=caller)
                 return index, item, self.workers, False
             if batch == 0 or self.stopped or self.exhausted or self.failure:
                 return None
@@ -109,10 +109,10 @@ class Probe:
                 return None
             index, self.read = self.read, self.read + len(items)
             self._ready.extend(zip(range(index + 1, self.read), items[1:]))
-            self._start(index, clock, caller)
+            self._start(index, clock, caller=caller)
             return index, items[0], self.workers, len(items) > 1
 
-    def _start(self, index: int, clock: Optional[int], caller: bool) -> None:
+    def _start(self, index: int, clock: Optional[int], *, caller: bool) -> None:
         # Called with _cond held.
         cpu0 = time.clock_gettime(clock) if clock is not None else 0.0
         queue = self._caller_queue if caller else None
@@ -128,7 +128,7 @@ class Probe:
         queue = self._caller_queue if caller else None
         try:
             with mark_worker_thread():
-                while (task := self._take(clock, caller, batch)) is not None:
+                while (task := self._take(clock, batch, caller=caller)) is not None:
                     per_item = self._run(*task, queue)
                     if batch == 0 or (should_stop is not None and should_stop()):
                         batch = 0  # leaving: only items read ahead are left to run
@@ -307,7 +307,7 @@ class Probe:
             wanted = max(1, self._paused_workers)
         self.grow(wanted)
 
-    def stop(self, abandon: bool = False) -> int:
+    def stop(self, *, abandon: bool = False) -> int:
         """Take no more items; return how many were taken (the rest start at this index).
 
         Items read ahead still run (the call waits for their results) unless ``abandon``:

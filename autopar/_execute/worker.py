@@ -108,9 +108,9 @@ def run_chunk(
     failure = None
     try:
         if deadline is None:
-            _run_all(fn, items, star, results)
+            _run_all(fn, items, results, star=star)
         else:
-            _run_until(fn, items, star, results, deadline, start)
+            _run_until(fn, items, results, star=star, deadline=deadline, start=start)
     except Exception as exc:
         # results holds exactly the items before the one that raised.
         failure = Failure(start + len(results), exc, traceback.format_exc())
@@ -119,7 +119,7 @@ def run_chunk(
     return ChunkResult(results, time.perf_counter() - wall0, time.thread_time() - cpu0, failure)
 
 
-def _run_all(fn: Callable[..., Any], items: Iterable[Any], star: bool, out: List[Any]) -> None:
+def _run_all(fn: Callable[..., Any], items: Iterable[Any], out: List[Any], *, star: bool) -> None:
     # The hot loop of every kind, in C: list.extend keeps what it appended before an
     # exception, so len(out) is then the failing item's offset.
     out.extend(itertools.starmap(fn, items) if star else map(fn, items))
@@ -128,8 +128,9 @@ def _run_all(fn: Callable[..., Any], items: Iterable[Any], star: bool, out: List
 def _run_until(
     fn: Callable[..., Any],
     items: Iterable[Any],
-    star: bool,
     out: List[Any],
+    *,
+    star: bool,
     deadline: float,
     start: int,
 ) -> None:
