@@ -9,18 +9,21 @@
 
 Importing autopar is light: each public name below loads its module on first use.
 
-Layout (every module but these public ones is private; imports go down this list's
-layers, and running never imports deciding: tests/test_layout.py keeps it so):
+Layout. Modules whose names start with an underscore are private; decorator.py, plan.py
+and errors.py define the public names. Deciding imports running, never the other way,
+and there are no import cycles (tests/test_layout.py keeps both so):
 
     decorator.py      parallel(): validates options, picks the sync or async wrapper
     _wrapper.py       MapMethods (shared by sync and async wrappers), ParallelFunction
     _async.py         AsyncParallelFunction: coroutines on an event loop
     _router.py        route(): nested -> serial, named kind -> its plan, auto -> _auto
     _auto/            DECIDING: which kind finishes this call first
-        planner.py        measure or recall, decide, run, watch for drift
-        probe.py          runs the first items on helper threads, timing each
+        planner.py        measure or recall, decide, run
+        probe.py          runs items on helper threads (and the caller), timing each
         calibration.py    drives the probe; turns its samples into Measurements
+        spread.py         the order that measures items from the whole input first
         cost_model.py     pure: Measurements + Overheads + n -> Plan
+        replan.py         watches a plan's chunks; re-plans the rest of a call
         pool_costs.py     what each pool costs on this machine (measured once)
         memory.py         learned costs per function; the serial fast path
         queued_time.py    a thread's time queued for a core (Linux schedstat)
