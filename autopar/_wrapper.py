@@ -141,6 +141,25 @@ class MapMethods(Generic[P, R]):
     def _to_ship(self) -> Callable[..., Any]:
         return self  # type: ignore[return-value]
 
+    def _all(self, items: Iterable[Any], options: Dict[str, Any], *, star: bool) -> List[Any]:
+        """Every result, in input order (map, starmap): the fast path where it serves."""
+        fast = self._self_state.fast_path  # (see autopar._auto.memory.SerialFastPath)
+        if fast is not None and not any(v is not None for v in options.values()):
+            done = fast.run(self.__wrapped__, items, star=star)
+            if done is not None:
+                return done
+        chunks = self._parallel_run(items, ordered=True, star=star, materialize=True, **options)
+        return gather(chunks)
+
+    def _stream(
+        self, items: Iterable[Any], options: Dict[str, Any], *, ordered: bool
+    ) -> Iterator[Any]:
+        """Results one by one as they come (imap, imap_unordered)."""
+        chunks = self._parallel_run(
+            items, ordered=ordered, star=False, materialize=False, **options
+        )
+        return flatten(chunks)
+
     def map(
         self,
         items: Iterable[Any],
@@ -150,19 +169,7 @@ class MapMethods(Generic[P, R]):
         progress: Optional[bool] = None,
     ) -> List[R]:
         """``[f(x) for x in items]``, in input order, run the way this function's kind says."""
-        fast = self._self_state.fast_path  # (see autopar._auto.memory.SerialFastPath)
-        if fast is not None and timeout is None and chunksize is None and progress is None:
-            done = fast.run(self.__wrapped__, items, star=False)
-            if done is not None:
-                return done
-        chunks = self._parallel_run(
-            items,
-            ordered=True,
-            star=False,
-            materialize=True,
-            **call_options(timeout, chunksize, progress),
-        )
-        return gather(chunks)
+        return self._all(items, call_options(timeout, chunksize, progress), star=False)
 
     def starmap(
         self,
@@ -173,19 +180,7 @@ class MapMethods(Generic[P, R]):
         progress: Optional[bool] = None,
     ) -> List[R]:
         """``[f(*args) for args in items]``, like ``itertools.starmap``, as a list."""
-        fast = self._self_state.fast_path  # (see autopar._auto.memory.SerialFastPath)
-        if fast is not None and timeout is None and chunksize is None and progress is None:
-            done = fast.run(self.__wrapped__, items, star=True)
-            if done is not None:
-                return done
-        chunks = self._parallel_run(
-            items,
-            ordered=True,
-            star=True,
-            materialize=True,
-            **call_options(timeout, chunksize, progress),
-        )
-        return gather(chunks)
+        return self._all(items, call_options(timeout, chunksize, progress), star=True)
 
     def imap(
         self,
@@ -196,14 +191,7 @@ class MapMethods(Generic[P, R]):
         progress: Optional[bool] = None,
     ) -> Iterator[R]:
         """Lazy results in input order; the input is read only a few chunks ahead."""
-        chunks = self._parallel_run(
-            items,
-            ordered=True,
-            star=False,
-            materialize=False,
-            **call_options(timeout, chunksize, progress),
-        )
-        return flatten(chunks)
+        return self._stream(items, call_options(timeout, chunksize, progress), ordered=True)
 
     def imap_unordered(
         self,
@@ -214,14 +202,7 @@ class MapMethods(Generic[P, R]):
         progress: Optional[bool] = None,
     ) -> Iterator[R]:
         """Lazy results in the order they finish (chunk by chunk)."""
-        chunks = self._parallel_run(
-            items,
-            ordered=False,
-            star=False,
-            materialize=False,
-            **call_options(timeout, chunksize, progress),
-        )
-        return flatten(chunks)
+        return self._stream(items, call_options(timeout, chunksize, progress), ordered=False)
 
     @property
     def last_plan(self) -> Optional[Plan]:
