@@ -1,6 +1,5 @@
 """kind="auto" decides each trap the right way (decisions only: timing is for benchmarks)."""
 
-import subprocess
 import sys
 import threading
 import time
@@ -8,7 +7,7 @@ import time
 import pytest
 
 from autopar import _config, parallel
-from autopar._auto import memory, planner, queued_time
+from autopar._auto import memory, planner
 from tests import helpers as h
 
 MULTICORE = _config.cpu_count() >= 2
@@ -472,41 +471,3 @@ def test_cheap_items_stop_the_probe_once_enough_are_measured(monkeypatch):
     assert f.map(range(1000)) == [x * x for x in range(1000)]
     found = re.search(r"the first (\d+) items ran while measuring", f.last_plan.reason)
     assert found and int(found.group(1)) < 256, f.explain()
-
-
-def _queue_clock_reads() -> bool:
-    clock = queued_time.QueueClock()
-    try:
-        return clock.reads
-    finally:
-        clock.close()
-
-
-@pytest.mark.skipif(not _queue_clock_reads(), reason="needs Linux's per-thread schedstat")
-def test_computing_items_on_a_busy_machine_are_not_taken_for_waiting_ones():
-    # Two spinning processes a core: an item queued for a core shows less CPU than wall
-    # time on its own clock. Taken for waiting work, such items went to 2 to 16 threads
-    # (GIL-bound: about serial speed) in 27 of 30 calls; the time the caller sat queued
-    # for a core counts as computing now (60 of 60 right). The scheduler decides who
-    # waits when, so this asks for three calls out of five.
-    cores = _config.cpu_count()
-    spin = [sys.executable, "-c", "while True: pass"]
-    hogs = [subprocess.Popen(spin) for _ in range(2 * cores)]
-    plans = []
-    try:
-        time.sleep(0.2)
-        for _ in range(5):
-            memory.forget(h.burn)
-            f = parallel(h.burn)
-            assert len(f.map([2] * 60)) == 60
-            plans.append(f.last_plan)
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait(timeout=10)
-    right = [
-        p
-        for p in plans
-        if p.measured["cpu_fraction"] >= 0.5 and not (p.kind == "thread" and p.workers > cores)
-    ]
-    assert len(right) >= 3, "\n\n".join(p.explain() for p in plans)

@@ -211,3 +211,31 @@ def test_a_paused_probe_takes_no_new_item():
     probe.add_caller()
     probe.work_here(never)  # returns at once: nothing may be taken
     assert probe.read == 0 and next(items) == 0
+
+
+class _QueuedThroughout:
+    """A queue clock by which the calling thread sat queued for a core through every item
+    (as on a machine whose cores are all busy)."""
+
+    reads = True
+    mark = 0.0
+
+    def after_item(self, wall):
+        return wall
+
+    def since_mark(self):
+        return 0.0
+
+
+def test_time_the_caller_sat_queued_for_a_core_counts_as_computing(monkeypatch):
+    # An item's own CPU clock does not show time queued for a core, so on a busy machine
+    # computing items would read as waiting ones (and go to threads, about serial speed
+    # for code that holds the GIL). The caller's queued time counts as its items' CPU.
+    from autopar._auto import probe as probe_module
+
+    monkeypatch.setattr(probe_module, "for_this_thread", _QueuedThroughout)
+    probe = Probe(helpers.nap, iter([0.002] * 5), False, 5)
+    probe.add_caller()
+    probe.work_here(never)
+    assert len(probe.samples) == 5
+    assert all(cpu >= 0.9 * wall for wall, cpu, _ in probe.samples), probe.samples

@@ -224,8 +224,7 @@ class Calibration:
             # Finished items carry most of the time seen: they must be idle too. (Their CPU
             # time holds the caller's time queued for a core; a running item's reading
             # lacks a wait still going on, so on a busy machine it alone can make computing
-            # seem like waiting: tests/test_auto.py::
-            # test_computing_items_on_a_busy_machine_are_not_taken_for_waiting_ones.)
+            # seem like waiting: the "loaded" rows of benchmarks/STABILITY.md.)
             idle_items = idle_items and _idle(done)
         # (Items cheaper than a thread hand-off do not wait in any way threads could
         # overlap: their CPU clocks read near zero from timer resolution alone.)

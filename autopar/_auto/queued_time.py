@@ -3,7 +3,9 @@
 On a busy machine a computing item spends part of its wall time queued for a core, and
 its own CPU clock does not show that, so calibration would take it for waiting work and
 give GIL-bound Python code threads (about serial speed) where processes win
-(tests/test_auto.py::test_computing_items_on_a_busy_machine_are_not_taken_for_waiting_ones).
+(tests/test_probe.py::test_time_the_caller_sat_queued_for_a_core_counts_as_computing; the
+end-to-end decision under load is a benchmark row: the "loaded" rows of
+benchmarks/STABILITY.md).
 The calling thread, the probe's first worker, adds the time it sat queued during an item
 to the item's CPU time: time it wanted to compute.
 
