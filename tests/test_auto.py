@@ -452,7 +452,11 @@ def test_a_script_without_a_main_guard_gets_no_processes_and_is_told_why(tmp_pat
 
     proc = run_file(script, args=(str(log),), env={"AUTOPAR_START_METHOD": "forkserver"})
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["serial", "True", "serial"], proc.stderr
+    # No processes, and the reason says why. (Serial or threads: for items that hold the
+    # GIL the two are within a few percent of each other, a choice that can go either way.)
+    first, told, later = proc.stdout.split()
+    assert first in ("serial", "thread") and later in ("serial", "thread"), proc.stdout
+    assert told == "True", proc.stdout
     assert proc.stderr.count("RuntimeWarning") == 1 and "__main__" in proc.stderr
     assert "script.py:7" in proc.stderr  # the warning points at the user's call
     assert log.read_text().split() == ["ran"]
