@@ -86,17 +86,13 @@ def record(name: str, seconds: float) -> None:
 
 def thread_costs() -> Dict[str, float]:
     """Per-thread start (the median of the latest starts) and per-chunk dispatch of the
-    thread pool (measured once)."""
-    with _lock:
-        if "thread_dispatch" in _measured:
-            dispatch = _measured["thread_dispatch"]
-            return {"thread_start": _thread_start(), "thread_dispatch": dispatch}
-    starts, dispatch = _time_thread_costs()
-    for seconds in starts:
-        thread_pool.note_start(seconds)
-    with _lock:
-        _measured["thread_dispatch"] = dispatch
-    return {"thread_start": _thread_start(), "thread_dispatch": dispatch}
+    thread pool (measured once; a race only measures twice)."""
+    if _get("thread_dispatch") is None:
+        starts, dispatch = _time_thread_costs()
+        for seconds in starts:
+            thread_pool.note_start(seconds)
+        record("thread_dispatch", dispatch)
+    return _thread_costs_or_priors()
 
 
 # The interpreter's switch interval while a pool starts in the background (see
@@ -118,6 +114,7 @@ def threads_in_question(wall: float) -> bool:
 
 
 def _thread_costs_or_priors() -> Dict[str, float]:
+    """The thread costs measured so far, or the priors where none are."""
     with _lock:
         dispatch = _measured.get("thread_dispatch")
     if dispatch is None:

@@ -21,7 +21,6 @@ import logging
 from typing import Any, Callable, Iterator, List, Optional
 
 from .._config import Config
-from .._execute import registry
 from .._execute.executor import Call, execute
 from .._execute.worker import ChunkResult
 from ..plan import Plan
@@ -70,9 +69,6 @@ class Watch:
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
         # The whole run's solo cost per item, summed: what later calls should remember.
         self.solo_wall, self.solo_cpu = 0.0, 0.0
-        # A process pool starting in the background (for later calls) when this plan was
-        # made: once it is up, the items left are weighed again with it warm.
-        self._pool_starting = plan.kind != "process" and registry.starting_in_background()
         # Serial chunks run in this thread, which can read its own time queued for a core
         # (autopar._auto.queued_time): on a busy machine, computing is not waiting.
         self._queue = for_this_thread() if plan.kind == "serial" else None
@@ -99,14 +95,10 @@ class Watch:
         self._items += done
         self._wall += wall
         self._cpu += cpu
-        if self.switch is not None or self._wall < MIN_OBSERVED:
-            return
-        pool_up = self._pool_starting and not registry.starting_in_background()
-        if pool_up:
-            self._pool_starting = False
-        self._judge(pool_up=pool_up)
+        if self.switch is None and self._wall >= MIN_OBSERVED:
+            self._judge()
 
-    def _judge(self, *, pool_up: bool) -> None:
+    def _judge(self) -> None:
         wall, cpu = self._wall / self._items, self._cpu / self._items
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
         ratio = wall / max(self.m.wall, 1e-9)
@@ -123,9 +115,7 @@ class Watch:
             (share < waits_under) if not was_waiting else (share >= 0.5)
         )
         if 1 / BAND <= ratio <= BAND and not crossed:
-            if not pool_up:
-                return
-            wall, cpu = self.m.wall, self.m.cpu  # (the costs hold: the pools changed)
+            return
         seen = self.m._replace(wall=max(wall, 1e-9), cpu=cpu)
         left = (ASSUMED_LENGTH if self.left is None else self.left) - self.done
         if left < 2:
@@ -139,15 +129,12 @@ class Watch:
         best = again.predicted[again.kind]
         if now is None or again.kind == self.plan.kind or best * SWITCH_MARGIN >= now:
             return
-        if 1 / BAND <= ratio <= BAND and not crossed:
-            self.why = "the process pool started for later calls was up"
-        else:
-            share_note = ", and waited" if share < 0.5 <= self.plan_share else ""
-            share_note = ", and computed" if self.plan_share < 0.5 <= share else share_note
-            self.why = (
-                f"items cost {wall / max(self.planned_wall, 1e-9):.1f}x what the "
-                f"{self.plan.kind} plan was made on{share_note}"
-            )
+        share_note = ", and waited" if share < 0.5 <= self.plan_share else ""
+        share_note = ", and computed" if self.plan_share < 0.5 <= share else share_note
+        self.why = (
+            f"items cost {wall / max(self.planned_wall, 1e-9):.1f}x what the "
+            f"{self.plan.kind} plan was made on{share_note}"
+        )
         log.debug("autopar: %s: %s for the %d items left", self.why, again.kind, left)
         self.switch = again
 

@@ -159,12 +159,6 @@ def in_background(start: Callable[[], None]) -> None:
         _background.start()
 
 
-def starting_in_background() -> bool:
-    """Whether a warm-up started by :func:`in_background` is still running."""
-    with _lock:
-        return _background is not None and _background.is_alive()
-
-
 _background: Optional[threading.Thread] = None  # guarded by _lock
 BACKGROUND_WAIT = 60.0  # seconds shutdown() waits for a warm-up (a start hung in the OS)
 
