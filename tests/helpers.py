@@ -324,3 +324,29 @@ def spy_chunk_sizes(monkeypatch: Any, backend_class: type) -> List[int]:
 
     monkeypatch.setattr(backend_class, "submit", spy)
     return sizes
+
+
+# -- heavy functions -------------------------------------------------------------------------
+
+
+class Table:
+    """A large object that notes, in the file at ``log``, each process that unpickles it."""
+
+    def __init__(self, log: str, data: Any) -> None:
+        self.log = log
+        self.data = data
+
+    def __reduce__(self) -> Any:
+        return _rebuild_table, (self.log, self.data)
+
+
+def _rebuild_table(log: str, data: Any) -> Table:
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return Table(log, data)
+
+
+def look_up(table: Any, i: int) -> int:
+    """The byte at ``i`` of ``table`` (a Table or any buffer), with the worker's pid."""
+    data = table.data if isinstance(table, Table) else table
+    return int(data[i])

@@ -1,5 +1,6 @@
 """Calibration: pricing shipping to a process (ratios and paths), and the thread test."""
 
+import functools
 import threading
 
 import pytest
@@ -32,10 +33,18 @@ def test_small_or_structured_items_are_pickled_to_price_them():
 
 
 def test_ship_costs_add_item_and_result_on_each_side():
-    picklable, caller, worker = calibration._ship_costs(len, (bytes(1 << 20), 7))
+    picklable, caller, worker, _, _ = calibration._ship_costs(len, (bytes(1 << 20), 7))
     assert picklable
     assert caller > 0 and worker > 0
     assert calibration._ship_costs(len, (threading.Lock(), 1))[0] is False
+
+
+def test_ship_costs_measure_the_function_itself():
+    table = bytes(4 << 20)
+    *_, seconds, size = calibration._ship_costs(functools.partial(max, table), (1, 1))
+    assert size > len(table) and seconds > 0
+    *_, small_size = calibration._ship_costs(len, (1, 1))
+    assert small_size < 100
 
 
 def _sha256_hex(buffer):

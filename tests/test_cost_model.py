@@ -186,3 +186,24 @@ def test_threads_for_part_waiting_items_are_not_said_to_be_gil_free():
     plan = decide(items(6e-3, 4e-3), cold, 46)
     assert plan.kind == "thread"
     assert "33% of their time waiting" in plan.reason and "GIL" not in plan.reason
+
+
+def test_a_function_dearer_to_ship_than_its_work_saves_keeps_processes_out():
+    light = items(1.5e-3, 1.5e-3, thread_speedup=1.0, speedup_threads=2)
+    assert decide(light, WARM, 200).kind == "process"
+    heavy = light._replace(ship_function=0.2, function_bytes=500 * 2**20)
+    plan = decide(heavy, WARM, 200)
+    assert plan.kind == "serial"
+    assert "shipping the function (500.0 MiB pickled)" in plan.reason
+    assert plan.measured["function_bytes"] == 500 * 2**20
+
+
+def test_shipping_the_function_is_priced_once_per_call_not_per_item():
+    light = items(1.5e-3, 1.5e-3, thread_speedup=1.0, speedup_threads=2)
+    heavy = light._replace(ship_function=0.02, function_bytes=50 * 2**20)
+    for n in (50, 500, 5000):
+        extra = (
+            decide(heavy, WARM, n).predicted["process"]
+            - decide(light, WARM, n).predicted["process"]
+        )
+        assert extra == pytest.approx(0.04)

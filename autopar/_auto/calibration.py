@@ -367,7 +367,9 @@ def measure(
         # Near-free items: their CPU clock reads are timer resolution, not a share of
         # waiting. Counted as computing, so that no thread count is planned on noise.
         cpu = wall
-    picklable, ship_caller, ship_worker = _ship_costs(to_ship, probe.example)
+    picklable, ship_caller, ship_worker, ship_function, function_bytes = _ship_costs(
+        to_ship, probe.example
+    )
     # The thread speed-up: the CPU rate two threads reached over one thread's (the GIL
     # holds it near 1). Per-item CPU clocks cannot tell: a thread waiting for the GIL
     # often waits between items, outside any item's clock.
@@ -384,24 +386,30 @@ def measure(
         ship_caller=ship_caller,
         ship_worker=ship_worker,
         picklable=picklable,
+        ship_function=ship_function,
+        function_bytes=function_bytes,
     )
 
 
 def _ship_costs(
     to_ship: Callable[..., Any], example: Optional[Tuple[Any, Any]]
-) -> Tuple[bool, float, float]:
-    """Whether the function and an example item/result pickle, and what shipping one item
-    and its result costs: (picklable, seconds in the caller, seconds in a worker)."""
+) -> Tuple[bool, float, float, float, int]:
+    """Whether the function and an example item/result pickle, and what shipping costs:
+    (picklable, seconds in the caller and in a worker per item, seconds to pickle the
+    function, its pickled size)."""
     try:
-        dumps(to_ship)
+        t0 = time.perf_counter()
+        size = len(dumps(to_ship))
+        function = time.perf_counter() - t0
         if example is None:
-            return True, 0.0, 0.0
+            return True, 0.0, 0.0, function, size
         item_dump, item_load, item_size = _pickle_cost(example[0])
         result_dump, result_load, result_size = _pickle_cost(example[1])
     except Exception:
-        return False, math.inf, math.inf
+        return False, math.inf, math.inf, 0.0, 0
     transfer = (item_size + result_size) / PIPE_BYTES_PER_SECOND
-    return True, item_dump + result_load + transfer, item_load + result_dump + transfer
+    caller, worker = item_dump + result_load + transfer, item_load + result_dump + transfer
+    return True, caller, worker, function, size
 
 
 def _pickle_cost(value: Any) -> Tuple[float, float, int]:

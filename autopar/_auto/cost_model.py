@@ -12,6 +12,7 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
              + the new threads' starts, about half of them where threads overlap
     process  cold start (overlapped with work done meanwhile on a thread, unless GIL-bound)
              + max(n * ship_caller, n * (wall + ship_worker) / p) + chunks * dispatch / p
+             + 2 * ship_function (the caller pickles the function, workers load it once)
     dask     max(n * ship_caller, n * (wall + ship_worker) / cluster threads,
                  chunks * scheduler cost per task)   (only with AUTOPAR_DASK_ADDRESS)
 """
@@ -49,6 +50,8 @@ class Measurements(NamedTuple):
     ship_caller: float = 0.0  # caller side: pickle an item, unpickle its result
     ship_worker: float = 0.0  # worker side: the reverse
     picklable: bool = True  # function, a sample item and its result all pickle
+    ship_function: float = 0.0  # seconds to pickle the function itself (each call does)
+    function_bytes: int = 0  # its pickled size
 
     @property
     def cpu_fraction(self) -> float:
@@ -68,6 +71,9 @@ class Measurements(NamedTuple):
         }
         if self.thread_speedup is not None:
             table["thread_speedup"] = self.thread_speedup
+        if self.function_bytes:
+            table["ship_function"] = self.ship_function
+            table["function_bytes"] = float(self.function_bytes)
         return table
 
 
@@ -165,7 +171,9 @@ def process_time(m: Measurements, o: Overheads, n: int) -> Choice:
     elapsed = (
         (o.process_start if rest else n * m.wall) + run + chunks * o.process_dispatch / workers
     )
-    return elapsed, workers, chunk
+    # Each call pickles the function; a worker unpickles it once (its cache keeps it while
+    # it is unchanged): priced as if not cached, as a first call's workers find it.
+    return elapsed + 2 * m.ship_function, workers, chunk
 
 
 def cluster_time(m: Measurements, o: Overheads, n: int) -> Choice:
@@ -265,6 +273,11 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
                 f"a running process pool would win, but starting one "
                 f"({o.process_start * 1e3:.0f} ms) costs more than it saves{on}"
             )
+        elif _function_too_dear(m, o, n):
+            why.append(
+                f"shipping the function ({m.function_bytes / 2**20:.1f} MiB pickled) to the "
+                f"processes costs more than they would save{on}"
+            )
         elif m.ship_caller + m.ship_worker > m.wall:
             why.append("shipping an item to a process costs more than running it")
         else:
@@ -274,3 +287,11 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
     elif o.cores < 2:
         why.append("one core, so processes cannot help")
     return "; ".join(why) or "no other kind is predicted to be faster"
+
+
+def _function_too_dear(m: Measurements, o: Overheads, n: int) -> bool:
+    """Whether processes lose only because of what shipping the function costs."""
+    if not m.ship_function:
+        return False
+    light = process_time(m._replace(ship_function=0.0), o, n)[0]
+    return light * SIMPLER_BIAS < n * m.wall

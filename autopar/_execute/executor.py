@@ -17,7 +17,7 @@ from ..plan import Plan
 from . import registry
 from .chunking import MAX_ADAPTIVE_CHUNK, MAX_INLINE_CHUNK, Chunker
 from .pool_run import PoolRun
-from .worker import ChunkResult, run_chunk
+from .worker import ChunkResult, function_name, run_chunk
 
 
 class Call(NamedTuple):
@@ -39,7 +39,7 @@ class Call(NamedTuple):
 
     @property
     def name(self) -> str:
-        return str(getattr(self.fn, "__qualname__", self.fn))
+        return function_name(self.fn)
 
 
 def execute(

@@ -51,6 +51,18 @@ class ChunkResult(NamedTuple):
     failure: Optional[Failure]
 
 
+def function_name(fn: Any) -> str:
+    """A short name for ``fn`` in logs and errors. Never its repr: a partial's repr holds
+    the repr of every argument it carries (a 50 MiB table is a 200 MB string)."""
+    name = getattr(fn, "__qualname__", None)
+    if isinstance(name, str):
+        return name
+    inner = getattr(fn, "func", None)  # functools.partial
+    if inner is not None and inner is not fn:
+        return f"partial({function_name(inner)})"
+    return f"<{type(fn).__qualname__} object>"
+
+
 def in_worker() -> bool:
     """Whether the current code runs inside an autopar worker (thread or process)."""
     return _IN_PROCESS_WORKER or getattr(_local, "active", False)
@@ -67,23 +79,42 @@ def mark_worker_thread() -> Iterator[None]:
         _local.active = previous
 
 
-def init_process(blas_threads: int = 1) -> None:
-    """Initializer of every process worker."""
+def init_process(caller: int, blas_threads: int = 1) -> None:
+    """Initializer of every process worker; ``caller`` is the pid of the process that owns
+    the pool (not always the worker's parent: forkserver workers are the server's)."""
     global _IN_PROCESS_WORKER
     _IN_PROCESS_WORKER = True
     for var in BLAS_THREAD_VARS:
         os.environ.setdefault(var, str(blas_threads))
     # Ctrl-C is the parent's to handle: it cancels the call and terminates the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
+    threading.Thread(target=_exit_when_orphaned, args=(caller,), daemon=True).start()
 
 
-def _exit_when_orphaned(parent: int) -> None:
+def _exit_when_orphaned(caller: int) -> None:
     # If the program is killed outright (SIGKILL, os._exit) nothing shuts the pool down, and
-    # a worker blocked on its task queue would wait forever: leave once the parent is gone.
-    while os.getppid() == parent:
+    # a worker blocked on its task queue would wait forever (a forkserver worker also keeps
+    # the server alive): leave once the caller is gone.
+    while _alive(caller):
         time.sleep(1.0)
     os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, killed but not yet reaped, does not)."""
+    if os.getppid() == pid:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the pid was reused by another user's process
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc here: a live pid is taken as the caller
+        return True
 
 
 def run_chunk(
@@ -142,9 +173,14 @@ def _run_until(
         out.append(fn(*item) if star else fn(item))
 
 
-# Unpickled functions by payload, so a long map unpickles its function once per process.
-# Only the worker's main thread touches it (ProcessPoolExecutor runs one task at a time).
+# Unpickled functions by payload (small functions travel with each chunk) or by segment
+# name (large ones are read from shared memory), so a worker unpickles each once. Only the
+# worker's main thread touches them (ProcessPoolExecutor runs one task at a time); a dask
+# worker's threads may race to fill an entry, which costs a second unpickle, no harm.
 _functions: dict[bytes, Callable[..., Any]] = {}
+_shared_functions: dict[str, Callable[..., Any]] = {}
+# Large functions a worker keeps: as many as the caller keeps segments for.
+_KEEP_SHARED = 4
 
 
 def dumps(obj: Any) -> bytes:
@@ -206,7 +242,7 @@ def _portable(exc: BaseException) -> BaseException:
 
 
 def run_chunk_pickled(
-    payload: bytes,
+    payload: Any,
     start: int,
     items: bytes,
     star: bool,
@@ -235,7 +271,10 @@ def run_chunk_pickled(
         return dumps(result._replace(results=result.results[:index], failure=failure))
 
 
-def _function(payload: bytes) -> Callable[..., Any]:
+def _function(payload: Any) -> Callable[..., Any]:
+    """The function a chunk names: pickled bytes, or a FunctionRef to a shared segment."""
+    if not isinstance(payload, bytes):
+        return _shared_function(payload.name, payload.size)
     fn = _functions.get(payload)
     if fn is None:
         if len(_functions) > 32:
@@ -244,10 +283,26 @@ def _function(payload: bytes) -> Callable[..., Any]:
     return fn
 
 
-def _unpickling_failed(exc: Exception, payload: bytes, start: int, count: int) -> ChunkResult:
+def _shared_function(name: str, size: int) -> Callable[..., Any]:
+    fn = _shared_functions.get(name)
+    if fn is None:
+        from .shared_memory import read
+
+        fn = read(name, size, pickle.loads)
+        while len(_shared_functions) >= _KEEP_SHARED:
+            del _shared_functions[next(iter(_shared_functions))]  # (the oldest)
+        _shared_functions[name] = fn
+    return fn
+
+
+def _unpickling_failed(exc: Exception, payload: Any, start: int, count: int) -> ChunkResult:
     """The chunk's result when its function or items cannot be rebuilt in the worker."""
     # Items travel as one pickle per chunk, so the culprit is known to the chunk only.
-    if payload not in _functions:
+    if isinstance(payload, bytes):
+        loaded = payload in _functions
+    else:
+        loaded = payload.name in _shared_functions
+    if not loaded:
         what = "the function"
     elif count == 1:
         what = f"item {start}"

@@ -19,13 +19,13 @@ def pickle_function(fn: Callable[..., Any], where: str) -> bytes:
     """``fn`` pickled for ``where`` (by reference, else by value with cloudpickle); a
     PicklingFailedError naming the function when neither works."""
     from ...errors import PicklingFailedError
-    from ..worker import dumps
+    from ..worker import dumps, function_name
 
     try:
         return dumps(fn)
     except Exception as exc:
         raise PicklingFailedError(
-            f"the function {getattr(fn, '__qualname__', fn)!r} cannot be pickled to run "
+            f"the function {function_name(fn)!r} cannot be pickled to run "
             f"{where}, even by value: {type(exc).__name__}: {exc}"
         ) from exc
 

@@ -4,9 +4,11 @@ Data flow for one chunk::
 
     caller                                   worker process
     ------                                   --------------
-    prepare(fn) -> payload bytes (once per call; cloudpickle for lambdas/closures)
+    prepare(fn) -> payload: the pickled function (once per call; cloudpickle for
+                   lambdas/closures), or from SHARED_FUNCTION size a FunctionRef to it
+                   in shared memory (see shared_memory.py)
     submit: pickle items -> bytes  ------>   run_chunk_pickled(payload, start, items)
-            (an unpicklable item is             unpickle fn (cached), unpickle items,
+            (an unpicklable item is             unpickle fn (cached per process), items,
              named by index here)               run, pickle ChunkResult  (an unpicklable
     collect: unpickle ChunkResult  <------      result is named by index there)
 
@@ -31,6 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 from ..._config import Config, cpu_count
 from ...errors import AutoparError, PicklingFailedError, WorkerCrashedError
 from ..main_guard import processes_start_cleanly, unguarded_error
+from ..shared_memory import SharedFunctions, unlink_all
 from ..worker import ChunkResult, dumps, find_unpicklable, init_process, run_chunk_pickled
 from .base import Backend, Replacement, pickle_function
 
@@ -39,6 +42,12 @@ log = logging.getLogger("autopar")
 # What the forkserver imports once, before it forks any worker. (A name that does not
 # import is skipped without a word: tests/test_kinds.py imports each.)
 FORKSERVER_PRELOAD = ("autopar._execute.worker", "cloudpickle")
+
+# A pickled function from this size reaches workers through shared memory, once per worker;
+# below it, it travels with each chunk. At 64 KiB a chunk's copy through the pipe costs
+# about what making a segment does (~0.1 ms); a function carrying a 50 MiB table costs
+# 50 ms a chunk by pipe (benchmarks/bench_heavy.py, the "table" row).
+SHARED_FUNCTION = 64 * 1024
 
 # Python 3.11 added max_tasks_per_child; before it, the pool is replaced after as many tasks.
 _NATIVE_RECYCLE = sys.version_info >= (3, 11)
@@ -94,6 +103,7 @@ class ProcessBackend(Backend):
         super().__init__(config, workers)
         self._executor = self._new_executor()
         self._tasks = 0
+        self._functions = SharedFunctions()
         # _recycle_lock guards _executor and _tasks where recycling swaps executors.
         self._recycle_lock = threading.Lock()
 
@@ -107,7 +117,11 @@ class ProcessBackend(Backend):
         if _NATIVE_RECYCLE and config.max_tasks_per_child:
             kwargs["max_tasks_per_child"] = config.max_tasks_per_child
         return ProcessPoolExecutor(
-            max_workers=self.capacity, mp_context=context, initializer=init_process, **kwargs
+            max_workers=self.capacity,
+            mp_context=context,
+            initializer=init_process,
+            initargs=(os.getpid(),),
+            **kwargs,
         )
 
     def _recycled_executor(self) -> ProcessPoolExecutor:
@@ -131,8 +145,11 @@ class ProcessBackend(Backend):
             return Replacement("AUTOPAR_MAX_TASKS_PER_CHILD changed")
         return super().replacement(config, workers)
 
-    def prepare(self, fn: Callable[..., Any], workers: int = 1) -> bytes:
-        return pickle_function(fn, "in a process")
+    def prepare(self, fn: Callable[..., Any], workers: int = 1) -> Any:
+        payload = pickle_function(fn, "in a process")
+        if len(payload) < SHARED_FUNCTION:
+            return payload
+        return self._functions.ref(payload)
 
     def submit(
         self,
@@ -190,6 +207,7 @@ class ProcessBackend(Backend):
             process.join(timeout=5)
         if manager is not None and results is not None:
             _unjam(manager, results._writer)
+        self._functions.close()
 
     def shutdown(self) -> None:
         # Work still running here belongs to a call that was abandoned (its caller timed out
@@ -198,3 +216,10 @@ class ProcessBackend(Backend):
             self.abort()
         else:
             self._executor.shutdown(wait=True, cancel_futures=True)
+        self._functions.close()
+
+    @classmethod
+    def close_shared(cls) -> None:
+        # Segments outlive no pool, but one whose pool was dropped without a shutdown
+        # (replaced mid-call) is unlinked here at the latest.
+        unlink_all()

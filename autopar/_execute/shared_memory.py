@@ -1,0 +1,182 @@
+"""Shared-memory segments: large payloads reach process workers once, not through the pipe.
+
+A segment is created by the caller with mode 0600 (private to this user: the kernel's
+``shm_open`` mode), under a name that starts with :data:`PREFIX` and this process's id,
+and is registered with multiprocessing's resource tracker, which unlinks it should this
+process be killed outright. The caller unlinks what it created as soon as no call uses it,
+and everything at shutdown. Workers attach read-only by name and never unlink: a segment
+has one owner.
+
+Flow for a large function (the first user of this module)::
+
+    caller: pickle fn -> same bytes as a live segment? reuse its name : write a new one
+    chunk:  carries FunctionRef(name, size), a few dozen bytes
+    worker: FunctionRef seen for the first time -> map the segment, unpickle, cache by name
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import secrets
+import threading
+import weakref
+from typing import Any, Callable, Dict, List, Optional, TypeVar
+
+PREFIX = "autopar_"
+# Distinct large functions kept in segments at once; an older one without users goes first.
+KEEP_FUNCTIONS = 4
+
+T = TypeVar("T")
+
+
+def _name() -> str:
+    return f"{PREFIX}{os.getpid()}_{secrets.token_hex(8)}"
+
+
+# Segments this process created and has not unlinked, by name; _lock guards it. A forked
+# child starts with none: its parent's segments are the parent's to unlink.
+_lock = threading.Lock()
+_owned: Dict[str, Any] = {}
+
+
+def _forget_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()
+    _owned.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def create(data: Any) -> str:
+    """A new segment holding the bytes of ``data``; returns its name."""
+    from multiprocessing import shared_memory
+
+    view = memoryview(data).cast("B")
+    segment = shared_memory.SharedMemory(name=_name(), create=True, size=max(1, view.nbytes))
+    buffer: Any = segment.buf
+    buffer[: view.nbytes] = view
+    with _lock:
+        _owned[segment.name] = segment
+    return segment.name
+
+
+def unlink(name: str) -> None:
+    """Remove a segment this process created (workers that mapped it keep their mapping)."""
+    with _lock:
+        segment = _owned.pop(name, None)
+    if segment is not None:
+        segment.close()
+        with contextlib.suppress(FileNotFoundError):  # (removed by hand, or by the tracker)
+            segment.unlink()
+
+
+def unlink_all() -> None:
+    """Remove every segment this process created; autopar.shutdown() and exit call it."""
+    with _lock:
+        names = list(_owned)
+    for name in names:
+        unlink(name)
+
+
+def owned() -> List[str]:
+    """Names of the segments this process holds now (for tests and ``info``)."""
+    with _lock:
+        return list(_owned)
+
+
+def read(name: str, size: int, load: Callable[[memoryview], T]) -> T:
+    """Map segment ``name`` read-only, pass its first ``size`` bytes to ``load``, unmap.
+
+    ``load`` must not keep the view (pickle.loads copies what it rebuilds). The mapping
+    bypasses SharedMemory, which before Python 3.13 registers every attach with the
+    resource tracker; a worker is not the segment's owner and must not be counted as one.
+    """
+    import _posixshmem  # type: ignore[import-not-found,unused-ignore]
+
+    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
+    try:
+        mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
+    finally:
+        os.close(fd)
+    if mapped is None:
+        return load(memoryview(b""))
+    try:
+        with memoryview(mapped) as view:
+            return load(view)
+    finally:
+        mapped.close()
+
+
+class FunctionRef:
+    """What a chunk carries instead of a large pickled function: where to read it.
+
+    The caller's copy is also a lease: while one is alive its segment stays.
+    """
+
+    __slots__ = ("__weakref__", "name", "size")
+
+    def __init__(self, name: str, size: int) -> None:
+        self.name = name
+        self.size = size
+
+    def __reduce__(self) -> Any:
+        return FunctionRef, (self.name, self.size)
+
+    def __repr__(self) -> str:
+        return f"FunctionRef({self.name!r}, {self.size})"
+
+
+class _Shipped:
+    __slots__ = ("data", "name", "users")
+
+    def __init__(self, data: bytes, name: str) -> None:
+        self.data = data  # kept to compare: memcmp is faster than hashing the payload
+        self.name = name
+        self.users: weakref.WeakSet[FunctionRef] = weakref.WeakSet()
+
+
+class SharedFunctions:
+    """The large pickled functions one process pool's workers read from shared memory.
+
+    A call pickles its function anew (the function may have changed since: a table
+    mutated in place); when the bytes equal a live segment's, that segment is reused,
+    and workers that loaded it before do not load it again.
+    """
+
+    def __init__(self) -> None:
+        # _lock guards _shipped (calls on several threads share one pool).
+        self._lock = threading.Lock()
+        self._shipped: List[_Shipped] = []
+
+    def ref(self, data: bytes) -> FunctionRef:
+        """A lease on a segment holding ``data``, made or reused."""
+        with self._lock:
+            entry = next((e for e in self._shipped if e.data == data), None)
+            if entry is None:
+                entry = _Shipped(data, create(data))
+                self._shipped.insert(0, entry)
+                self._evict()
+            lease = FunctionRef(entry.name, len(data))
+            entry.users.add(lease)
+            return lease
+
+    def _evict(self) -> None:
+        idle = [e for e in self._shipped[KEEP_FUNCTIONS:] if not e.users]
+        for entry in idle:
+            self._shipped.remove(entry)
+            unlink(entry.name)
+
+    def close(self) -> None:
+        """Unlink every segment (the pool is stopping: no worker will read them)."""
+        with self._lock:
+            shipped, self._shipped = self._shipped, []
+        for entry in shipped:
+            unlink(entry.name)
+
+    def names(self) -> Optional[List[str]]:
+        with self._lock:
+            return [e.name for e in self._shipped]

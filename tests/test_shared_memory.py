@@ -1,0 +1,142 @@
+"""Large functions reach process workers through shared memory, once per worker."""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import time
+
+import pytest
+
+import autopar
+from autopar import parallel
+from autopar._execute import shared_memory
+from autopar._execute.worker import function_name
+from tests import helpers
+from tests.conftest import run_python
+
+BIG = 256 * 1024  # over SHARED_FUNCTION: such a function travels through shared memory
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _segments(pid: int | None = None) -> list[str]:
+    prefix = f"{shared_memory.PREFIX}{pid or os.getpid()}_"
+    return [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+
+
+@pytest.fixture(autouse=True)
+def _no_segments_left():
+    yield
+    autopar.shutdown()
+    assert _segments() == []
+
+
+def test_a_segment_is_private_and_read_back_whole():
+    name = shared_memory.create(b"x" * 1000)
+    try:
+        assert os.stat(f"/dev/shm/{name}").st_mode & 0o777 == 0o600
+        assert shared_memory.read(name, 1000, bytes) == b"x" * 1000
+    finally:
+        shared_memory.unlink(name)
+    assert name not in shared_memory.owned()
+
+
+def test_equal_payloads_share_one_segment_and_idle_ones_are_dropped():
+    shipped = shared_memory.SharedFunctions()
+    first = shipped.ref(b"a" * 100)
+    assert shipped.ref(b"a" * 100).name == first.name
+    assert shipped.ref(b"b" * 100).name != first.name
+    del first
+    for i in range(shared_memory.KEEP_FUNCTIONS + 2):
+        shipped.ref(bytes([i]) * 100)
+    assert len(shipped.names()) == shared_memory.KEEP_FUNCTIONS
+    shipped.close()
+    assert shipped.names() == []
+
+
+def test_a_segment_in_use_is_kept_past_the_limit():
+    shipped = shared_memory.SharedFunctions()
+    held = shipped.ref(b"held" * 100)
+    for i in range(shared_memory.KEEP_FUNCTIONS + 2):
+        shipped.ref(bytes([i]) * 100)
+    assert held.name in shipped.names()
+    shipped.close()
+
+
+def test_a_function_ref_pickles_to_its_name_only():
+    ref = shared_memory.FunctionRef("autopar_1_ab", 123)
+    back = pickle.loads(pickle.dumps(ref))
+    assert (back.name, back.size) == ("autopar_1_ab", 123)
+    assert len(pickle.dumps(ref)) < 200
+
+
+def test_a_large_function_is_unpickled_once_per_worker(tmp_path):
+    log = tmp_path / "unpickled"
+    table = helpers.Table(str(log), bytes(range(256)) * (BIG // 256))
+    f = parallel(functools.partial(helpers.look_up, table), kind="process", workers=2)
+    for _ in range(3):
+        assert f.map(range(200), chunksize=1) == [i % 256 for i in range(200)]
+    pids = log.read_text().split()
+    assert len(pids) == len(set(pids)), f"a worker unpickled the function twice: {pids}"
+    assert str(os.getpid()) not in pids
+
+
+def test_a_changed_function_is_shipped_again(tmp_path):
+    table = bytearray(BIG)
+    f = parallel(functools.partial(helpers.look_up, table), kind="process", workers=2)
+    assert f.map(range(10)) == [0] * 10
+    table[:10] = bytes(range(1, 11))
+    assert f.map(range(10)) == list(range(1, 11))
+
+
+def test_segments_are_unlinked_when_the_pool_stops():
+    f = parallel(functools.partial(helpers.look_up, bytes(BIG)), kind="process", workers=2)
+    f.map(range(10))
+    assert len(_segments()) == 1
+    autopar.shutdown()
+    assert _segments() == []
+
+
+def test_segments_are_unlinked_after_a_worker_crash():
+    big = functools.partial(helpers.die_on, bad=3, how="exit")
+    carrier = functools.partial(_call_with_ballast, big, bytes(BIG))
+    with pytest.raises(autopar.WorkerCrashedError):
+        parallel(carrier, kind="process", workers=2).map(range(10), chunksize=1)
+    autopar.shutdown()
+    assert _segments() == []
+
+
+def _call_with_ballast(fn, ballast, x):
+    return fn(x)
+
+
+def test_segments_go_when_the_program_is_killed():
+    code = f"""
+        import functools, os, signal, sys
+        from autopar import parallel
+        from tests import helpers
+        f = parallel(functools.partial(helpers.look_up, bytes({BIG})), kind="process")
+        f.map(range(10))
+        print(os.getpid(), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+    done = run_python(code)
+    pid = int(done.stdout.split()[0])
+    deadline = time.monotonic() + 20
+    while _segments(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the resource tracker unlinks once every holder has gone
+    assert _segments(pid) == []
+
+
+def test_function_names_never_use_repr():
+    class Loud:
+        def __repr__(self):
+            raise AssertionError("repr called")
+
+        def __call__(self, x):
+            return x
+
+    assert function_name(functools.partial(Loud(), 1)).endswith("Loud object>)")
+    assert function_name(helpers.square) == "square"
