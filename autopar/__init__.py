@@ -9,9 +9,9 @@
 
 Importing autopar is light: each public name below loads its module on first use.
 
-Layout. Modules whose names start with an underscore are private; decorator.py, plan.py
-and errors.py define the public names. Deciding imports running, never the other way,
-and there are no import cycles (tests/test_layout.py keeps both so):
+Layout. Modules whose names start with an underscore are private; decorator.py, plan.py,
+errors.py and _execute/per_worker.py define the public names. Deciding imports running,
+never the other way, and there are no import cycles (tests/test_layout.py keeps both so):
 
     decorator.py      parallel(): validates options, picks the sync or async wrapper
     _wrapper.py       MapMethods (shared by sync and async wrappers), ParallelFunction
@@ -33,6 +33,8 @@ and there are no import cycles (tests/test_layout.py keeps both so):
         chunking.py       Chunker: fixed, adaptive and tail-shrinking chunk sizes
         registry.py       one pool per kind for the program: reuse, replace, shutdown
         worker.py         what runs in a worker: one chunk through the function
+        shared_memory.py  private segments: large functions reach workers once
+        per_worker.py     per_worker(): values built once per worker (public)
         thread_pool.py    daemon threads that can be abandoned; thread start times
         main_guard.py     whether process workers can start without re-running __main__
         backends/         one module per kind behind the Backend protocol (base.py)
@@ -57,6 +59,7 @@ __all__ = [
     "BoundAsyncParallelFunction",
     "BoundParallelFunction",
     "ParallelFunction",
+    "PerWorker",
     "PicklingFailedError",
     "Plan",
     "RemoteError",
@@ -64,12 +67,14 @@ __all__ = [
     "WorkerCrashedError",
     "__version__",
     "parallel",
+    "per_worker",
     "shutdown",
 ]
 
 
 if TYPE_CHECKING:
     from ._async import AsyncParallelFunction, BoundAsyncParallelFunction
+    from ._execute.per_worker import PerWorker, per_worker
     from ._wrapper import BoundParallelFunction, ParallelFunction
     from .decorator import parallel
     from .errors import (
@@ -93,6 +98,8 @@ _LAZY = {
     "AsyncParallelFunction": "_async",
     "BoundAsyncParallelFunction": "_async",
     "Plan": "plan",
+    "per_worker": "_execute.per_worker",
+    "PerWorker": "_execute.per_worker",
     **dict.fromkeys(
         (
             "AutoparError",

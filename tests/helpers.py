@@ -350,3 +350,69 @@ def look_up(table: Any, i: int) -> int:
     """The byte at ``i`` of ``table`` (a Table or any buffer), with the worker's pid."""
     data = table.data if isinstance(table, Table) else table
     return int(data[i])
+
+
+# -- per-worker state ------------------------------------------------------------------------
+
+
+def _note_pid(log: str) -> str:
+    with open(log, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return log
+
+
+_counted_logs: dict[str, Any] = {}
+
+
+def _counted(log: str) -> Any:
+    # One handle per log file, so that each test counts its own builds.
+    from autopar import per_worker
+
+    handle = _counted_logs.get(log)
+    if handle is None:
+        handle = _counted_logs[log] = per_worker(lambda: _note_pid(log), thread_safe=True)
+    return handle
+
+
+def use_counted_state(args: tuple[str, int]) -> int:
+    log, i = args
+    _counted(log)()
+    return i
+
+
+def _torn_down(log: str) -> Any:
+    from autopar import per_worker
+
+    handle = _counted_logs.get("teardown:" + log)
+    if handle is None:
+        handle = per_worker(lambda: log, teardown=_note_pid)
+        _counted_logs["teardown:" + log] = handle
+    return handle
+
+
+def use_torn_down_state(args: tuple[str, int]) -> int:
+    log, i = args
+    _torn_down(log)()
+    return i
+
+
+def new_object() -> object:
+    return object()
+
+
+def _slow_build() -> str:
+    time.sleep(0.3)
+    return "model"
+
+
+def use_slow_state(i: int) -> int:
+    from autopar import per_worker
+
+    global _slow
+    if _slow is None:
+        _slow = per_worker(_slow_build, thread_safe=True)
+    _slow()
+    return i
+
+
+_slow: Any = None

@@ -29,6 +29,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._config import Config, cpu_count
+from .._execute import per_worker
 from .._execute.worker import dumps
 from ..errors import AutoparTimeoutError
 from . import cost_model
@@ -370,6 +371,7 @@ def measure(
     picklable, ship_caller, ship_worker, ship_function, function_bytes = _ship_costs(
         to_ship, probe.example
     )
+    handles = per_worker.used_since(probe.handles_before)
     # The thread speed-up: the CPU rate two threads reached over one thread's (the GIL
     # holds it near 1). Per-item CPU clocks cannot tell: a thread waiting for the GIL
     # often waits between items, outside any item's clock.
@@ -388,6 +390,8 @@ def measure(
         picklable=picklable,
         ship_function=ship_function,
         function_bytes=function_bytes,
+        setup_process=sum(h.build_seconds or 0.0 for h in handles),
+        setup_thread=sum(h.build_seconds or 0.0 for h in handles if not h.thread_safe),
     )
 
 

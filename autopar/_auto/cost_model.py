@@ -13,6 +13,10 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
     process  cold start (overlapped with work done meanwhile on a thread, unless GIL-bound)
              + max(n * ship_caller, n * (wall + ship_worker) / p) + chunks * dispatch / p
              + 2 * ship_function (the caller pickles the function, workers load it once)
+             + setup_process when the pool is cold (its new workers build per-worker
+               values, side by side)
+    thread   ... + setup_thread per new thread (built one after another: under the GIL,
+             a build in Python takes turns)
     dask     max(n * ship_caller, n * (wall + ship_worker) / cluster threads,
                  chunks * scheduler cost per task)   (only with AUTOPAR_DASK_ADDRESS)
 """
@@ -52,6 +56,11 @@ class Measurements(NamedTuple):
     picklable: bool = True  # function, a sample item and its result all pickle
     ship_function: float = 0.0  # seconds to pickle the function itself (each call does)
     function_bytes: int = 0  # its pickled size
+    # Seconds to build the per-worker values (autopar.per_worker) the items use: what a
+    # new process worker spends once, and what a new thread spends on those that are
+    # built once per thread.
+    setup_process: float = 0.0
+    setup_thread: float = 0.0
 
     @property
     def cpu_fraction(self) -> float:
@@ -74,6 +83,9 @@ class Measurements(NamedTuple):
         if self.function_bytes:
             table["ship_function"] = self.ship_function
             table["function_bytes"] = float(self.function_bytes)
+        if self.setup_process:
+            table["setup_per_process"] = self.setup_process
+            table["setup_per_thread"] = self.setup_thread
         return table
 
 
@@ -140,7 +152,7 @@ def thread_time(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
         run = max(run + new * (new + 1) / 2 * o.thread_start / k, new * o.thread_start)
     else:  # (threads taking turns on the GIL: each start holds up the work)
         run += new * o.thread_start
-    elapsed = run + chunks * o.thread_dispatch / k
+    elapsed = run + chunks * o.thread_dispatch / k + new * m.setup_thread
     return elapsed, k, chunk
 
 
@@ -173,7 +185,11 @@ def process_time(m: Measurements, o: Overheads, n: int) -> Choice:
     )
     # Each call pickles the function; a worker unpickles it once (its cache keeps it while
     # it is unchanged): priced as if not cached, as a first call's workers find it.
-    return elapsed + 2 * m.ship_function, workers, chunk
+    # Per-worker values are priced for new workers only: a warm pool's workers are taken
+    # to have built them (exact for the function that warmed them; the re-plan watch
+    # catches the rest).
+    setup = m.setup_process if o.process_start > 0 else 0.0
+    return elapsed + 2 * m.ship_function + setup, workers, chunk
 
 
 def cluster_time(m: Measurements, o: Overheads, n: int) -> Choice:

@@ -24,6 +24,7 @@ import time
 import traceback
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
+from .._execute.per_worker import setup_seconds, use_counts
 from .._execute.thread_pool import DaemonThreadPool
 from .._execute.worker import Failure, mark_worker_thread
 from .queued_time import QueueClock, for_this_thread
@@ -62,7 +63,8 @@ class Probe:
         self.failure: Optional[Failure] = None
         # index -> (perf_counter, the worker thread's CPU clock or None, its reading) at
         # start, and the caller's QueueClock for an item the caller runs
-        self.running: Dict[int, Tuple[float, Optional[int], float, Optional[QueueClock]]] = {}
+        # and the thread's per-worker build time then (see autopar.per_worker)
+        self.running: Dict[int, Tuple[Any, ...]] = {}
         self.samples: List[Sample] = []
         self.example: Optional[Tuple[Any, Any]] = None  # the first (item, result) seen
         self.workers = 0
@@ -76,6 +78,7 @@ class Probe:
         self._caller_released = False  # ... and takes no more items once this is set
         self._caller_queue: Optional[QueueClock] = None  # opened by add_caller()
         self._pool = _shared_pool()
+        self.handles_before = use_counts()  # to tell which per-worker values items used
         _measure_clock_cost()
 
     # -- worker side -------------------------------------------------------------------
@@ -116,7 +119,8 @@ class Probe:
         # Called with _cond held.
         cpu0 = time.clock_gettime(clock) if clock is not None else 0.0
         queue = self._caller_queue if caller else None
-        self.running[index] = (time.perf_counter(), clock, cpu0, queue)
+        thread = threading.get_ident()
+        self.running[index] = (time.perf_counter(), clock, cpu0, queue, thread, setup_seconds())
 
     def _work(self, should_stop: Optional[Callable[[], bool]] = None) -> None:
         """Run items until none is left for this worker; ``should_stop`` marks the calling
@@ -186,6 +190,7 @@ class Probe:
         at = [index]  # the item running now, for a failure's index
         failure = None
         wall0, cpu0 = time.perf_counter(), time.thread_time()
+        setup0 = setup_seconds()
         try:
             done.append((index, self._fn(*item) if self._star else self._fn(item)))
             if batch:
@@ -200,6 +205,10 @@ class Probe:
                 self._cond.notify_all()
             raise
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+        setup = setup_seconds()
+        if setup != setup0:  # an item built per-worker state: priced apart (cost_model)
+            wall = max(0.0, wall - (setup[0] - setup0[0]))
+            cpu = max(0.0, cpu - (setup[1] - setup0[1]))
         if queue is not None:
             cpu = min(wall, cpu + queue.after_item(wall))
         # Less the clocks' own cost, which for the cheapest items is several times the
@@ -285,11 +294,16 @@ class Probe:
             entries = list(self.running.values())
         now = time.perf_counter()
         costs: List[Tuple[float, Optional[float]]] = []
-        for t, clock, cpu0, queue in entries:
+        for t, clock, cpu0, queue, thread, setup0 in entries:
             cpu = None if clock is None else time.clock_gettime(clock) - cpu0
             if cpu is not None and queue is not None:
                 cpu += queue.since_mark()
-            costs.append((now - t, cpu))
+            # Less any per-worker value built meanwhile (or being built now).
+            setup = setup_seconds(thread)
+            wall = max(0.0, now - t - (setup[0] - setup0[0]))
+            if cpu is not None:
+                cpu = max(0.0, cpu - (setup[1] - setup0[1]))
+            costs.append((wall, cpu))
         return costs
 
     def pause(self) -> None:

@@ -179,6 +179,9 @@ def shutdown() -> None:
     for kind, factory in _FACTORIES.items():
         if factory.partition(":")[0] in sys.modules:  # (a kind never loaded holds nothing)
             backend_class(kind).close_shared()
+    per_worker = sys.modules.get(f"{__package__}.per_worker")
+    if per_worker is not None:  # (values built here: serial runs, threads, plain calls)
+        per_worker.tear_down()
 
 
 def _shutdown_at_exit() -> None:

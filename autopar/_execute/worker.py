@@ -19,6 +19,8 @@ import time
 import traceback
 from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
+from .per_worker import setup_seconds
+
 # True in a process started by autopar's process pool; set once by init_process().
 _IN_PROCESS_WORKER = False
 # Marks a thread that is running a chunk for a thread pool (nested calls go serial there).
@@ -89,6 +91,9 @@ def init_process(caller: int, blas_threads: int = 1) -> None:
     # Ctrl-C is the parent's to handle: it cancels the call and terminates the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_when_orphaned, args=(caller,), daemon=True).start()
+    from .per_worker import tear_down_at_worker_exit
+
+    tear_down_at_worker_exit()
 
 
 def _exit_when_orphaned(caller: int) -> None:
@@ -136,6 +141,7 @@ def run_chunk(
     if mark_thread:
         _local.active = True
     wall0, cpu0 = time.perf_counter(), time.thread_time()
+    setup0 = setup_seconds()
     failure = None
     try:
         if deadline is None:
@@ -147,7 +153,11 @@ def run_chunk(
         failure = Failure(start + len(results), exc, traceback.format_exc())
     finally:
         _local.active = previous
-    return ChunkResult(results, time.perf_counter() - wall0, time.thread_time() - cpu0, failure)
+    # Building per-worker state is the worker's cost, not the items': out of their timing.
+    setup = setup_seconds()
+    wall = time.perf_counter() - wall0 - (setup[0] - setup0[0])
+    cpu = time.thread_time() - cpu0 - (setup[1] - setup0[1])
+    return ChunkResult(results, max(0.0, wall), max(0.0, cpu), failure)
 
 
 def _run_all(fn: Callable[..., Any], items: Iterable[Any], out: List[Any], *, star: bool) -> None:
