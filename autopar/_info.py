@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from . import _config
+from . import _config, _cpus
 from ._auto import pool_costs, queued_time
 
 
@@ -22,6 +22,7 @@ def print_info() -> None:
     rows = [
         ("python", f"{sys.version.split()[0]} ({sys.platform})"),
         ("cpus usable", str(cores)),
+        ("cpus from", _cpus.budget().source),
         ("default kind", config.kind),
         ("process start method", config.start_method),
         ("thread start (per thread)", _ms(threads["thread_start"])),
