@@ -11,7 +11,10 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
              for computing items, n * wall / (the measured thread speed-up);
              + the new threads' starts, about half of them where threads overlap
     process  cold start (overlapped with work done meanwhile on a thread, unless GIL-bound)
-             + max(n * ship_caller, n * (wall + ship_worker) / p) + chunks * dispatch / p
+             + max(n * ship_caller, n * (wall + ship_worker) / p) + chunks * dispatch' / p
+             (p: the count with the least time, no more than the call can feed;
+             a cold pool's workers join one after another, worker_start apart;
+             dispatch' = max(dispatch, p * handoff): one caller hands chunks to all p)
     dask     max(n * ship_caller, n * (wall + ship_worker) / cluster threads,
                  chunks * scheduler cost per task)   (only with AUTOPAR_DASK_ADDRESS)
 """
@@ -79,12 +82,14 @@ class Overheads(NamedTuple):
     thread_start: float  # per new thread
     threads_started: int  # threads already running in the pool (free to use)
     process_dispatch: float  # per chunk round trip, warm pool
-    process_start: float  # cold pool start; 0 when a pool is already running
+    process_start: float  # cold pool start, to its first worker; 0 when a pool is running
     max_threads: int = 128
     cluster_threads: int = 0  # dask cluster's worker threads; 0: no cluster to consider
     cluster_dispatch: float = 0.0  # per task, as a burst of tasks costs the scheduler
     # False where a new process worker would run the main script's unguarded code again
     processes: bool = True
+    process_worker_start: float = 0.0  # each further worker of a cold pool, one at a time
+    process_handoff: float = 0.0  # the caller's own time per chunk: p workers share it
 
 
 Choice = Tuple[float, int, int]  # predicted seconds, workers, chunksize
@@ -153,8 +158,26 @@ def best_threads(m: Measurements, o: Overheads, n: int) -> Choice:
 
 
 def process_time(m: Measurements, o: Overheads, n: int) -> Choice:
-    workers = max(1, min(o.cores, n))
-    chunk = chunk_for(m.wall + m.ship_worker, o.process_dispatch, n, workers)
+    """The process worker count with the least predicted time (the smallest within 2%)."""
+    limit = max(1, min(o.cores, n, feedable_workers(m, o, n)))
+    candidates = sorted({limit, *(2**i for i in range(1, int(math.log2(limit)) + 1))})
+    options = [process_time_with(m, o, n, p) for p in candidates]
+    fastest = min(t for t, _, _ in options)
+    return next(c for c in options if c[0] <= fastest * 1.02)
+
+
+def feedable_workers(m: Measurements, o: Overheads, n: int) -> int:
+    """Workers the call can feed: a worker whose share of the work is shorter than one
+    hand-off costs its start and its hand-offs, and takes no time off the call."""
+    work = n * (m.wall + m.ship_worker)
+    return max(1, int(work / max(o.process_dispatch, 1e-9)))
+
+
+def process_time_with(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
+    # One caller hands out every chunk: past dispatch / handoff workers, a chunk waits
+    # for the caller, and each worker sees a longer hand-off.
+    dispatch = max(o.process_dispatch, workers * o.process_handoff)
+    chunk = chunk_for(m.wall + m.ship_worker, dispatch, n, workers)
     # While a cold pool starts, a thread keeps running items at serial speed, unless the
     # items hold the GIL: then they would slow the start itself, and autopar waits.
     overlaps = m.cpu_fraction < 0.5 or m.gil_free
@@ -162,9 +185,12 @@ def process_time(m: Measurements, o: Overheads, n: int) -> Choice:
     rest = n - done_meanwhile
     chunks = math.ceil(rest / chunk) if rest else 0
     run = max(rest * m.ship_caller, rest * (m.wall + m.ship_worker) / workers)
-    elapsed = (
-        (o.process_start if rest else n * m.wall) + run + chunks * o.process_dispatch / workers
-    )
+    if o.process_start > 0 and rest:
+        # A cold pool's workers start one after another while those up work: the j-th
+        # joins j starts late, (workers - 1) / 2 starts a worker on average.
+        late = workers - 1
+        run = max(run + late / 2 * o.process_worker_start, late * o.process_worker_start)
+    elapsed = (o.process_start if rest else n * m.wall) + run + chunks * dispatch / workers
     return elapsed, workers, chunk
 
 
