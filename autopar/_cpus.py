@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
@@ -125,6 +126,13 @@ def read(root: str = "/", cpus: Optional[Tuple[int, str]] = None) -> CpuBudget:
     if allowed >= count:
         return CpuBudget(count, f"{source} = {count}; {where} allows {quota:g}")
     return CpuBudget(allowed, f"{where} = {quota:g} CPUs -> {allowed} (of {count}: {source})")
+
+
+def gil_enabled() -> bool:
+    """False on a free-threaded CPython (3.13t and later) running with the GIL disabled:
+    there, Python code runs on threads in parallel."""
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
 
 
 # _lock guards _budget: read once per program (a quota or affinity set later is not seen).

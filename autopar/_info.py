@@ -29,6 +29,7 @@ def print_info() -> None:
         ("python", f"{sys.version.split()[0]} ({sys.platform})"),
         ("cpus usable", str(cores)),
         ("cpus from", _cpus.budget().source),
+        ("GIL", "enabled" if _cpus.gil_enabled() else "disabled: threads run Python in parallel"),
         ("default kind", config.kind),
         ("process start method", config.start_method),
         ("thread start (per thread)", _ms(threads["thread_start"])),

@@ -88,6 +88,8 @@ class Overheads(NamedTuple):
     cluster_dispatch: float = 0.0  # per task, as a burst of tasks costs the scheduler
     # False where a new process worker would run the main script's unguarded code again
     processes: bool = True
+    # False on a free-threaded CPython with the GIL disabled (sys._is_gil_enabled())
+    gil: bool = True
     process_worker_start: float = 0.0  # each further worker of a cold pool, one at a time
     process_handoff: float = 0.0  # the caller's own time per chunk: p workers share it
 
@@ -121,13 +123,13 @@ def thread_time(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
     chunks = math.ceil(n / chunk)
     k = min(workers, chunks)
     # Threads contending for the GIL lose a little to switching; waiting threads do not.
-    contention = 1.0 if m.gil_free or k == 1 else 1.05
+    contention = 1.0 if _parallel_on_threads(m, o) or k == 1 else 1.05
     if m.thread_speedup is not None and m.cpu_fraction >= 0.5:
         # Computing, and measured: trust the speed-up seen, never more than the cores.
         computing = min(k, o.cores) if m.gil_free else min(k, max(1.0, m.thread_speedup))
         run = n * m.wall * contention / computing
     else:
-        computing = min(k, o.cores) if m.gil_free else 1
+        computing = min(k, o.cores) if _parallel_on_threads(m, o) else 1
         # A wait shorter than a thread hand-off is timer noise, not something to overlap.
         cpu = m.cpu if m.wall - m.cpu >= o.thread_dispatch else m.wall
         run = max(n * m.wall / k, n * cpu * contention / computing)
@@ -141,6 +143,13 @@ def thread_time(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
         run += new * o.thread_start
     elapsed = run + chunks * o.thread_dispatch / k
     return elapsed, k, chunk
+
+
+def _parallel_on_threads(m: Measurements, o: Overheads) -> bool:
+    """Whether items compute on threads in parallel: measured so, or (the thread test not
+    run) on an interpreter with no GIL. A measured speed-up wins over the flag: items may
+    hold a lock of their own."""
+    return m.gil_free or (m.thread_speedup is None and not o.gil)
 
 
 def best_threads(m: Measurements, o: Overheads, n: int) -> Choice:
@@ -180,7 +189,7 @@ def process_time_with(m: Measurements, o: Overheads, n: int, workers: int) -> Ch
     chunk = chunk_for(m.wall + m.ship_worker, dispatch, n, workers)
     # While a cold pool starts, a thread keeps running items at serial speed, unless the
     # items hold the GIL: then they would slow the start itself, and autopar waits.
-    overlaps = m.cpu_fraction < 0.5 or m.gil_free
+    overlaps = m.cpu_fraction < 0.5 or _parallel_on_threads(m, o)
     done_meanwhile = min(n, int(o.process_start / m.wall)) if overlaps else 0
     rest = n - done_meanwhile
     chunks = math.ceil(rest / chunk) if rest else 0
@@ -242,6 +251,8 @@ def _reason(kind: str, m: Measurements, o: Overheads, options: Dict[str, Choice]
     if kind == "thread":
         if m.gil_free:  # (measured: not to be said of items merely assumed to hold it)
             return "items compute without holding the GIL, so threads run them in parallel"
+        if _parallel_on_threads(m, o) and m.cpu_fraction >= 0.5:
+            return "the GIL is disabled (free-threaded Python), so threads run items in parallel"
         return f"items spend {waiting:.0%} of their time waiting: threads overlap the waits"
     if kind == "dask":
         ratio = min(v[0] for k, v in options.items() if k != "dask") / max(
@@ -278,7 +289,7 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
     if "thread" in options:
         if m.wall < o.thread_dispatch:
             why.append("an item costs less than handing it to a thread")
-        elif m.cpu_fraction < 0.5 or m.gil_free:
+        elif m.cpu_fraction < 0.5 or _parallel_on_threads(m, o):
             why.append(f"threads' start and hand-offs cost more than they save{on}")
         elif m.thread_speedup is not None:
             why.append("items hold the GIL, so threads would take turns")

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .. import _cpus
 from .._config import Config, cpu_count
 from .._execute import registry, thread_pool
 from .._execute.main_guard import processes_start_cleanly
@@ -284,6 +285,7 @@ def current(config: Config, *, time_threads: bool = True) -> Overheads:
         cluster_threads=cluster_threads,
         cluster_dispatch=cluster_dispatch,
         processes=processes_start_cleanly(config.start_method),
+        gil=_cpus.gil_enabled(),
         process_worker_start=_or(_get("process_worker_start"), PRIOR_PROCESS_WORKER_START),
         process_handoff=_or(_get("process_handoff"), PRIOR_PROCESS_HANDOFF),
     )

@@ -143,7 +143,9 @@ def _run_until(
 
 
 # Unpickled functions by payload, so a long map unpickles its function once per process.
-# Only the worker's main thread touches it (ProcessPoolExecutor runs one task at a time).
+# A dask worker runs tasks on several threads: _functions_lock guards _functions (a race
+# would only unpickle twice, but nothing here leans on the GIL; a fork takes no thread).
+_functions_lock = threading.Lock()
 _functions: dict[bytes, Callable[..., Any]] = {}
 
 
@@ -159,7 +161,7 @@ def dumps(obj: Any) -> bytes:
         return buffer.getvalue()
 
 
-_PICKLER: Any = None
+_PICKLER: Any = None  # made on first need; a race makes it twice, and either serves
 
 
 def _cloudpickler() -> Any:
@@ -236,18 +238,23 @@ def run_chunk_pickled(
 
 
 def _function(payload: bytes) -> Callable[..., Any]:
-    fn = _functions.get(payload)
+    with _functions_lock:
+        fn = _functions.get(payload)
     if fn is None:
-        if len(_functions) > 32:
-            _functions.clear()
-        fn = _functions[payload] = pickle.loads(payload)
+        fn = pickle.loads(payload)  # (outside the lock: unpickling may run user code)
+        with _functions_lock:
+            if len(_functions) > 32:
+                _functions.clear()
+            _functions[payload] = fn
     return fn
 
 
 def _unpickling_failed(exc: Exception, payload: bytes, start: int, count: int) -> ChunkResult:
     """The chunk's result when its function or items cannot be rebuilt in the worker."""
     # Items travel as one pickle per chunk, so the culprit is known to the chunk only.
-    if payload not in _functions:
+    with _functions_lock:
+        known = payload in _functions
+    if not known:
         what = "the function"
     elif count == 1:
         what = f"item {start}"
