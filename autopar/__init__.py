@@ -38,7 +38,8 @@ never the other way, and there are no import cycles (tests/test_layout.py keeps 
         thread_pool.py    daemon threads that can be abandoned; thread start times
         main_guard.py     whether process workers can start without re-running __main__
         backends/         one module per kind behind the Backend protocol (base.py)
-    _config.py        AUTOPAR_* variables and arguments, validated once
+    _config.py        AUTOPAR_* variables and arguments, validated once; cpu_count()
+    _cpus.py          the CPU budget: affinity capped by a cgroup quota, and its source
     plan.py, errors.py    public value types and exceptions
     _progress.py, _info.py, _demo.py, __main__.py    bars, `python -m autopar` commands
 

@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "info",
         help="what autopar measures on this machine",
-        description="Measure and print this machine's cores, start method, and the start-up "
-        "and per-item dispatch cost of each pool kind.",
+        description="Measure and print this machine's CPU budget (and where it came from), "
+        "start method, and the start-up and per-item dispatch cost of each pool kind.",
     )
     return parser
 

@@ -12,15 +12,16 @@ import sys
 import threading
 from typing import Any, Callable, Mapping, Optional, Tuple
 
+from . import _cpus
+
 KINDS = ("auto", "serial", "thread", "process", "dask")
 START_METHODS = ("fork", "forkserver", "spawn")
 
 
 def cpu_count() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+    """CPUs this process may keep busy: its affinity, capped by a cgroup CPU quota (every
+    worker count and the cost model go through here; see autopar._cpus)."""
+    return _cpus.budget().cpus
 
 
 def default_start_method() -> str:

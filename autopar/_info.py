@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import sys
+from typing import Dict
 
-from . import _config
+from . import _config, _cpus
 from ._auto import pool_costs, queued_time
 
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.3f} ms"
+
+
+def _measured_ms(measured: Dict[str, float], name: str) -> str:
+    # (Not measured where the pool was already running, or had a single worker.)
+    return _ms(measured[name]) if name in measured else "not measured"
 
 
 def print_info() -> None:
@@ -22,12 +28,16 @@ def print_info() -> None:
     rows = [
         ("python", f"{sys.version.split()[0]} ({sys.platform})"),
         ("cpus usable", str(cores)),
+        ("cpus from", _cpus.budget().source),
+        ("GIL", "enabled" if _cpus.gil_enabled() else "disabled: threads run Python in parallel"),
         ("default kind", config.kind),
         ("process start method", config.start_method),
         ("thread start (per thread)", _ms(threads["thread_start"])),
         ("thread dispatch (per chunk)", _ms(threads["thread_dispatch"])),
         (f"process pool cold start ({cores} workers)", _ms(cold)),
+        ("  of which each further worker", _measured_ms(measured, "process_worker_start")),
         ("process dispatch (per chunk)", _ms(measured["process_dispatch"])),
+        ("  the caller's share (per chunk)", _measured_ms(measured, "process_handoff")),
         ("max threads for waiting work", str(config.max_threads)),
         ("time queued for a core", _queue_time()),
         ("calibration budget", f"{config.calibration_ms:g} ms"),

@@ -28,7 +28,7 @@ def test_help_lists_both_commands():
     assert "demo" in proc.stdout and "info" in proc.stdout
 
 
-@pytest.mark.parametrize(("command", "expected"), [("demo", "--scale"), ("info", "cores")])
+@pytest.mark.parametrize(("command", "expected"), [("demo", "--scale"), ("info", "CPU budget")])
 def test_help_of_each_command(command, expected):
     proc = cli(command, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -42,6 +42,7 @@ def test_info_prints_the_machine():
     text = proc.stdout.lower()
     assert "python" in text and "cpus" in text and "start method" in text
     assert "queued for a core" in text
+    assert "cpus from" in text and "cgroup" in text  # the budget names its source
 
 
 def test_quick_demo_prints_the_table():

@@ -2,8 +2,10 @@
 
 import collections
 
+import pytest
+
 import autopar
-from autopar import parallel
+from autopar import _config, parallel
 from autopar._auto import pool_costs
 from autopar._execute import thread_pool
 from tests import helpers
@@ -23,3 +25,25 @@ def test_thread_start_follows_the_starts_seen_in_calls(monkeypatch):
     assert len(thread_pool.start_times()) >= 5 + 6
     assert pool_costs.thread_costs()["thread_start"] < busy_moment
     assert pool_costs.measured()["thread_start"] < busy_moment  # (python -m autopar info)
+
+
+def test_each_further_worker_is_the_median_gap_between_submits():
+    # The first submit also starts the forkserver; the gaps after it are one worker each.
+    assert pool_costs._worker_start([0.050, 0.054, 0.057, 0.062]) == pytest.approx(0.004)
+    assert pool_costs._worker_start([0.050]) is None  # one worker: nothing to tell apart
+
+
+def test_many_core_costs_use_priors_until_measured_and_a_measured_zero_stands(monkeypatch):
+    config = _config.Config()
+    monkeypatch.setattr(pool_costs, "_measured", {})
+    o = pool_costs.current(config, time_threads=False)
+    assert o.process_worker_start == pool_costs.PRIOR_PROCESS_WORKER_START
+    assert o.process_handoff == pool_costs.PRIOR_PROCESS_HANDOFF
+    monkeypatch.setattr(
+        pool_costs,
+        "_measured",
+        {"process_worker_start": 0.0, "process_handoff": 1e-4},
+    )
+    o = pool_costs.current(config, time_threads=False)
+    assert (o.process_worker_start, o.process_handoff) == (0.0, 1e-4)
+    assert o.cores == _config.cpu_count()

@@ -11,7 +11,10 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
              for computing items, n * wall / (the measured thread speed-up);
              + the new threads' starts, about half of them where threads overlap
     process  cold start (overlapped with work done meanwhile on a thread, unless GIL-bound)
-             + max(n * ship_caller, n * (wall + ship_worker) / p) + chunks * dispatch / p
+             + max(n * ship_caller, n * (wall + ship_worker) / p) + chunks * dispatch' / p
+             (p: the count with the least time, no more than the call can feed;
+             a cold pool's workers join one after another, worker_start apart;
+             dispatch' = max(dispatch, p * handoff): one caller hands chunks to all p)
              + 2 * ship_function (the caller pickles the function, workers load it once)
              + setup_process when the pool is cold (its new workers build per-worker
                values, side by side)
@@ -97,12 +100,16 @@ class Overheads(NamedTuple):
     thread_start: float  # per new thread
     threads_started: int  # threads already running in the pool (free to use)
     process_dispatch: float  # per chunk round trip, warm pool
-    process_start: float  # cold pool start; 0 when a pool is already running
+    process_start: float  # cold pool start, to its first worker; 0 when a pool is running
     max_threads: int = 128
     cluster_threads: int = 0  # dask cluster's worker threads; 0: no cluster to consider
     cluster_dispatch: float = 0.0  # per task, as a burst of tasks costs the scheduler
     # False where a new process worker would run the main script's unguarded code again
     processes: bool = True
+    # False on a free-threaded CPython with the GIL disabled (sys._is_gil_enabled())
+    gil: bool = True
+    process_worker_start: float = 0.0  # each further worker of a cold pool, one at a time
+    process_handoff: float = 0.0  # the caller's own time per chunk: p workers share it
 
 
 Choice = Tuple[float, int, int]  # predicted seconds, workers, chunksize
@@ -134,13 +141,13 @@ def thread_time(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
     chunks = math.ceil(n / chunk)
     k = min(workers, chunks)
     # Threads contending for the GIL lose a little to switching; waiting threads do not.
-    contention = 1.0 if m.gil_free or k == 1 else 1.05
+    contention = 1.0 if _parallel_on_threads(m, o) or k == 1 else 1.05
     if m.thread_speedup is not None and m.cpu_fraction >= 0.5:
         # Computing, and measured: trust the speed-up seen, never more than the cores.
         computing = min(k, o.cores) if m.gil_free else min(k, max(1.0, m.thread_speedup))
         run = n * m.wall * contention / computing
     else:
-        computing = min(k, o.cores) if m.gil_free else 1
+        computing = min(k, o.cores) if _parallel_on_threads(m, o) else 1
         # A wait shorter than a thread hand-off is timer noise, not something to overlap.
         cpu = m.cpu if m.wall - m.cpu >= o.thread_dispatch else m.wall
         run = max(n * m.wall / k, n * cpu * contention / computing)
@@ -154,6 +161,13 @@ def thread_time(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
         run += new * o.thread_start
     elapsed = run + chunks * o.thread_dispatch / k + new * m.setup_thread
     return elapsed, k, chunk
+
+
+def _parallel_on_threads(m: Measurements, o: Overheads) -> bool:
+    """Whether items compute on threads in parallel: measured so, or (the thread test not
+    run) on an interpreter with no GIL. A measured speed-up wins over the flag: items may
+    hold a lock of their own."""
+    return m.gil_free or (m.thread_speedup is None and not o.gil)
 
 
 def best_threads(m: Measurements, o: Overheads, n: int) -> Choice:
@@ -171,18 +185,39 @@ def best_threads(m: Measurements, o: Overheads, n: int) -> Choice:
 
 
 def process_time(m: Measurements, o: Overheads, n: int) -> Choice:
-    workers = max(1, min(o.cores, n))
-    chunk = chunk_for(m.wall + m.ship_worker, o.process_dispatch, n, workers)
+    """The process worker count with the least predicted time (the smallest within 2%)."""
+    limit = max(1, min(o.cores, n, feedable_workers(m, o, n)))
+    candidates = sorted({limit, *(2**i for i in range(1, int(math.log2(limit)) + 1))})
+    options = [process_time_with(m, o, n, p) for p in candidates]
+    fastest = min(t for t, _, _ in options)
+    return next(c for c in options if c[0] <= fastest * 1.02)
+
+
+def feedable_workers(m: Measurements, o: Overheads, n: int) -> int:
+    """Workers the call can feed: a worker whose share of the work is shorter than one
+    hand-off costs its start and its hand-offs, and takes no time off the call."""
+    work = n * (m.wall + m.ship_worker)
+    return max(1, int(work / max(o.process_dispatch, 1e-9)))
+
+
+def process_time_with(m: Measurements, o: Overheads, n: int, workers: int) -> Choice:
+    # One caller hands out every chunk: past dispatch / handoff workers, a chunk waits
+    # for the caller, and each worker sees a longer hand-off.
+    dispatch = max(o.process_dispatch, workers * o.process_handoff)
+    chunk = chunk_for(m.wall + m.ship_worker, dispatch, n, workers)
     # While a cold pool starts, a thread keeps running items at serial speed, unless the
     # items hold the GIL: then they would slow the start itself, and autopar waits.
-    overlaps = m.cpu_fraction < 0.5 or m.gil_free
+    overlaps = m.cpu_fraction < 0.5 or _parallel_on_threads(m, o)
     done_meanwhile = min(n, int(o.process_start / m.wall)) if overlaps else 0
     rest = n - done_meanwhile
     chunks = math.ceil(rest / chunk) if rest else 0
     run = max(rest * m.ship_caller, rest * (m.wall + m.ship_worker) / workers)
-    elapsed = (
-        (o.process_start if rest else n * m.wall) + run + chunks * o.process_dispatch / workers
-    )
+    if o.process_start > 0 and rest:
+        # A cold pool's workers start one after another while those up work: the j-th
+        # joins j starts late, (workers - 1) / 2 starts a worker on average.
+        late = workers - 1
+        run = max(run + late / 2 * o.process_worker_start, late * o.process_worker_start)
+    elapsed = (o.process_start if rest else n * m.wall) + run + chunks * dispatch / workers
     # Each call pickles the function; a worker unpickles it once (its cache keeps it while
     # it is unchanged): priced as if not cached, as a first call's workers find it.
     # Per-worker values are priced for new workers only: a warm pool's workers are taken
@@ -240,6 +275,8 @@ def _reason(kind: str, m: Measurements, o: Overheads, options: Dict[str, Choice]
     if kind == "thread":
         if m.gil_free:  # (measured: not to be said of items merely assumed to hold it)
             return "items compute without holding the GIL, so threads run them in parallel"
+        if _parallel_on_threads(m, o) and m.cpu_fraction >= 0.5:
+            return "the GIL is disabled (free-threaded Python), so threads run items in parallel"
         return f"items spend {waiting:.0%} of their time waiting: threads overlap the waits"
     if kind == "dask":
         ratio = min(v[0] for k, v in options.items() if k != "dask") / max(
@@ -276,7 +313,7 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
     if "thread" in options:
         if m.wall < o.thread_dispatch:
             why.append("an item costs less than handing it to a thread")
-        elif m.cpu_fraction < 0.5 or m.gil_free:
+        elif m.cpu_fraction < 0.5 or _parallel_on_threads(m, o):
             why.append(f"threads' start and hand-offs cost more than they save{on}")
         elif m.thread_speedup is not None:
             why.append("items hold the GIL, so threads would take turns")

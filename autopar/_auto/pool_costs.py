@@ -12,8 +12,9 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from .. import _cpus
 from .._config import Config, cpu_count
 from .._execute import registry, thread_pool
 from .._execute.main_guard import processes_start_cleanly
@@ -26,6 +27,13 @@ log = logging.getLogger("autopar")
 # start a fresh interpreter that imports autopar._execute.worker; fork copies this process.
 PRIOR_PROCESS_START = {"fork": 0.03, "forkserver": 0.15, "spawn": 0.15}
 PRIOR_PROCESS_DISPATCH = 3e-4
+# Each further worker of a cold forkserver pool: 1 to 6 ms apart, 2 to 16 workers on a
+# 2-core Linux VM (workers stamping their first task); the caller starts them one by one.
+PRIOR_PROCESS_WORKER_START = 0.004
+# The caller's own time per chunk, with many no-op chunks in flight on a warm pool: 67 to
+# 78 us for 1 to 8 workers on a 2-core Linux VM, where caller and workers share the cores
+# (no many-core figure yet: benchmarks/RESULTS.md).
+PRIOR_PROCESS_HANDOFF = 7e-5
 
 # _lock guards _measured (name -> seconds) and _clusters (address -> threads, dispatch).
 _lock = threading.Lock()
@@ -132,22 +140,46 @@ def warm_process_pool(config: Config, workers: int, *, record_start: bool = True
     t0 = time.perf_counter()
     backend = registry.get("process", config, workers)
     payload = backend.prepare(_noop)
-    futures = [
-        (i, backend.submit(payload, i, [None], star=False, deadline=None)) for i in range(workers)
-    ]
+    futures = []
+    submitted = []  # when each submit returned: a cold pool starts a worker in each
+    for i in range(workers):
+        futures.append((i, backend.submit(payload, i, [None], star=False, deadline=None)))
+        submitted.append(time.perf_counter())
     for i, future in futures:
         backend.collect(future, i, 1)
     elapsed = time.perf_counter() - t0
     if _get("process_dispatch") is None:
         if record_start:
-            record("process_start", elapsed)
+            each = _worker_start(submitted)
+            if each is not None:
+                record("process_worker_start", each)
+            record("process_start", max(0.0, elapsed - (workers - 1) * (each or 0.0)))
         dispatch = _median_time(
             lambda: backend.collect(
                 backend.submit(payload, 0, [None], star=False, deadline=None), 0, 1
             )
         )
         record("process_dispatch", dispatch)
+        record("process_handoff", _handoff(backend, payload, workers))
     return elapsed
+
+
+def _worker_start(submitted: List[float]) -> Optional[float]:
+    """Each further worker's start: the median gap between submits that started one (the
+    first also starts the forkserver; fork starts every worker in the first)."""
+    gaps = sorted(b - a for a, b in zip(submitted, submitted[1:]))
+    return gaps[len(gaps) // 2] if gaps else None
+
+
+def _handoff(backend: Any, payload: Any, workers: int) -> float:
+    """The caller's time per chunk with many no-op chunks in flight: how fast one caller
+    feeds all the workers."""
+    count = max(32, 4 * workers)
+    t0 = time.perf_counter()
+    futures = [backend.submit(payload, i, [None], star=False, deadline=None) for i in range(count)]
+    for i, future in enumerate(futures):
+        backend.collect(future, i, 1)
+    return (time.perf_counter() - t0) / count
 
 
 def _median_time(round_trip: Callable[[], object], rounds: int = 11) -> float:
@@ -253,7 +285,14 @@ def current(config: Config, *, time_threads: bool = True) -> Overheads:
         cluster_threads=cluster_threads,
         cluster_dispatch=cluster_dispatch,
         processes=processes_start_cleanly(config.start_method),
+        gil=_cpus.gil_enabled(),
+        process_worker_start=_or(_get("process_worker_start"), PRIOR_PROCESS_WORKER_START),
+        process_handoff=_or(_get("process_handoff"), PRIOR_PROCESS_HANDOFF),
     )
+
+
+def _or(found: Optional[float], prior: float) -> float:
+    return prior if found is None else found  # (a measured 0 stands: fork starts all at once)
 
 
 def measured() -> Dict[str, float]:

@@ -214,8 +214,9 @@ class Probe:
         # Less the clocks' own cost, which for the cheapest items is several times the
         # item itself: left in, it would make shipping such items to processes seem to pay.
         count = max(1, len(done))
-        wall = max(0.0, wall - _CLOCK_COST[0]) / count
-        cpu = max(0.0, cpu - _CLOCK_COST[1]) / count
+        clock_wall, clock_cpu = _clock_cost
+        wall = max(0.0, wall - clock_wall) / count
+        cpu = max(0.0, cpu - clock_cpu) / count
         with self._cond:
             del self.running[index]
             self.results.update(done)
@@ -391,8 +392,9 @@ _pool: Optional[DaemonThreadPool] = None
 
 
 # What timing an item costs by itself (wall, CPU): the two clock reads around a call.
-# Measured once, on the first probe; a race only measures it twice.
-_CLOCK_COST = [0.0, 0.0]
+# Measured once, on the first probe; a race only measures it twice. One tuple, replaced
+# whole: a reader sees both figures of one measurement, with or without a GIL.
+_clock_cost: Tuple[float, float] = (0.0, 0.0)
 _clock_measured = False
 
 
@@ -401,7 +403,7 @@ def _nothing() -> None:
 
 
 def _measure_clock_cost() -> None:
-    global _clock_measured
+    global _clock_cost, _clock_measured
     if _clock_measured:
         return
     fn, best_wall, best_cpu = _nothing, 1.0, 1.0
@@ -410,7 +412,7 @@ def _measure_clock_cost() -> None:
         fn()
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
-    _CLOCK_COST[:] = [best_wall, best_cpu]
+    _clock_cost = (best_wall, best_cpu)
     _clock_measured = True
 
 

@@ -184,9 +184,10 @@ def _run_until(
 
 
 # Unpickled functions by payload (small functions travel with each chunk) or by segment
-# name (large ones are read from shared memory), so a worker unpickles each once. Only the
-# worker's main thread touches them (ProcessPoolExecutor runs one task at a time); a dask
-# worker's threads may race to fill an entry, which costs a second unpickle, no harm.
+# name (large ones are read from shared memory), so a worker unpickles each once. A dask
+# worker runs tasks on several threads: _functions_lock guards both (a race would only
+# unpickle twice, but nothing here leans on the GIL; a fork takes no thread).
+_functions_lock = threading.Lock()
 _functions: dict[bytes, Callable[..., Any]] = {}
 _shared_functions: dict[str, Callable[..., Any]] = {}
 # Large functions a worker keeps: as many as the caller keeps segments for.
@@ -205,7 +206,7 @@ def dumps(obj: Any) -> bytes:
         return buffer.getvalue()
 
 
-_PICKLER: Any = None
+_PICKLER: Any = None  # made on first need; a race makes it twice, and either serves
 
 
 def _cloudpickler() -> Any:
@@ -285,33 +286,39 @@ def _function(payload: Any) -> Callable[..., Any]:
     """The function a chunk names: pickled bytes, or a FunctionRef to a shared segment."""
     if not isinstance(payload, bytes):
         return _shared_function(payload.name, payload.size)
-    fn = _functions.get(payload)
+    with _functions_lock:
+        fn = _functions.get(payload)
     if fn is None:
-        if len(_functions) > 32:
-            _functions.clear()
-        fn = _functions[payload] = pickle.loads(payload)
+        fn = pickle.loads(payload)  # (outside the lock: unpickling may run user code)
+        with _functions_lock:
+            if len(_functions) > 32:
+                _functions.clear()
+            _functions[payload] = fn
     return fn
 
 
 def _shared_function(name: str, size: int) -> Callable[..., Any]:
-    fn = _shared_functions.get(name)
+    with _functions_lock:
+        fn = _shared_functions.get(name)
     if fn is None:
         from .shared_memory import read
 
-        fn = read(name, size, pickle.loads)
-        while len(_shared_functions) >= _KEEP_SHARED:
-            del _shared_functions[next(iter(_shared_functions))]  # (the oldest)
-        _shared_functions[name] = fn
+        fn = read(name, size, pickle.loads)  # (outside the lock: it may run user code)
+        with _functions_lock:
+            while len(_shared_functions) >= _KEEP_SHARED:
+                del _shared_functions[next(iter(_shared_functions))]  # (the oldest)
+            _shared_functions[name] = fn
     return fn
 
 
 def _unpickling_failed(exc: Exception, payload: Any, start: int, count: int) -> ChunkResult:
     """The chunk's result when its function or items cannot be rebuilt in the worker."""
     # Items travel as one pickle per chunk, so the culprit is known to the chunk only.
-    if isinstance(payload, bytes):
-        loaded = payload in _functions
-    else:
-        loaded = payload.name in _shared_functions
+    with _functions_lock:
+        if isinstance(payload, bytes):
+            loaded = payload in _functions
+        else:
+            loaded = payload.name in _shared_functions
     if not loaded:
         what = "the function"
     elif count == 1:
