@@ -56,6 +56,8 @@ __all__ = [
     "AutoparTimeoutError",
     "BoundAsyncParallelFunction",
     "BoundParallelFunction",
+    "ItemFailure",
+    "ItemTimeoutError",
     "ParallelFunction",
     "PicklingFailedError",
     "Plan",
@@ -75,6 +77,8 @@ if TYPE_CHECKING:
     from .errors import (
         AutoparError,
         AutoparTimeoutError,
+        ItemFailure,
+        ItemTimeoutError,
         PicklingFailedError,
         RemoteError,
         RemoteTraceback,
@@ -97,6 +101,8 @@ _LAZY = {
         (
             "AutoparError",
             "AutoparTimeoutError",
+            "ItemFailure",
+            "ItemTimeoutError",
             "PicklingFailedError",
             "RemoteError",
             "RemoteTraceback",
