@@ -218,3 +218,14 @@ def test_the_progress_bar_counts_failures():
     _progress.note_failure(bar, 1, False)
     _progress.note_failure(bar, 2, True)
     assert bar.postfix == {"failed": 2} and bar.n == 1  # a skipped item counts as done
+
+
+def test_auto_prices_processes_cold_under_a_per_item_policy(monkeypatch):
+    # Such a call starts processes of its own, so a warm shared pool does not make them free.
+    from autopar._auto import pool_costs
+    from autopar._config import Config
+
+    monkeypatch.setattr(pool_costs, "process_warm", lambda config: True)
+    assert pool_costs.current(Config(), time_threads=False).process_start == 0.0
+    under_policy = Config(item_timeout=1.0)
+    assert pool_costs.current(under_policy, time_threads=False).process_start > 0.0
