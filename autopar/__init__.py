@@ -33,6 +33,8 @@ and there are no import cycles (tests/test_layout.py keeps both so):
         chunking.py       Chunker: fixed, adaptive and tail-shrinking chunk sizes
         registry.py       one pool per kind for the program: reuse, replace, shutdown
         worker.py         what runs in a worker: one chunk through the function
+        outcomes.py       per-item policy: Guarded (retries, item timeouts), settle()
+        supervised.py     process plans under a policy: watched workers, one item lost
         thread_pool.py    daemon threads that can be abandoned; thread start times
         main_guard.py     whether process workers can start without re-running __main__
         backends/         one module per kind behind the Backend protocol (base.py)
