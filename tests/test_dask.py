@@ -283,7 +283,7 @@ def test_per_item_policies_on_dask(active, tmp_path):
         flaky = parallel(kind="dask")(h.flaky)
         assert flaky.map(pairs, retries=2, retry_on=ConnectionError) == [i * i for i in range(12)]
         assert h.attempts(place, h.FLAKY) == 3
-        hung = parallel(kind="dask")(h.hangs).map(pairs, item_timeout=0.5, errors="return")
+        hung = parallel(kind="dask")(h.hangs).map(pairs, item_timeout=1.0, errors="return")
         assert isinstance(hung[h.HUNG].exception, ItemTimeoutError)
         assert [v for i, v in enumerate(hung) if i != h.HUNG] == [
             i * i for i in range(12) if i != h.HUNG

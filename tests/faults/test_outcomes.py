@@ -119,19 +119,19 @@ def test_only_the_exceptions_named_are_retried(kind, place):
 @pytest.mark.parametrize("kind", ["serial", "thread", "process"])
 def test_a_hung_item_is_given_up_and_the_others_go_on(kind, place):
     f = parallel(kind=kind, workers=2)(h.hangs)
-    results = f.map(items(place), item_timeout=0.5, errors="return")
+    results = f.map(items(place), item_timeout=1.0, errors="return")
     failure = assert_rest(results, h.HUNG, place)
     assert isinstance(failure.exception, ItemTimeoutError)
     assert isinstance(failure.exception, TimeoutError) and failure.exception.index == h.HUNG
     with pytest.raises(ItemTimeoutError) as caught:
-        f.map(items(place), item_timeout=0.5)
+        f.map(items(place), item_timeout=1.0)
     assert caught.value.autopar_index == h.HUNG
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", ["thread", "process"])
 def test_a_timed_out_item_is_retried_when_named(kind, place):
-    f = parallel(kind=kind, workers=2, item_timeout=0.5)(h.hangs_once)
+    f = parallel(kind=kind, workers=2, item_timeout=1.0)(h.hangs_once)
     results = f.map(items(place), retries=1, retry_on=ItemTimeoutError)
     assert results == [i * i for i in range(N)]
     assert h.attempts(place, h.FLAKY) == 2
@@ -139,7 +139,7 @@ def test_a_timed_out_item_is_retried_when_named(kind, place):
 
 @pytest.mark.timeout(60)
 def test_item_timeout_from_the_environment(place, monkeypatch):
-    monkeypatch.setenv("AUTOPAR_ITEM_TIMEOUT", "0.5")
+    monkeypatch.setenv("AUTOPAR_ITEM_TIMEOUT", "1.0")
     f = parallel(kind="thread", workers=2, errors="return")(h.hangs)
     assert isinstance(assert_rest(f.map(items(place)), h.HUNG, place), ItemFailure)
     monkeypatch.setenv("AUTOPAR_ITEM_TIMEOUT", "soon")
@@ -194,7 +194,7 @@ def test_async_functions_follow_the_policies(place):
     with pytest.raises(ValueError, match="errors='skip'"):
         f.map(items(place), errors="skip")
     g = parallel(h.ahangs)
-    failure = assert_rest(g.map(items(place), item_timeout=0.3, errors="return"), h.HUNG, place)
+    failure = assert_rest(g.map(items(place), item_timeout=1.0, errors="return"), h.HUNG, place)
     assert isinstance(failure.exception, ItemTimeoutError)
     k = parallel(h.aflaky)
     assert k.map(items(place), retries=2, retry_on=ConnectionError) == [i * i for i in range(N)]
