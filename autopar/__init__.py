@@ -35,6 +35,8 @@ never the other way, and there are no import cycles (tests/test_layout.py keeps 
         worker.py         what runs in a worker: one chunk through the function
         shared_memory.py  private segments: large functions reach workers once
         per_worker.py     per_worker(): values built once per worker (public)
+        outcomes.py       per-item policy: Guarded (retries, item timeouts), settle()
+        supervised.py     process plans under a policy: watched workers, one item lost
         thread_pool.py    daemon threads that can be abandoned; thread start times
         main_guard.py     whether process workers can start without re-running __main__
         backends/         one module per kind behind the Backend protocol (base.py)
@@ -59,6 +61,8 @@ __all__ = [
     "AutoparTimeoutError",
     "BoundAsyncParallelFunction",
     "BoundParallelFunction",
+    "ItemFailure",
+    "ItemTimeoutError",
     "ParallelFunction",
     "PerWorker",
     "PicklingFailedError",
@@ -81,6 +85,8 @@ if TYPE_CHECKING:
     from .errors import (
         AutoparError,
         AutoparTimeoutError,
+        ItemFailure,
+        ItemTimeoutError,
         PicklingFailedError,
         RemoteError,
         RemoteTraceback,
@@ -105,6 +111,8 @@ _LAZY = {
         (
             "AutoparError",
             "AutoparTimeoutError",
+            "ItemFailure",
+            "ItemTimeoutError",
             "PicklingFailedError",
             "RemoteError",
             "RemoteTraceback",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import traceback
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -25,21 +26,35 @@ from typing import (
     List,
     Optional,
     Sequence,
+    Tuple,
     overload,
 )
 
+from . import _progress
+from ._execute.outcomes import (
+    CallOutcomes,
+    Policy,
+    _Failed,
+    _Retried,
+    backoff,
+    note_attempts,
+    policy_of,
+    settle,
+)
 from ._wrapper import (
     _P2,
     _R2,
     _T,
+    SKIP_IN_MAP,
     BoundParallelFunction,
     MapMethods,
     P,
     ParallelFunction,
     R,
+    RetryOn,
     call_options,
 )
-from .errors import AutoparTimeoutError, annotate
+from .errors import AutoparTimeoutError, ItemTimeoutError, annotate
 from .plan import Plan
 
 if TYPE_CHECKING:
@@ -113,6 +128,44 @@ def _raise_first_failure(done: Iterable[asyncio.Future[Any]]) -> None:
         raise min(failures, key=lambda e: getattr(e, "autopar_index", 0))
 
 
+def _guarded(
+    fn: Callable[..., Any], policy: Policy, *, star: bool
+) -> Callable[[Tuple[int, Any]], Coroutine[Any, Any, Any]]:
+    """``fn`` under a policy, awaited with ``(index, item)`` pairs: the async twin of
+    autopar._execute.outcomes.Guarded (a coroutine past item_timeout is cancelled)."""
+
+    async def once(index: int, item: Any) -> Any:
+        coroutine = fn(*item) if star else fn(item)
+        if policy.item_timeout is None:
+            return await coroutine
+        try:
+            return await asyncio.wait_for(coroutine, policy.item_timeout)
+        except asyncio.TimeoutError:
+            raise ItemTimeoutError(
+                f"item {index} ran past item_timeout={policy.item_timeout:g}s; its "
+                f"coroutine was cancelled and the other items went on",
+                index,
+            ) from None
+
+    async def run(pair: Tuple[int, Any]) -> Any:
+        index, item = pair
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                value = await once(index, item)
+            except Exception as exc:
+                if policy.retries_left(exc, attempt):
+                    await asyncio.sleep(backoff(attempt))
+                    continue
+                if policy.errors == "raise":
+                    raise note_attempts(exc, attempt)  # noqa: B904 (the same exception)
+                return _Failed(index, exc, traceback.format_exc(), attempt, item)
+            return value if attempt == 1 else _Retried(index, value, attempt)
+
+    return run
+
+
 def run_sync(make: Callable[[], Coroutine[Any, Any, List[Any]]]) -> List[Any]:
     """Run the coroutine ``make()`` to the end from sync code and return its result."""
     try:
@@ -128,24 +181,43 @@ class _AsyncMethods(MapMethods[P, R]):
     """map and friends for a coroutine function, plus ``amap``/``astarmap`` to await."""
 
     def _job(
-        self, items: Iterable[Any], call: Dict[str, Any], *, star: bool
+        self, items: Iterable[Any], call: Dict[str, Any], *, star: bool, stream: bool = False
     ) -> Callable[[], Coroutine[Any, Any, List[Any]]]:
         state, config, explicit = self._settle(call)
+        policy = policy_of(config)
+        state.last_outcomes = None
+        if policy is not None and policy.errors == "skip" and not stream:
+            raise ValueError(SKIP_IN_MAP)
         items = items if isinstance(items, (list, tuple, range)) else list(items)
         limit = 1 if config.kind == "serial" else config.workers or DEFAULT_CONCURRENCY
         limit = max(1, min(limit, len(items)))
         why = "async function: its coroutines run concurrently on one event loop"
         plan = Plan("async", limit, 1, f"{why}, at most {limit} at once", len(items))
         state.last_plan = plan
-        log.debug("autopar: %s -> %s", getattr(self, "__qualname__", self), plan)
+        name = getattr(self, "__qualname__", str(self))
+        log.debug("autopar: %s -> %s", name, plan)
         bar = self._bar(config, len(items), explicit=explicit)
         fn: Callable[..., Any] = self.__wrapped__
+        if policy is not None:
+            fn, items, star = _guarded(fn, policy, star=star), list(enumerate(items)), False
+        outcomes = state.last_outcomes = None if policy is None else CallOutcomes()
 
         async def job() -> List[Any]:
             try:
-                return await run_bounded(
+                results = await run_bounded(
                     fn, items, limit=limit, star=star, timeout=config.timeout, on_result=bar.update
                 )
+                if policy is None or outcomes is None:
+                    return results
+                settled = settle(
+                    iter([results]),
+                    policy,
+                    outcomes,
+                    name=name,
+                    on_failure=lambda failed, _: _progress.note_failure(bar, failed, False),
+                    close=lambda: None,
+                )
+                return [value for chunk in settled for value in chunk]
             finally:
                 bar.close()
 
@@ -158,13 +230,23 @@ class _AsyncMethods(MapMethods[P, R]):
         timeout: Optional[float] = None,
         chunksize: Optional[int] = None,
         progress: Optional[bool] = None,
+        errors: Optional[str] = None,
+        retries: Optional[int] = None,
+        retry_on: Optional[RetryOn] = None,
+        item_timeout: Optional[float] = None,
     ) -> List[R]:
         """``[await f(x) for x in items]``, run concurrently; blocks until all are done.
 
         Call it from sync code; inside a coroutine, ``await f.amap(items)`` instead (this
         would block the running loop). ``chunksize`` is accepted and ignored.
         """
-        return run_sync(self._job(items, call_options(timeout, chunksize, progress), star=False))
+        return run_sync(
+            self._job(
+                items,
+                call_options(timeout, chunksize, progress, errors, retries, retry_on, item_timeout),
+                star=False,
+            )
+        )
 
     def starmap(
         self,
@@ -173,9 +255,19 @@ class _AsyncMethods(MapMethods[P, R]):
         timeout: Optional[float] = None,
         chunksize: Optional[int] = None,
         progress: Optional[bool] = None,
+        errors: Optional[str] = None,
+        retries: Optional[int] = None,
+        retry_on: Optional[RetryOn] = None,
+        item_timeout: Optional[float] = None,
     ) -> List[R]:
         """``[await f(*args) for args in items]``, run concurrently; blocks until done."""
-        return run_sync(self._job(items, call_options(timeout, chunksize, progress), star=True))
+        return run_sync(
+            self._job(
+                items,
+                call_options(timeout, chunksize, progress, errors, retries, retry_on, item_timeout),
+                star=True,
+            )
+        )
 
     def imap(
         self,
@@ -184,9 +276,16 @@ class _AsyncMethods(MapMethods[P, R]):
         timeout: Optional[float] = None,
         chunksize: Optional[int] = None,
         progress: Optional[bool] = None,
+        errors: Optional[str] = None,
+        retries: Optional[int] = None,
+        retry_on: Optional[RetryOn] = None,
+        item_timeout: Optional[float] = None,
     ) -> Iterator[R]:
         """Results in input order. For coroutines this is not lazy: all run, then yield."""
-        return iter(self.map(items, timeout=timeout, chunksize=chunksize, progress=progress))
+        options = call_options(
+            timeout, chunksize, progress, errors, retries, retry_on, item_timeout
+        )
+        return iter(run_sync(self._job(items, options, star=False, stream=True)))
 
     def imap_unordered(
         self,
@@ -195,9 +294,22 @@ class _AsyncMethods(MapMethods[P, R]):
         timeout: Optional[float] = None,
         chunksize: Optional[int] = None,
         progress: Optional[bool] = None,
+        errors: Optional[str] = None,
+        retries: Optional[int] = None,
+        retry_on: Optional[RetryOn] = None,
+        item_timeout: Optional[float] = None,
     ) -> Iterator[R]:
         """As `imap` (input order): for coroutines, all run first."""
-        return self.imap(items, timeout=timeout, chunksize=chunksize, progress=progress)
+        return self.imap(
+            items,
+            timeout=timeout,
+            chunksize=chunksize,
+            progress=progress,
+            errors=errors,
+            retries=retries,
+            retry_on=retry_on,
+            item_timeout=item_timeout,
+        )
 
     async def amap(
         self,
@@ -205,9 +317,17 @@ class _AsyncMethods(MapMethods[P, R]):
         *,
         timeout: Optional[float] = None,
         progress: Optional[bool] = None,
+        errors: Optional[str] = None,
+        retries: Optional[int] = None,
+        retry_on: Optional[RetryOn] = None,
+        item_timeout: Optional[float] = None,
     ) -> List[R]:
         """``[await f(x) for x in items]``, run concurrently on the running event loop."""
-        return await self._job(items, call_options(timeout, None, progress), star=False)()
+        return await self._job(
+            items,
+            call_options(timeout, None, progress, errors, retries, retry_on, item_timeout),
+            star=False,
+        )()
 
     async def astarmap(
         self,
@@ -215,9 +335,17 @@ class _AsyncMethods(MapMethods[P, R]):
         *,
         timeout: Optional[float] = None,
         progress: Optional[bool] = None,
+        errors: Optional[str] = None,
+        retries: Optional[int] = None,
+        retry_on: Optional[RetryOn] = None,
+        item_timeout: Optional[float] = None,
     ) -> List[R]:
         """``[await f(*args) for args in items]``, run concurrently on the running loop."""
-        return await self._job(items, call_options(timeout, None, progress), star=True)()
+        return await self._job(
+            items,
+            call_options(timeout, None, progress, errors, retries, retry_on, item_timeout),
+            star=True,
+        )()
 
 
 class BoundAsyncParallelFunction(_AsyncMethods[P, R], BoundParallelFunction[P, Any]):

@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping, Optional, Tuple
 from . import _cpus
 
 KINDS = ("auto", "serial", "thread", "process", "dask")
+#: What a call does with an item that failed (see docs/errors.md#per-item-outcomes).
+ERROR_POLICIES = ("raise", "return", "skip")
 START_METHODS = ("fork", "forkserver", "spawn")
 
 
@@ -43,6 +45,10 @@ class Config:
     max_tasks_per_child: Optional[int] = None
     progress: bool = False
     dask_address: Optional[str] = None
+    errors: str = "raise"
+    retries: int = 0
+    retry_on: Tuple[type, ...] = ()
+    item_timeout: Optional[float] = None
 
     def merged(self, **overrides: Any) -> Config:
         """Return a copy with each non-None override validated and applied."""
@@ -74,6 +80,22 @@ def _positive_float(culprit: str, value: Any) -> float:
     if not value > 0:
         raise ValueError(f"{culprit}{value!r} must be greater than 0")
     return float(value)
+
+
+def _count(culprit: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{culprit}{value!r} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{culprit}{value!r} must be 0 or more")
+    return value
+
+
+def _exception_types(culprit: str, value: Any) -> Tuple[type, ...]:
+    types = value if isinstance(value, tuple) else (value,)
+    for t in types:
+        if not (isinstance(t, type) and issubclass(t, BaseException)):
+            raise TypeError(f"{culprit}{value!r} must be an exception class or a tuple of them")
+    return types
 
 
 def _choice(options: Tuple[str, ...]) -> Callable[[str, Any], str]:
@@ -117,6 +139,10 @@ _VALIDATORS: dict[str, Callable[[str, Any], Any]] = {
     "max_tasks_per_child": _positive_int,
     "progress": _flag,
     "dask_address": _address,
+    "errors": _choice(ERROR_POLICIES),
+    "retries": _count,
+    "retry_on": _exception_types,
+    "item_timeout": _positive_float,
 }
 
 #: Environment variable -> Config field. The README's table lists the same names.
@@ -131,6 +157,7 @@ ENV_VARS = {
     "AUTOPAR_MAX_TASKS_PER_CHILD": "max_tasks_per_child",
     "AUTOPAR_PROGRESS": "progress",
     "AUTOPAR_DASK_ADDRESS": "dask_address",
+    "AUTOPAR_ITEM_TIMEOUT": "item_timeout",
 }
 
 
@@ -194,7 +221,7 @@ def snapshot() -> Tuple[Any, ...]:
     return tuple(os.environ.get(var) for var in ENV_VARS)
 
 
-_TEXT_FIELDS = ("kind", "start_method", "dask_address")
+_TEXT_FIELDS = ("kind", "start_method", "dask_address", "errors")
 
 
 def validate_argument(name: str, value: Any) -> Any:

@@ -53,6 +53,16 @@ def open_bar(total: Optional[int], desc: str, *, on: bool, explicit: bool) -> An
     return tqdm(total=total, desc=desc, unit="item", delay=DELAY, disable=disable)
 
 
+def note_failure(bar: Any, failed: int, skipped: bool) -> None:
+    """Show the call's ``failed`` items so far on ``bar``; a skipped item counts as done
+    (it reaches the caller as no result at all)."""
+    if isinstance(bar, NoBar):
+        return
+    if skipped:
+        bar.update(1)
+    bar.set_postfix(failed=failed, refresh=False)
+
+
 def counted(chunks: Iterator[List[T]], bar: Any) -> Iterator[List[T]]:
     """Yield the chunks of results unchanged, counting their items on ``bar`` as each
     reaches the caller; the bar closes on any way out."""

@@ -22,6 +22,7 @@ from .plan import Plan
 
 if TYPE_CHECKING:
     from ._auto.memory import LearnedCosts, SerialFastPath
+    from ._execute.outcomes import CallOutcomes
 
 log = logging.getLogger("autopar")
 
@@ -40,6 +41,8 @@ class FunctionState:
         # kind="auto" only: set once the function is known to be serial at any size;
         # map and starmap try it before anything else.
         self.fast_path: Optional[SerialFastPath] = None
+        # The per-item outcomes of the last call that set a policy (None for other calls).
+        self.last_outcomes: Optional[CallOutcomes] = None
 
 
 def plan_named(kind: str, config: Config, n_items: Optional[int], reason: str) -> Plan:

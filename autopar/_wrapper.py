@@ -23,7 +23,9 @@ from typing import (
     List,
     Optional,
     Tuple,
+    Type,
     TypeVar,
+    Union,
     overload,
 )
 
@@ -31,6 +33,7 @@ import wrapt
 
 from . import _config, _progress
 from ._execute.executor import Call, checked_items, flatten, gather
+from ._execute.outcomes import CallOutcomes, Guarded, Policy, policy_of, settle
 from ._router import FunctionState, route
 from .plan import Plan
 
@@ -45,6 +48,8 @@ R = TypeVar("R")
 _T = TypeVar("_T")
 _P2 = ParamSpec("_P2")
 _R2 = TypeVar("_R2")
+#: What ``retry_on=`` takes: an exception class or a tuple of them, as ``except`` does.
+RetryOn = Union[Type[BaseException], Tuple[Type[BaseException], ...]]
 
 
 def _plain_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -120,6 +125,10 @@ class MapMethods(Generic[P, R]):
         except TypeError:
             n_items = None
         fn: Callable[..., Any] = self.__wrapped__
+        policy = policy_of(config)
+        state.last_outcomes = None
+        if policy is not None and policy.errors == "skip" and materialize:
+            raise ValueError(SKIP_IN_MAP)
         bar = self._bar(config, n_items, explicit=explicit)  # before any work: no tqdm, no run
         try:
             record = Call(
@@ -132,11 +141,44 @@ class MapMethods(Generic[P, R]):
                 star=star,
                 eager=materialize,
             )
-            results = route(record, state)
+            if policy is None:
+                results = route(record, state)
+            else:
+                results = self._guarded_run(record, state, policy, bar)
         except BaseException:
             bar.close()
             raise
         return _progress.counted(results, bar)
+
+    def _guarded_run(
+        self, record: Call, state: FunctionState, policy: Policy, bar: Any
+    ) -> Iterator[List[Any]]:
+        """The call under a per-item policy: items travel as (index, item) pairs to a
+        Guarded function, and what comes back is settled into values and ItemFailures."""
+        name = record.name
+        guard = Guarded(record.fn, policy, star=record.star)
+        pairs = enumerate(record.items)
+        record = record._replace(
+            fn=guard,
+            to_ship=Guarded(record.to_ship, policy, star=record.star),
+            items=list(pairs) if record.eager else pairs,
+            star=False,
+            policy=policy,
+        )
+        outcomes = state.last_outcomes = CallOutcomes()
+        try:
+            results = route(record, state)
+        except BaseException:
+            guard.close()
+            raise
+        return settle(
+            results,
+            policy,
+            outcomes,
+            name=name,
+            on_failure=lambda failed, skipped: _progress.note_failure(bar, failed, skipped),
+            close=guard.close,
+        )
 
     def _to_ship(self) -> Callable[..., Any]:
         return self  # type: ignore[return-value]
@@ -144,7 +186,11 @@ class MapMethods(Generic[P, R]):
     def _all(self, items: Iterable[Any], options: Dict[str, Any], *, star: bool) -> List[Any]:
         """Every result, in input order (map, starmap): the fast path where it serves."""
         fast = self._self_state.fast_path  # (see autopar._auto.memory.SerialFastPath)
-        if fast is not None and not any(v is not None for v in options.values()):
+        if (
+            fast is not None
+            and not any(v is not None for v in options.values())
+            and not any(k in POLICY_OPTIONS for k in self._parallel_state()[1])
+        ):
             done = fast.run(self.__wrapped__, items, star=star)
             if done is not None:
                 return done
@@ -167,9 +213,17 @@ class MapMethods(Generic[P, R]):
         timeout: Optional[float] = None,
         chunksize: Optional[int] = None,
         progress: Optional[bool] = None,
+        errors: Optional[str] = None,
+        retries: Optional[int] = None,
+        retry_on: Optional[RetryOn] = None,
+        item_timeout: Optional[float] = None,
     ) -> List[R]:
         """``[f(x) for x in items]``, in input order, run the way this function's kind says."""
-        return self._all(items, call_options(timeout, chunksize, progress), star=False)
+        return self._all(
+            items,
+            call_options(timeout, chunksize, progress, errors, retries, retry_on, item_timeout),
+            star=False,
+        )
 
     def starmap(
         self,
@@ -178,9 +232,17 @@ class MapMethods(Generic[P, R]):
         timeout: Optional[float] = None,
         chunksize: Optional[int] = None,
         progress: Optional[bool] = None,
+        errors: Optional[str] = None,
+        retries: Optional[int] = None,
+        retry_on: Optional[RetryOn] = None,
+        item_timeout: Optional[float] = None,
     ) -> List[R]:
         """``[f(*args) for args in items]``, like ``itertools.starmap``, as a list."""
-        return self._all(items, call_options(timeout, chunksize, progress), star=True)
+        return self._all(
+            items,
+            call_options(timeout, chunksize, progress, errors, retries, retry_on, item_timeout),
+            star=True,
+        )
 
     def imap(
         self,
@@ -189,9 +251,17 @@ class MapMethods(Generic[P, R]):
         timeout: Optional[float] = None,
         chunksize: Optional[int] = None,
         progress: Optional[bool] = None,
+        errors: Optional[str] = None,
+        retries: Optional[int] = None,
+        retry_on: Optional[RetryOn] = None,
+        item_timeout: Optional[float] = None,
     ) -> Iterator[R]:
         """Lazy results in input order; the input is read only a few chunks ahead."""
-        return self._stream(items, call_options(timeout, chunksize, progress), ordered=True)
+        return self._stream(
+            items,
+            call_options(timeout, chunksize, progress, errors, retries, retry_on, item_timeout),
+            ordered=True,
+        )
 
     def imap_unordered(
         self,
@@ -200,27 +270,68 @@ class MapMethods(Generic[P, R]):
         timeout: Optional[float] = None,
         chunksize: Optional[int] = None,
         progress: Optional[bool] = None,
+        errors: Optional[str] = None,
+        retries: Optional[int] = None,
+        retry_on: Optional[RetryOn] = None,
+        item_timeout: Optional[float] = None,
     ) -> Iterator[R]:
         """Lazy results in the order they finish (chunk by chunk)."""
-        return self._stream(items, call_options(timeout, chunksize, progress), ordered=False)
+        return self._stream(
+            items,
+            call_options(timeout, chunksize, progress, errors, retries, retry_on, item_timeout),
+            ordered=False,
+        )
 
     @property
     def last_plan(self) -> Optional[Plan]:
         """The plan of the most recent map/imap/starmap call (None before the first)."""
         return self._parallel_state()[0].last_plan
 
+    @property
+    def last_failures(self) -> List[Any]:
+        """The `ItemFailure` of every item that failed for good in the most recent call
+        that set a per-item policy (``errors="return"`` or ``"skip"``, ``retries``,
+        ``item_timeout``), in the order they were seen; empty after any other call."""
+        outcomes = self._parallel_state()[0].last_outcomes
+        return [] if outcomes is None else list(outcomes.failures)
+
     def explain(self) -> str:
-        """A readable account of `last_plan`: what ran, why, and the numbers behind it."""
-        plan = self.last_plan
+        """A readable account of `last_plan`: what ran, why, and the numbers behind it,
+        then which items failed or needed retries, if any did."""
+        state = self._parallel_state()[0]
+        plan = state.last_plan
         if plan is None:
             return "no call yet: explain() describes the last map/imap/starmap call"
-        return plan.explain()
+        outcomes = state.last_outcomes
+        summary = "" if outcomes is None else outcomes.summary()
+        return plan.explain() + ("\n" + summary if summary else "")
 
 
 def call_options(
-    timeout: Optional[float], chunksize: Optional[int], progress: Optional[bool]
+    timeout: Optional[float],
+    chunksize: Optional[int],
+    progress: Optional[bool],
+    errors: Optional[str] = None,
+    retries: Optional[int] = None,
+    retry_on: Optional[RetryOn] = None,
+    item_timeout: Optional[float] = None,
 ) -> Dict[str, Any]:
-    return {"timeout": timeout, "chunksize": chunksize, "progress": progress}
+    options: Dict[str, Any] = {"timeout": timeout, "chunksize": chunksize, "progress": progress}
+    # The per-item policy only where given: the common call builds a smaller dict.
+    if errors is not None or retries is not None or retry_on is not None:
+        options.update(errors=errors, retries=retries, retry_on=retry_on)
+    if item_timeout is not None:
+        options["item_timeout"] = item_timeout
+    return options
+
+
+#: The options that set a per-item policy (docs/errors.md#per-item-outcomes).
+POLICY_OPTIONS = ("errors", "retries", "retry_on", "item_timeout")
+
+SKIP_IN_MAP = (
+    "errors='skip' drops failed items, which would put map's results out of line with its "
+    "input; use errors='return' (a failed item's slot holds an ItemFailure) or imap"
+)
 
 
 class BoundParallelFunction(MapMethods[P, R], wrapt.BoundFunctionWrapper):  # type: ignore[type-arg]

@@ -22,7 +22,7 @@ from typing import (
 )
 
 from . import _config
-from ._wrapper import BoundParallelFunction, ParallelFunction
+from ._wrapper import BoundParallelFunction, ParallelFunction, RetryOn
 
 if TYPE_CHECKING:
     from ._async import AsyncParallelFunction
@@ -66,6 +66,10 @@ def parallel(
     chunksize: Optional[int] = None,
     timeout: Optional[float] = None,
     progress: Optional[bool] = None,
+    errors: Optional[str] = None,
+    retries: Optional[int] = None,
+    retry_on: Optional[RetryOn] = None,
+    item_timeout: Optional[float] = None,
 ) -> _Decorator: ...
 
 
@@ -78,6 +82,10 @@ def parallel(
     chunksize: Optional[int] = None,
     timeout: Optional[float] = None,
     progress: Optional[bool] = None,
+    errors: Optional[str] = None,
+    retries: Optional[int] = None,
+    retry_on: Optional[RetryOn] = None,
+    item_timeout: Optional[float] = None,
 ) -> Any:
     """Make an element-wise function runnable over many items: ``f.map(items)``.
 
@@ -86,6 +94,14 @@ def parallel(
     "auto"). ``workers``, ``chunksize``, ``timeout`` (seconds for a whole call) and
     ``progress`` (a tqdm bar) likewise override their ``AUTOPAR_*`` variables. Bad values
     raise ValueError or TypeError here, naming the argument.
+
+    Per item: ``errors`` says what a failing item does to the call: "raise" (the default:
+    the first failure ends it), "return" (its slot holds an `ItemFailure` and the rest go
+    on) or "skip" (imap only: it is left out). ``retries`` runs an item that raised one of
+    ``retry_on`` (an exception class or a tuple; none by default) again, up to that many
+    times, after a jittered backoff. ``item_timeout`` gives each item that many seconds
+    before it is abandoned and fails with `ItemTimeoutError` (``AUTOPAR_ITEM_TIMEOUT``).
+    Every map method takes the same arguments for one call. See docs/errors.md.
 
     An ``async def`` function runs its coroutines concurrently on an event loop, at most
     ``workers`` (default 100) at once; its kind is "auto" or "serial" (one at a time).
@@ -99,6 +115,10 @@ def parallel(
         "chunksize": chunksize,
         "timeout": timeout,
         "progress": progress,
+        "errors": errors,
+        "retries": retries,
+        "retry_on": retry_on,
+        "item_timeout": item_timeout,
     }
     options = {k: _config.validate_argument(k, v) for k, v in given.items() if v is not None}
 

@@ -129,3 +129,58 @@ def annotate(exc: BaseException, index: int, where: str) -> BaseException:
     if hasattr(exc, "add_note") and note not in getattr(exc, "__notes__", ()):
         exc.add_note(note)
     return exc
+
+
+class ItemTimeoutError(AutoparTimeoutError):
+    """One item ran past ``item_timeout``: its worker was abandoned (a thread) or killed
+    (a process), and the other items went on. Name it in ``retry_on`` to retry such items.
+
+    ``index`` is the item's index in the call's input.
+    """
+
+    def __init__(self, message: str, index: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+    def __reduce__(self) -> Any:
+        return type(self), (str(self), self.index), self.__dict__
+
+
+class ItemFailure:
+    """What stands in a failed item's slot under ``errors="return"``, and what
+    ``f.last_failures`` lists under every policy that goes on past a failure.
+
+    A value, not an exception: a function may return exceptions as results, and
+    ``isinstance(r, ItemFailure)`` never mistakes one for a failure. ``exception`` keeps its
+    original type (a `WorkerCrashedError` when the item's worker died, an
+    `ItemTimeoutError` when it ran past ``item_timeout``); ``index`` is the item's index in
+    the input; ``item`` the item itself (None where it could not be sent back from a
+    worker); ``traceback`` the worker-side traceback, formatted; ``attempts`` how many
+    times it ran. `raise_` re-raises the exception with the traceback attached.
+    """
+
+    __slots__ = ("attempts", "exception", "index", "item", "traceback")
+
+    def __init__(
+        self, exception: BaseException, index: int, item: Any, traceback: str, attempts: int
+    ) -> None:
+        self.exception = exception
+        self.index = index
+        self.item = item
+        self.traceback = traceback
+        self.attempts = attempts
+
+    def __repr__(self) -> str:
+        what = f"{type(self.exception).__name__}: {self.exception}"
+        tries = "1 attempt" if self.attempts == 1 else f"{self.attempts} attempts"
+        return f"ItemFailure(index={self.index}, {what!r}, {tries})"
+
+    def __reduce__(self) -> Any:
+        return type(self), (self.exception, self.index, self.item, self.traceback, self.attempts)
+
+    def raise_(self) -> None:
+        """Raise the item's exception, with the worker's traceback as its ``__cause__``."""
+        exc = self.exception
+        if self.traceback and exc.__cause__ is None:
+            exc.__cause__ = RemoteTraceback(self.traceback)
+        raise annotate(exc, self.index, "re-raised from an ItemFailure")

@@ -263,3 +263,30 @@ def test_auto_leaves_the_cluster_out_without_an_address():
     f = parallel(helpers.square)
     f.map(range(500))
     assert "dask" not in f.last_plan.predicted
+
+
+@pytest.mark.timeout(90)
+def test_per_item_policies_on_dask(active, tmp_path):
+    from autopar import ItemFailure, ItemTimeoutError
+    from tests import outcome_helpers as h
+
+    place = str(tmp_path)
+    pairs = [(i, place) for i in range(12)]
+    try:
+        got = parallel(kind="dask")(h.raises).map(pairs, errors="return")
+        assert [v for i, v in enumerate(got) if i != h.BAD] == [
+            i * i for i in range(12) if i != h.BAD
+        ]
+        assert isinstance(got[h.BAD], ItemFailure) and type(got[h.BAD].exception) is ValueError
+        streamed = list(parallel(kind="dask")(h.raises).imap(pairs, errors="skip"))
+        assert streamed == [i * i for i in range(12) if i != h.BAD]
+        flaky = parallel(kind="dask")(h.flaky)
+        assert flaky.map(pairs, retries=2, retry_on=ConnectionError) == [i * i for i in range(12)]
+        assert h.attempts(place, h.FLAKY) == 3
+        hung = parallel(kind="dask")(h.hangs).map(pairs, item_timeout=1.0, errors="return")
+        assert isinstance(hung[h.HUNG].exception, ItemTimeoutError)
+        assert [v for i, v in enumerate(hung) if i != h.HUNG] == [
+            i * i for i in range(12) if i != h.HUNG
+        ]
+    finally:
+        (tmp_path / "release").touch()  # the abandoned item's thread on its worker ends

@@ -361,7 +361,8 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
         # (The probe pauses once the costs are known: items left, not items running,
         # say whether there is work to go on with while the pool starts.)
         left = not probe.exhausted and (n_items is None or probe.read < n_items)
-        if plan.kind == "process" and (left or not probe.finished):
+        # (A call under a per-item policy starts processes of its own: see pool_costs.)
+        if plan.kind == "process" and call.policy is None and (left or not probe.finished):
             _start_processes(probe, config, plan, m, deadline)
         boundary = probe.stop()
     except BaseException:

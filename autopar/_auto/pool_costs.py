@@ -18,6 +18,7 @@ from .. import _cpus
 from .._config import Config, cpu_count
 from .._execute import registry, thread_pool
 from .._execute.main_guard import processes_start_cleanly
+from .._execute.outcomes import policy_of
 from .cost_model import Overheads
 
 log = logging.getLogger("autopar")
@@ -278,8 +279,10 @@ def current(config: Config, *, time_threads: bool = True) -> Overheads:
         thread_start=threads["thread_start"],
         threads_started=started,
         process_dispatch=_get("process_dispatch") or PRIOR_PROCESS_DISPATCH,
+        # A call under a per-item policy runs on processes of its own (_execute/supervised),
+        # started for it: it pays a cold start even while the shared pool is warm.
         process_start=0.0
-        if process_warm(config)
+        if process_warm(config) and policy_of(config) is None
         else (start if start is not None else PRIOR_PROCESS_START[config.start_method]),
         max_threads=config.max_threads,
         cluster_threads=cluster_threads,

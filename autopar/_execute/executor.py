@@ -16,6 +16,7 @@ from ..errors import WorkerCrashedError, annotate
 from ..plan import Plan
 from . import registry
 from .chunking import MAX_ADAPTIVE_CHUNK, MAX_INLINE_CHUNK, Chunker
+from .outcomes import Policy
 from .pool_run import PoolRun
 from .worker import ChunkResult, function_name, run_chunk
 
@@ -36,6 +37,8 @@ class Call(NamedTuple):
     ordered: bool
     star: bool
     eager: bool = False  # the caller takes every result at once (map, starmap): no streaming
+    # A per-item policy: items are (index, item) pairs and fn a Guarded (see .outcomes).
+    policy: Optional[Policy] = None
 
     @property
     def name(self) -> str:
@@ -60,6 +63,10 @@ def execute(
     plan runs in chunks of ``plan.chunksize`` too, so that it can be asked.
     """
     config = call.config
+    if call.policy is not None and plan.kind == "process":
+        from .supervised import run_supervised
+
+        return run_supervised(plan, call)
     if registry.backend_class(plan.kind).inline and unchunked(call) and stop_after is None:
         return run_inline(call.fn, call.items, star=call.star, start=start_index, on_chunk=on_chunk)
     backend = registry.acquire(plan.kind, config, plan.workers)  # PoolRun releases it

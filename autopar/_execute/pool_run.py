@@ -119,7 +119,7 @@ class PoolRun:
         failure = result.failure
         if failure is not None:
             exc = failure.exc
-            if isinstance(exc, AutoparTimeoutError):
+            if type(exc) is AutoparTimeoutError:  # (an ItemTimeoutError is the item's own)
                 raise self._timed_out()
             if self.backend.ships_by_pickle and failure.tb:
                 exc.__cause__ = RemoteTraceback(failure.tb)
