@@ -290,3 +290,26 @@ def test_per_item_policies_on_dask(active, tmp_path):
         ]
     finally:
         (tmp_path / "release").touch()  # the abandoned item's thread on its worker ends
+
+
+def test_a_large_function_is_scattered_once_not_sent_with_each_task(active, monkeypatch):
+    import functools
+
+    sent = []
+    submit = active.submit
+
+    def spy(fn, payload, *args, **kwargs):
+        sent.append(payload)
+        return submit(fn, payload, *args, **kwargs)
+
+    monkeypatch.setattr(active, "submit", spy)
+    table = bytes(range(256)) * 1024  # 256 KiB: over LARGE_FUNCTION
+    f = parallel(functools.partial(helpers.look_up, table), kind="dask")
+    for _ in range(2):
+        assert f.map(range(50), chunksize=1) == [i % 256 for i in range(50)]
+    assert len(sent) == 100
+    assert all(isinstance(p, distributed.Future) for p in sent)
+    assert len({p.key for p in sent}) == 1  # the second call reused the first's
+    small = parallel(helpers.square, kind="dask")
+    small.map(range(4), chunksize=1)
+    assert all(isinstance(p, bytes) for p in sent[100:])

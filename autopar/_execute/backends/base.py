@@ -15,6 +15,14 @@ from ..._config import Config
 from ..worker import ChunkResult
 
 
+# A pickled function from this size reaches each worker of a kind that ships by pickle
+# once (process workers read it from shared memory, dask workers fetch it scattered);
+# below it, it travels with each chunk. At 64 KiB a chunk's copy through the pipe costs
+# about what making a segment does (~0.1 ms); a function carrying a 50 MiB table costs
+# 50 ms a chunk by pipe (benchmarks/bench_heavy.py, the "table" row).
+LARGE_FUNCTION = 64 * 1024
+
+
 def pickle_function(fn: Callable[..., Any], where: str) -> bytes:
     """``fn`` pickled for ``where`` (by reference, else by value with cloudpickle); a
     PicklingFailedError naming the function when neither works."""

@@ -6,7 +6,8 @@ Data flow for one chunk::
 
     caller                                         dask worker (any machine)
     ------                                         -------------------------
-    prepare(fn) -> payload bytes (once per call)
+    prepare(fn) -> payload bytes (once per call); from LARGE_FUNCTION size, a scattered
+                   future of them: each dask worker fetches the function once
     submit: pickle items, client.submit(run_task)  ---->  run_task -> worker.run_chunk_pickled
             returns a _Bridge (concurrent Future)          (the process backend's own code: a
     dask callback thread copies the outcome  <--------     pickled ChunkResult, user errors as data)
@@ -30,7 +31,7 @@ import time
 import uuid
 import weakref
 from concurrent.futures import CancelledError, Future, InvalidStateError
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 try:
     import distributed
@@ -44,7 +45,8 @@ from ..._config import Config
 from ...errors import AutoparError, PicklingFailedError, WorkerCrashedError
 from .. import worker
 from ..worker import ChunkResult, dumps, find_unpicklable, run_chunk_pickled
-from .base import Backend, Replacement, pickle_function
+from ..shared_memory import KEEP_FUNCTIONS
+from .base import LARGE_FUNCTION, Backend, Replacement, pickle_function
 
 NO_CLUSTER = (
     "kind='dask' found no dask cluster: create a distributed.Client in this process before "
@@ -202,6 +204,10 @@ class DaskBackend(Backend):
         # _live_lock guards _live: several caller threads may submit through this backend.
         self._live_lock = threading.Lock()
         self._live: weakref.WeakSet[_Bridge] = weakref.WeakSet()
+        # Large pickled functions scattered to the cluster, newest first, as (bytes, dask
+        # future); guarded by _live_lock. Equal bytes reuse the future: the workers that
+        # hold it already keep their unpickled copy (worker._functions, by payload).
+        self._scattered: List[Tuple[bytes, Any]] = []
 
     def replacement(self, config: Config, workers: int) -> Optional[Replacement]:
         if self.client.status != "running":
@@ -210,8 +216,19 @@ class DaskBackend(Backend):
             return Replacement("another dask Client is current now")
         return None  # any worker count: the cluster, not this object, bounds concurrency
 
-    def prepare(self, fn: Callable[..., Any], workers: int = 1) -> bytes:
-        return pickle_function(fn, "on a dask worker")
+    def prepare(self, fn: Callable[..., Any], workers: int = 1) -> Any:
+        payload = pickle_function(fn, "on a dask worker")
+        if len(payload) < LARGE_FUNCTION:
+            return payload
+        with self._live_lock:
+            for data, future in self._scattered:
+                if data == payload:
+                    return future
+        future = self.client.scatter(payload, hash=False)
+        with self._live_lock:
+            self._scattered.insert(0, (payload, future))
+            del self._scattered[KEEP_FUNCTIONS:]  # (a call still using one holds its future)
+        return future
 
     def submit(
         self,
@@ -260,6 +277,8 @@ class DaskBackend(Backend):
         self.shutdown()
 
     def shutdown(self) -> None:
+        with self._live_lock:
+            self._scattered.clear()  # (the cluster frees what no future refers to)
         release(self.client)
 
     @classmethod

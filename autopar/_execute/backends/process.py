@@ -5,7 +5,7 @@ Data flow for one chunk::
     caller                                   worker process
     ------                                   --------------
     prepare(fn) -> payload: the pickled function (once per call; cloudpickle for
-                   lambdas/closures), or from SHARED_FUNCTION size a FunctionRef to it
+                   lambdas/closures), or from LARGE_FUNCTION size a FunctionRef to it
                    in shared memory (see shared_memory.py)
     submit: pickle items -> bytes  ------>   run_chunk_pickled(payload, start, items)
             (an unpicklable item is             unpickle fn (cached per process), items,
@@ -35,19 +35,13 @@ from ...errors import AutoparError, PicklingFailedError, WorkerCrashedError
 from ..main_guard import processes_start_cleanly, unguarded_error
 from ..shared_memory import SharedFunctions, unlink_all
 from ..worker import ChunkResult, dumps, find_unpicklable, init_process, run_chunk_pickled
-from .base import Backend, Replacement, pickle_function
+from .base import LARGE_FUNCTION, Backend, Replacement, pickle_function
 
 log = logging.getLogger("autopar")
 
 # What the forkserver imports once, before it forks any worker. (A name that does not
 # import is skipped without a word: tests/test_kinds.py imports each.)
 FORKSERVER_PRELOAD = ("autopar._execute.worker", "cloudpickle")
-
-# A pickled function from this size reaches workers through shared memory, once per worker;
-# below it, it travels with each chunk. At 64 KiB a chunk's copy through the pipe costs
-# about what making a segment does (~0.1 ms); a function carrying a 50 MiB table costs
-# 50 ms a chunk by pipe (benchmarks/bench_heavy.py, the "table" row).
-SHARED_FUNCTION = 64 * 1024
 
 # Python 3.11 added max_tasks_per_child; before it, the pool is replaced after as many tasks.
 _NATIVE_RECYCLE = sys.version_info >= (3, 11)
@@ -147,7 +141,7 @@ class ProcessBackend(Backend):
 
     def prepare(self, fn: Callable[..., Any], workers: int = 1) -> Any:
         payload = pickle_function(fn, "in a process")
-        if len(payload) < SHARED_FUNCTION:
+        if len(payload) < LARGE_FUNCTION:
             return payload
         return self._functions.ref(payload)
 
