@@ -14,7 +14,6 @@ from typing import Any, Callable, ClassVar, NamedTuple, Optional, Sequence
 from ..._config import Config
 from ..worker import ChunkResult
 
-
 # A pickled function from this size reaches each worker of a kind that ships by pickle
 # once (process workers read it from shared memory, dask workers fetch it scattered);
 # below it, it travels with each chunk. At 64 KiB a chunk's copy through the pipe costs

@@ -44,8 +44,8 @@ except ImportError as exc:
 from ..._config import Config
 from ...errors import AutoparError, PicklingFailedError, WorkerCrashedError
 from .. import worker
-from ..worker import ChunkResult, dumps, find_unpicklable, run_chunk_pickled
 from ..shared_memory import KEEP_FUNCTIONS
+from ..worker import ChunkResult, dumps, find_unpicklable, run_chunk_pickled
 from .base import LARGE_FUNCTION, Backend, Replacement, pickle_function
 
 NO_CLUSTER = (
