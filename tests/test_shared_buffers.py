@@ -289,3 +289,18 @@ def test_no_segment_is_left_when_the_program_is_killed():
     while _segments(pid) and time.monotonic() < deadline:
         time.sleep(0.2)  # the resource tracker unlinks once every holder has gone
     assert _segments(pid) == []
+
+
+def test_shared_buffers_are_priced_at_the_copy_rate_without_the_pipe():
+    from autopar._auto import calibration
+
+    array = np.zeros(4 << 20, dtype="uint8")
+    dump, load, pipe_bytes = calibration._pickle_cost(array)
+    copy = array.nbytes * shared_buffers.copy_seconds_per_byte()
+    assert (dump, load, pipe_bytes) == (copy, copy, 0)
+    piped = calibration._pickle_cost(array[::2])  # not contiguous: pickled, piped
+    assert piped[2] == array.nbytes // 2
+    _, caller, worker, _, _ = calibration._ship_costs(len, (array, 7))
+    dump_rate, _ = calibration._buffer_rates()
+    by_pipe = array.nbytes * (dump_rate + 1 / calibration.PIPE_BYTES_PER_SECOND)
+    assert caller < by_pipe and worker < by_pipe

@@ -78,6 +78,16 @@ def copy_seconds_per_byte() -> float:
     return _measure()[1]
 
 
+def travels_shared(value: Any, size: int) -> bool:
+    """Whether ``value``, a buffer of ``size`` bytes, would reach a process worker through
+    shared memory: flat builtins and contiguous NumPy-like arrays from threshold()."""
+    if size < threshold():
+        return False
+    if type(value) in _FLAT:
+        return True
+    return hasattr(value, "__array_interface__") and memoryview(value).contiguous
+
+
 def _measure() -> Tuple[int, float]:
     with _measure_lock:
         if not _measured:
