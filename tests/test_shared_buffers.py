@@ -23,7 +23,7 @@ np = pytest.importorskip("numpy")
 
 pytestmark = pytest.mark.timeout(90)
 
-BIG = 8 * shared_buffers.MAX_SHARED // 64  # 512 KiB: over any threshold up to MAX_SHARED / 8
+BIG = shared_buffers.MAX_SHARED  # bytes: over any threshold a machine can measure
 
 
 def _segments(pid: int | None = None) -> list[str]:
@@ -106,7 +106,7 @@ def test_arrays_of_every_dtype_come_back_equal(dtype, created):
     ids=["step", "transpose", "fortran", "2d-steps"],
 )
 def test_non_contiguous_arrays_as_items_and_results(shape):
-    arrays = [shape(np.arange(BIG, dtype="float64") + i) for i in range(4)]
+    arrays = [shape(np.arange(BIG // 8, dtype="float64") + i) for i in range(4)]
     for fn in (buffer_helpers.same, buffer_helpers.negated_view):
         serial = [fn(a) for a in arrays]
         out = _process(fn).map(arrays, chunksize=2)
@@ -151,7 +151,7 @@ def test_a_worker_may_write_to_its_flat_copies():
 
 
 def test_results_are_writable_and_their_segments_go_at_once():
-    out = _process(buffer_helpers.same).map([np.zeros(BIG)] * 4, chunksize=1)
+    out = _process(buffer_helpers.same).map([np.zeros(BIG // 8)] * 4, chunksize=1)
     out[0][0] = 1.0  # a private copy, not a read-only view of a segment
     assert _segments() == []  # before shutdown: collected results unlink their segments
 
@@ -179,7 +179,7 @@ def test_segments_are_private(monkeypatch):
 
     shared_buffers.threshold()
     monkeypatch.setattr(shared_memory, "create", spy)
-    _process(buffer_helpers.same).map([np.zeros(BIG)] * 2)
+    _process(buffer_helpers.same).map([np.zeros(BIG // 8)] * 2)
     assert modes and set(modes) == {0o600}
 
 
@@ -237,7 +237,7 @@ from tests import buffer_helpers
 f = parallel(kind="process", workers=2)(buffer_helpers.slow)
 print(os.getpid(), flush=True)
 try:
-    f.map([np.full(65536, i, dtype="float64") for i in range(4)], chunksize=1)
+    f.map([np.full(1 << 19, i, dtype="float64") for i in range(4)], chunksize=1)
 except KeyboardInterrupt:
     print("interrupted", flush=True)
 """
@@ -280,7 +280,7 @@ def test_no_segment_is_left_when_the_program_is_killed():
         from autopar import parallel
         from tests import buffer_helpers
         f = parallel(kind="process", workers=2)(buffer_helpers.same)
-        f.map([np.zeros(65536)] * 4)
+        f.map([np.zeros(1 << 19)] * 4)
         print(os.getpid(), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """

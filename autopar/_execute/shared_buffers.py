@@ -27,10 +27,23 @@ import pickle
 import secrets
 import threading
 import time
-from concurrent.futures import Future
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from . import shared_memory
+
+if TYPE_CHECKING:  # (concurrent.futures imports logging, which workers must not load)
+    from concurrent.futures import Future
 
 # Buffers from this many bytes go through shared memory, whatever threshold() measured:
 # below it the pipe copies one in about the time a segment takes to make and map (the
@@ -66,15 +79,17 @@ def threshold() -> int:
     """Bytes from which a buffer travels through shared memory on this machine.
 
     The size at which a segment's fixed cost (create, map, unlink) equals what shared
-    memory saves per byte over the pipe (pickle copy + pipe + unpickle copy, less one
-    memcpy), each the least of a few runs on 1 MiB; clamped to [MIN_SHARED, MAX_SHARED].
+    memory saves per byte over the pipe (pickle copy + pipe + unpickle copy, less a trip
+    through a segment), each the least of a few runs on 1 MiB; clamped to
+    [MIN_SHARED, MAX_SHARED].
     ``python -m autopar info`` does not show it yet.
     """
     return _measure()[0]
 
 
 def copy_seconds_per_byte() -> float:
-    """Seconds per byte to copy a buffer into (or fault it in from) a segment."""
+    """Seconds per byte of a buffer's trip through a segment: written in, mapped and read
+    on the other side, unlinked (the least of three on 1 MiB)."""
     return _measure()[1]
 
 
@@ -91,17 +106,18 @@ def travels_shared(value: Any, size: int) -> bool:
 def _measure() -> Tuple[int, float]:
     with _measure_lock:
         if not _measured:
-            fixed = _least(_segment_round_trip, 5)
+            fixed = _least(lambda: _through_segment(b"x"), 5)
             size = 1 << 20
             source = bytes(range(256)) * (size // 256)
-            copy = _least(lambda: bytearray(source), 3) / size
+            # Write into fresh pages, map and read them back, unlink: a byte's whole trip.
+            shared = _least(lambda: _through_segment(source), 3) / size
             dump = _least(lambda: pickle.dumps(source, protocol=5), 3) / size
             data = pickle.dumps(source, protocol=5)
             load = _least(lambda: pickle.loads(data), 3) / size
             pipe = _least(lambda: _through_pipe(source), 3) / size
-            saved = max(dump + pipe + load - copy, 1e-12)
+            saved = max(dump + pipe + load - shared, 1e-12)
             size_even = int(fixed / saved)
-            _measured.append((min(MAX_SHARED, max(MIN_SHARED, size_even)), copy))
+            _measured.append((min(MAX_SHARED, max(MIN_SHARED, size_even)), shared))
         return _measured[0]
 
 
@@ -114,9 +130,12 @@ def _least(run: Callable[[], Any], times: int) -> float:
     return best
 
 
-def _segment_round_trip() -> None:
-    name = shared_memory.create(b"x")
-    _map(name, 1).close()
+def _through_segment(data: bytes) -> None:
+    name = shared_memory.create(data)
+    mapped = _map(name, len(data))
+    with memoryview(mapped) as view:
+        bytes(view)
+    mapped.close()
     shared_memory.unlink(name)
 
 
@@ -334,10 +353,13 @@ def create_returned(name: str) -> Callable[[List[memoryview]], Optional[str]]:
             segment = SharedMemory(name=name, create=True, size=size)
         except OSError:  # (a name left by a killed program with a reused pid)
             return None
-        buffer: Any = segment.buf
-        for offset, part in zip(offsets, parts):
-            buffer[offset : offset + part.nbytes] = part
-        del buffer
+        try:
+            for offset, part in zip(offsets, parts):
+                shared_memory.write(segment._fd, part, offset)  # type: ignore[attr-defined]
+        except OSError:  # (/dev/shm filled up meanwhile): through the pipe
+            segment.close()
+            segment.unlink()
+            return None
         segment.close()
         return name
 
@@ -349,7 +371,10 @@ def create_owned(parts: List[memoryview]) -> Optional[str]:
     """A ``create`` for pack() in the caller: an owned segment (shared_memory.create)."""
     if not room_for(sum(p.nbytes for p in parts) + ALIGN * len(parts)):
         return None
-    return shared_memory.create(*parts, align=ALIGN)
+    try:
+        return shared_memory.create(*parts, align=ALIGN)
+    except OSError:  # (/dev/shm filled up meanwhile): through the pipe
+        return None
 
 
 # Result segments are named for their chunk: the caller's pid (so a sweep by prefix finds
