@@ -29,7 +29,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._config import Config, cpu_count
-from .._execute import per_worker
+from .._execute import per_worker, shared_buffers
 from .._execute.worker import dumps
 from ..errors import AutoparTimeoutError
 from . import cost_model
@@ -423,11 +423,17 @@ def _pickle_cost(value: Any) -> Tuple[float, float, int]:
     measured once per program: pickling such an item just to price it can cost more than
     a cheap function's whole call (the "len_1mib" workload in benchmarks/workloads.py;
     tests/test_calibration.py::test_large_flat_buffers_are_priced_by_size_without_pickling).
+    One that travels through shared memory is priced at the copy rate, its pipe size 0.
     """
     try:
         size = memoryview(value).nbytes
     except Exception:  # not a buffer, or one memoryview cannot export
         size = 0
+    if size >= BIG_BUFFER and shared_buffers.travels_shared(value, size):
+        # Written into a segment on one side, mapped and read on the other: no pickle,
+        # no pipe. The measured trip is charged to both sides, as pickling is.
+        trip = size * shared_buffers.copy_seconds_per_byte()
+        return trip, trip, 0
     if size >= BIG_BUFFER:
         dump_rate, load_rate = _buffer_rates()
         return size * dump_rate, size * load_rate, size

@@ -199,6 +199,8 @@ class _Cleanup:
     def _stop(self, kind: type[BaseException]) -> None:
         backend = self.run.backend
         running = [f for _, _, f in self.run.pending if not f.cancel()]
+        for _, _, future in self.run.pending:
+            backend.abandon(future)
         if issubclass(kind, WorkerCrashedError) or (
             running and issubclass(kind, (AutoparTimeoutError, KeyboardInterrupt))
         ):

@@ -22,7 +22,7 @@ import os
 import secrets
 import threading
 import weakref
-from typing import Any, Callable, Dict, List, Optional, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 PREFIX = "autopar_"
 # Distinct large functions kept in segments at once; an older one without users goes first.
@@ -51,27 +51,55 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
-def create(data: Any) -> str:
-    """A new segment holding the bytes of ``data``; returns its name."""
+def create(*parts: Any, align: int = 1) -> str:
+    """A new segment holding the bytes of each of ``parts``, each at an offset that is a
+    multiple of ``align`` (see :func:`offsets`); returns its name."""
     from multiprocessing import shared_memory
 
-    view = memoryview(data).cast("B")
-    segment = shared_memory.SharedMemory(name=_name(), create=True, size=max(1, view.nbytes))
-    buffer: Any = segment.buf
-    buffer[: view.nbytes] = view
+    views = [memoryview(part).cast("B") for part in parts]
+    starts = offsets([view.nbytes for view in views], align)
+    size = starts[-1] + views[-1].nbytes if views else 0
+    segment = shared_memory.SharedMemory(name=_name(), create=True, size=max(1, size))
+    try:
+        for start, view in zip(starts, views):
+            write(segment._fd, view, start)  # type: ignore[attr-defined]
+    except BaseException:
+        segment.close()
+        segment.unlink()
+        raise
     with _lock:
         _owned[segment.name] = segment
     return segment.name
 
 
+def write(fd: int, view: memoryview, offset: int) -> None:
+    """Write ``view`` at ``offset`` of segment ``fd``. Through the file, not a mapping: the
+    kernel then fills fresh pages without a fault per page, four to six times faster for
+    a few MiB (benchmarks/bench_buffers.py)."""
+    done = 0
+    while done < view.nbytes:
+        done += os.pwrite(fd, view[done:], offset + done)
+
+
+def offsets(sizes: Sequence[int], align: int) -> List[int]:
+    """Where parts of ``sizes`` bytes start in a segment, each at a multiple of ``align``."""
+    starts, at = [], 0
+    for size in sizes:
+        starts.append(at)
+        at += -(-size // align) * align
+    return starts
+
+
 def unlink(name: str) -> None:
     """Remove a segment this process created (workers that mapped it keep their mapping)."""
+    # Under the lock, so that once any caller returns the segment is gone (a chunk's
+    # segment is unlinked by its future's callback and by collect, whichever is first).
     with _lock:
         segment = _owned.pop(name, None)
-    if segment is not None:
-        segment.close()
-        with contextlib.suppress(FileNotFoundError):  # (removed by hand, or by the tracker)
-            segment.unlink()
+        if segment is not None:
+            segment.close()
+            with contextlib.suppress(FileNotFoundError):  # (removed by hand, or the tracker)
+                segment.unlink()
 
 
 def unlink_all() -> None:

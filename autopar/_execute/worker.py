@@ -17,9 +17,21 @@ import signal
 import threading
 import time
 import traceback
-from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Iterable,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from .per_worker import setup_seconds
+from .shared_buffers import Keeper, Shipped, create_returned, load, pack, wrap_flat
 
 # True in a process started by autopar's process pool; set once by init_process().
 _IN_PROCESS_WORKER = False
@@ -194,15 +206,21 @@ _shared_functions: dict[str, Callable[..., Any]] = {}
 _KEEP_SHARED = 4
 
 
-def dumps(obj: Any) -> bytes:
-    """Pickle with the standard pickler, falling back to cloudpickle for lambdas and closures."""
+def dumps(obj: Any, keeper: Optional[Keeper] = None) -> bytes:
+    """Pickle with the standard pickler, falling back to cloudpickle for lambdas and closures.
+
+    ``keeper`` takes the large out-of-band buffers (see shared_buffers.Keeper).
+    """
     try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=keeper)
     except Exception:
         import io
 
+        if keeper is not None:
+            keeper.kept.clear()  # (what the failed attempt kept)
         buffer = io.BytesIO()
-        _cloudpickler()(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        pickler = _cloudpickler()(buffer, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=keeper)
+        pickler.dump(obj)
         return buffer.getvalue()
 
 
@@ -255,23 +273,32 @@ def _portable(exc: BaseException) -> BaseException:
 def run_chunk_pickled(
     payload: Any,
     start: int,
-    items: bytes,
+    items: Union[bytes, Shipped],
     star: bool,
     deadline: Optional[float],
     count: int = 0,
-) -> bytes:
-    """Process-side entry point: unpickle, run, pickle; every failure comes back as data."""
+    returns: Optional[Tuple[int, str]] = None,
+) -> Union[bytes, Shipped]:
+    """Process-side entry point: unpickle, run, pickle; every failure comes back as data.
+
+    ``items`` is a pickle, or a Shipped one whose large buffers lie in shared memory.
+    ``returns`` (threshold, segment name): results' buffers from that size go back in a
+    segment of that name; None sends everything through the pipe.
+    """
     try:
         fn = _function(payload)
-        values = pickle.loads(items)
+        values = pickle.loads(items) if isinstance(items, bytes) else load(items, unlink=False)
     except Exception as error:
         return dumps(_unpickling_failed(error, payload, start, count))
     result = run_chunk(fn, start, values, star=star, deadline=deadline)
+    del values  # (with it, the mapping of the chunk's segment, unless a result holds it)
     if result.failure is not None:
         f = result.failure
         result = result._replace(failure=Failure(f.index, _portable(f.exc), f.tb))
     try:
-        return dumps(result)
+        if returns is None:
+            return dumps(result)
+        return _pack_result(result, *returns)
     except Exception:
         index, exc = find_unpicklable(result.results)
         failure = _pickling_failed(
@@ -280,6 +307,14 @@ def run_chunk_pickled(
             f"process worker: {type(exc).__name__}: {exc}",
         )
         return dumps(result._replace(results=result.results[:index], failure=failure))
+
+
+def _pack_result(result: ChunkResult, threshold: int, name: str) -> Union[bytes, Shipped]:
+    def rewrap() -> Optional[ChunkResult]:
+        marked = wrap_flat(result.results, threshold, star=False)
+        return None if marked is None else result._replace(results=marked)
+
+    return pack(dumps, result, threshold, rewrap, create_returned(name))
 
 
 def _function(payload: Any) -> Callable[..., Any]:

@@ -117,6 +117,9 @@ class Backend:
         """The chunk's result; raises an AutoparError if the worker itself failed."""
         return future.result()  # type: ignore[no-any-return]
 
+    def abandon(self, future: Future[Any]) -> None:
+        """The run will not collect this chunk: free what it holds once it ends."""
+
     def abort(self) -> None:
         """Stop running work as far as this kind allows, and release the pool."""
         self.shutdown()

@@ -151,7 +151,9 @@ def run_task(
     # Mark the thread as a worker, so a nested autopar call in the function runs serially
     # rather than trying to reach a cluster (or start processes) from inside a task.
     with worker.mark_worker_thread():
-        return run_chunk_pickled(payload, start, items, star, deadline)
+        raw = run_chunk_pickled(payload, start, items, star, deadline)
+    assert isinstance(raw, bytes)  # (no ``returns``: results come back as one pickle)
+    return raw
 
 
 class _Bridge(Future[Any]):

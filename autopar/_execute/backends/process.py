@@ -12,6 +12,9 @@ Data flow for one chunk::
              named by index here)               run, pickle ChunkResult  (an unpicklable
     collect: unpickle ChunkResult  <------      result is named by index there)
 
+Large buffers among items and results travel through shared memory, one segment per chunk
+each way, with only their pickle through the pipe (see shared_buffers.py).
+
 Start method: forkserver on Linux, spawn elsewhere (``AUTOPAR_START_METHOD``), never plain
 fork, which copies the caller's threads' locks mid-flight. The module is imported only
 when a process pool is first needed, so ``import autopar`` stays light.
@@ -32,8 +35,9 @@ from typing import Any, Callable, Optional, Sequence
 
 from ..._config import Config, cpu_count
 from ...errors import AutoparError, PicklingFailedError, WorkerCrashedError
+from .. import shared_buffers
 from ..main_guard import processes_start_cleanly, unguarded_error
-from ..shared_memory import SharedFunctions, unlink_all
+from ..shared_memory import SharedFunctions, unlink, unlink_all
 from ..worker import ChunkResult, dumps, find_unpicklable, init_process, run_chunk_pickled
 from .base import LARGE_FUNCTION, Backend, Replacement, pickle_function
 
@@ -98,6 +102,7 @@ class ProcessBackend(Backend):
         self._executor = self._new_executor()
         self._tasks = 0
         self._functions = SharedFunctions()
+        self._chunks = shared_buffers.Chunks()  # large items and results in flight
         # _recycle_lock guards _executor and _tasks where recycling swaps executors.
         self._recycle_lock = threading.Lock()
 
@@ -154,8 +159,16 @@ class ProcessBackend(Backend):
         star: bool,
         deadline: Optional[float],
     ) -> Future[Any]:
+        threshold = shared_buffers.threshold()
+        values = list(items)
         try:
-            data = dumps(list(items))
+            data = shared_buffers.pack(
+                dumps,
+                values,
+                threshold,
+                lambda: shared_buffers.wrap_flat(values, threshold, star=star),
+                shared_buffers.create_owned,
+            )
         except Exception:
             index, exc = find_unpicklable(items)
             raise PicklingFailedError(
@@ -163,22 +176,41 @@ class ProcessBackend(Backend):
                 f"({type(exc).__name__}: {exc}); use kind='thread' or make the item picklable",
                 start + index,
             ) from exc
+        segment = data.name if isinstance(data, shared_buffers.Shipped) else None
+        returned = shared_buffers.result_name()
         executor = self._recycled_executor()
         try:
-            return executor.submit(
-                run_chunk_pickled, payload, start, data, star, deadline, len(items)
+            future = executor.submit(
+                run_chunk_pickled,
+                payload,
+                start,
+                data,
+                star,
+                deadline,
+                len(items),
+                (threshold, returned),
             )
         except (BrokenProcessPool, RuntimeError) as exc:
+            if segment is not None:
+                unlink(segment)
             # Broken by a dead worker, or stopped by another call's timeout or Ctrl-C (the
             # pool is shared) after this call began: either way nothing more runs here.
             raise WorkerCrashedError(str(exc), reason=_why_stopped(exc)) from exc
+        self._chunks.track(future, segment, returned)
+        return future
 
     def collect(self, future: Future[Any], start: int, count: int) -> ChunkResult:
         try:
             raw = future.result()
         except (BrokenProcessPool, CancelledError) as exc:
             raise WorkerCrashedError(str(exc), reason=_why_stopped(exc)) from exc
-        return pickle.loads(raw)  # type: ignore[no-any-return]
+        self._chunks.collected(future)
+        if type(raw) is bytes:
+            return pickle.loads(raw)  # type: ignore[no-any-return]
+        return shared_buffers.load(raw, unlink=True)  # type: ignore[no-any-return]
+
+    def abandon(self, future: Future[Any]) -> None:
+        self._chunks.abandon(future)
 
     def abort(self) -> None:
         """Kill every worker: the only way to stop a task that is running."""
@@ -202,6 +234,7 @@ class ProcessBackend(Backend):
         if manager is not None and results is not None:
             _unjam(manager, results._writer)
         self._functions.close()
+        self._chunks.close()
 
     def shutdown(self) -> None:
         # Work still running here belongs to a call that was abandoned (its caller timed out
@@ -211,6 +244,7 @@ class ProcessBackend(Backend):
         else:
             self._executor.shutdown(wait=True, cancel_futures=True)
         self._functions.close()
+        self._chunks.close()
 
     @classmethod
     def close_shared(cls) -> None:

@@ -1,0 +1,460 @@
+"""Large buffers (NumPy arrays, bytes, bytearray, memoryview, any protocol-5 out-of-band
+buffer) reach process workers, and come back, through shared memory instead of the pipe.
+
+Flow for one chunk (small chunks skip all of it: plain pickle bytes, as before)::
+
+    caller: pickle items, protocol 5; out-of-band buffers from threshold() -> copied into
+            one segment for the chunk (shared_memory.create: owned, tracked)
+            sends Shipped(pickle, segment, layout) and the name for its results
+    worker: maps the segment copy-on-write, unpickles over it, runs; pickles its results
+            the same way, large buffers into a segment under the name it was sent
+    caller: collect maps that segment, unlinks it, unpickles over the mapping
+    chunk done, any way (result, error, cancel, dead worker): its segment is unlinked;
+            a result segment nobody will collect is unlinked by name (Chunks)
+
+Copy semantics: each side sees its own copy. A worker's items are private copy-on-write
+mappings (MAP_PRIVATE) of the caller's segment: it may write to them, and the caller's
+arrays never change. Results are the same on the caller's side: writable, private.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import mmap
+import os
+import pickle
+import secrets
+import threading
+import time
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
+
+from . import shared_memory
+
+if TYPE_CHECKING:  # (concurrent.futures imports logging, which workers must not load)
+    from concurrent.futures import Future
+
+# Buffers from this many bytes go through shared memory, whatever threshold() measured:
+# below it the pipe copies one in about the time a segment takes to make and map (the
+# "fixed" cost threshold() measures: tens of microseconds).
+MIN_SHARED = 64 * 1024
+# ...and at most from this many: a noisy measurement must not send large arrays, which
+# always gain, back through the pipe.
+MAX_SHARED = 4 * 1024 * 1024
+ALIGN = 64  # offsets of buffers in a segment: a cache line, the most NumPy asks for
+# A segment is made only while /dev/shm would keep this share of it free afterwards
+# (a container's /dev/shm is often 64 MiB; a full one kills the writer with SIGBUS).
+SHM_HEADROOM = 2
+_FLAT = (bytes, bytearray, memoryview)
+
+Dumps = Callable[[Any, Optional["Keeper"]], bytes]
+
+
+class Shipped(NamedTuple):
+    """A pickle whose out-of-band buffers lie in segment ``name`` at ``layout``."""
+
+    data: bytes
+    name: str
+    layout: Tuple[Tuple[int, int], ...]  # (offset, size) of each buffer, in pickle order
+
+
+# ---------------------------------------------------------------------------- threshold
+# Measured once per program by the first process call; _measure_lock guards _measured.
+_measure_lock = threading.Lock()
+_measured: List[Tuple[int, float]] = []  # [(threshold bytes, copy seconds per byte)]
+
+
+def threshold() -> int:
+    """Bytes from which a buffer travels through shared memory on this machine.
+
+    The size at which a segment's fixed cost (create, map, unlink) equals what shared
+    memory saves per byte over the pipe (pickle copy + pipe + unpickle copy, less a trip
+    through a segment), each the least of a few runs on 1 MiB; clamped to
+    [MIN_SHARED, MAX_SHARED].
+    ``python -m autopar info`` does not show it yet.
+    """
+    return _measure()[0]
+
+
+def copy_seconds_per_byte() -> float:
+    """Seconds per byte of a buffer's trip through a segment: written in, mapped and read
+    on the other side, unlinked (the least of three on 1 MiB)."""
+    return _measure()[1]
+
+
+def travels_shared(value: Any, size: int) -> bool:
+    """Whether ``value``, a buffer of ``size`` bytes, would reach a process worker through
+    shared memory: flat builtins and contiguous NumPy-like arrays from threshold()."""
+    if size < threshold():
+        return False
+    if type(value) in _FLAT:
+        return True
+    return hasattr(value, "__array_interface__") and memoryview(value).contiguous
+
+
+def _measure() -> Tuple[int, float]:
+    with _measure_lock:
+        if not _measured:
+            fixed = _least(lambda: _through_segment(b"x"), 5)
+            size = 1 << 20
+            source = bytes(range(256)) * (size // 256)
+            # Write into fresh pages, map and read them back, unlink: a byte's whole trip.
+            shared = _least(lambda: _through_segment(source), 3) / size
+            dump = _least(lambda: pickle.dumps(source, protocol=5), 3) / size
+            data = pickle.dumps(source, protocol=5)
+            load = _least(lambda: pickle.loads(data), 3) / size
+            pipe = _least(lambda: _through_pipe(source), 3) / size
+            saved = max(dump + pipe + load - shared, 1e-12)
+            size_even = int(fixed / saved)
+            _measured.append((min(MAX_SHARED, max(MIN_SHARED, size_even)), shared))
+        return _measured[0]
+
+
+def _least(run: Callable[[], Any], times: int) -> float:
+    best = float("inf")
+    for _ in range(times):
+        t0 = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _through_segment(data: bytes) -> None:
+    name = shared_memory.create(data)
+    mapped = _map(name, len(data))
+    with memoryview(mapped) as view:
+        bytes(view)
+    mapped.close()
+    shared_memory.unlink(name)
+
+
+def _through_pipe(data: bytes) -> None:
+    read_end, write_end = os.pipe()
+    try:
+        reader = threading.Thread(target=_drain, args=(read_end, len(data)))
+        reader.start()
+        with memoryview(data) as view:
+            sent = 0
+            while sent < len(data):
+                sent += os.write(write_end, view[sent:])
+        reader.join()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _drain(fd: int, size: int) -> None:
+    while size > 0:
+        size -= len(os.read(fd, min(size, 1 << 20)))
+
+
+# ---------------------------------------------------------------------------- pickling
+class Keeper:
+    """A pickle ``buffer_callback``: keeps out-of-band buffers from ``threshold`` bytes,
+    lets smaller ones (and any it cannot view flat) go in-band."""
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.kept: List[memoryview] = []
+
+    def __call__(self, buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:  # not contiguous: pickle copies it in-band
+            return True
+        if raw.nbytes < self.threshold:
+            return True
+        self.kept.append(raw)
+        return False
+
+
+class _Flat:
+    """Pickles a bytes, bytearray or memoryview as an out-of-band buffer (plain pickling
+    copies the first two in-band and refuses the third)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        view = memoryview(self.value)
+        raw = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+        kind = type(self.value).__name__
+        return _rebuild, (kind, pickle.PickleBuffer(raw), view.format, view.shape)
+
+
+def _rebuild(kind: str, buffer: Any, form: str, shape: Tuple[int, ...]) -> Any:
+    if kind == "bytes":
+        return bytes(buffer)
+    if kind == "bytearray":
+        return buffer if type(buffer) is bytearray else bytearray(buffer)
+    view = memoryview(buffer)
+    if form == "B" and len(shape) == 1:
+        return view
+    flat: Any = view.cast("B")  # (typeshed knows only literal formats)
+    try:
+        return flat.cast(form, shape)
+    except (TypeError, ValueError):  # a format cast() cannot make: the flat bytes
+        return view
+
+
+class _Dated:
+    """Pickles a NumPy datetime64/timedelta64 array as integers (which NumPy sends
+    out-of-band; these it copies in-band) and views them back."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        array = self.array
+        return _view_as, (array.view(f"i{array.dtype.itemsize}"), array.dtype)
+
+
+def _view_as(array: Any, dtype: Any) -> Any:
+    return array.view(dtype)
+
+
+def _dated(value: Any) -> bool:
+    dtype = getattr(value, "dtype", None)
+    return type(value).__name__ == "ndarray" and getattr(dtype, "kind", "") in ("m", "M")
+
+
+def wrap_flat(values: Sequence[Any], threshold: int, *, star: bool) -> Optional[List[Any]]:
+    """``values`` with large (or any memoryview) flat items and NumPy date arrays, or
+    star-arguments, marked to travel out-of-band; None when there is none."""
+    changed = False
+
+    def mark(value: Any) -> Any:
+        nonlocal changed
+        kind = type(value)
+        if kind in _FLAT and (kind is memoryview or len(value) >= threshold):
+            changed = True
+            return _Flat(value)
+        if _dated(value) and value.nbytes >= threshold:
+            changed = True
+            return _Dated(value)
+        if star and kind is tuple:
+            return tuple(mark(arg) for arg in value)
+        return value
+
+    marked = [mark(value) for value in values]
+    return marked if changed else None
+
+
+def pack(
+    dumps: Dumps,
+    obj: Any,
+    threshold: int,
+    rewrap: Callable[[], Optional[Any]],
+    create: Callable[[List[memoryview]], Optional[str]],
+) -> Union[bytes, Shipped]:
+    """``obj`` pickled; its large buffers in a segment made by ``create`` when there are
+    any. ``rewrap()`` is ``obj`` with its flat items marked (see wrap_flat), asked only
+    when the standard pickler fails or makes a large pickle; ``dumps`` then pickles."""
+    keeper = Keeper(threshold)
+    try:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=keeper)
+        if len(data) < threshold and not keeper.kept:
+            return data  # the common case: nothing large, nothing more to do
+    except Exception:  # a memoryview, or what only cloudpickle can pickle (dumps)
+        keeper.kept.clear()
+        marked = rewrap()
+        obj = obj if marked is None else marked
+        data = dumps(obj, keeper)
+    else:
+        if len(data) >= threshold:
+            marked = rewrap()
+            if marked is not None:
+                keeper.kept.clear()
+                data, obj = dumps(marked, keeper), marked
+    if not keeper.kept:
+        return data
+    name = create(keeper.kept)
+    if name is None:  # no room in shared memory: everything through the pipe
+        return dumps(obj, None)
+    return Shipped(data, name, _layout([b.nbytes for b in keeper.kept]))
+
+
+def _layout(sizes: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
+    offsets = shared_memory.offsets(sizes, ALIGN)
+    return tuple(zip(offsets, sizes))
+
+
+def room_for(size: int) -> bool:
+    """Whether /dev/shm keeps room for a segment of ``size`` bytes and as much again."""
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:  # no /dev/shm (macOS): the system sizes shared memory itself
+        return True
+    return stats.f_bavail * stats.f_frsize >= SHM_HEADROOM * size
+
+
+def load(shipped: Shipped, *, unlink: bool) -> Any:
+    """Unpickle ``shipped`` over a private copy-on-write mapping of its segment; with
+    ``unlink``, remove the segment (its mapping lives on with the rebuilt objects)."""
+    size = shipped.layout[-1][0] + shipped.layout[-1][1]
+    mapped = _map(shipped.name, size)
+    if unlink:
+        sweep(shipped.name)
+    with memoryview(mapped) as view:
+        buffers = [view[offset : offset + n] for offset, n in shipped.layout]
+    return pickle.loads(shipped.data, buffers=buffers)
+
+
+def _map(name: str, size: int) -> mmap.mmap:
+    import _posixshmem  # type: ignore[import-not-found,unused-ignore]
+
+    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
+    try:
+        return mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
+    finally:
+        os.close(fd)
+
+
+def sweep(name: str) -> None:
+    """Unlink segment ``name`` made by a worker, if it exists, and tell the resource
+    tracker (the worker registered it there, so that a killed caller's is unlinked too)."""
+    import _posixshmem
+    from multiprocessing import resource_tracker
+
+    try:
+        _posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        return
+    resource_tracker.unregister("/" + name, "shared_memory")
+
+
+# ---------------------------------------------------------------------------- worker side
+def create_returned(name: str) -> Callable[[List[memoryview]], Optional[str]]:
+    """A ``create`` for pack() in a worker: the segment takes the name the caller chose."""
+
+    def create(parts: List[memoryview]) -> Optional[str]:
+        from multiprocessing.shared_memory import SharedMemory
+
+        offsets = shared_memory.offsets([p.nbytes for p in parts], ALIGN)
+        size = offsets[-1] + parts[-1].nbytes
+        if not room_for(size):
+            return None
+        try:  # registers it with the resource tracker, which the caller shares
+            segment = SharedMemory(name=name, create=True, size=size)
+        except OSError:  # (a name left by a killed program with a reused pid)
+            return None
+        try:
+            for offset, part in zip(offsets, parts):
+                shared_memory.write(segment._fd, part, offset)  # type: ignore[attr-defined]
+        except OSError:  # (/dev/shm filled up meanwhile): through the pipe
+            segment.close()
+            segment.unlink()
+            return None
+        segment.close()
+        return name
+
+    return create
+
+
+# ---------------------------------------------------------------------------- caller side
+def create_owned(parts: List[memoryview]) -> Optional[str]:
+    """A ``create`` for pack() in the caller: an owned segment (shared_memory.create)."""
+    if not room_for(sum(p.nbytes for p in parts) + ALIGN * len(parts)):
+        return None
+    try:
+        return shared_memory.create(*parts, align=ALIGN)
+    except OSError:  # (/dev/shm filled up meanwhile): through the pipe
+        return None
+
+
+# Result segments are named for their chunk: the caller's pid (so a sweep by prefix finds
+# them), a salt against names left by an earlier program with the same pid, a counter.
+_salt = secrets.token_hex(4)
+_counter = itertools.count()
+
+
+def _forget_after_fork() -> None:
+    global _salt
+    _salt = secrets.token_hex(4)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def result_name() -> str:
+    """A fresh name for the segment a chunk's large results will be written to."""
+    return f"{shared_memory.PREFIX}{os.getpid()}_r{_salt}{next(_counter)}"
+
+
+class _Chunk:
+    __slots__ = ("abandoned", "returned", "segment")
+
+    def __init__(self, segment: Optional[str], returned: str) -> None:
+        self.segment = segment
+        self.returned = returned
+        self.abandoned = False
+
+
+class Chunks:
+    """What each chunk in flight holds in shared memory, freed when the chunk ends.
+
+    A chunk's own segment goes when its future is done, however. Its result segment is
+    unlinked by whoever collects the result (load()), or, when nobody will (the future
+    failed or was cancelled, or the run abandoned it), here.
+    """
+
+    def __init__(self) -> None:
+        # _lock guards _live (chunks are submitted and collected on several threads).
+        self._lock = threading.Lock()
+        self._live: Dict[Future[Any], _Chunk] = {}
+
+    def track(self, future: Future[Any], segment: Optional[str], returned: str) -> None:
+        chunk = _Chunk(segment, returned)
+        with self._lock:
+            self._live[future] = chunk
+        future.add_done_callback(lambda done: _ended(done, chunk))
+
+    def collected(self, future: Future[Any]) -> None:
+        """The caller takes this chunk's result (and unlinks its result segment)."""
+        with self._lock:
+            chunk = self._live.pop(future, None)
+        if chunk is not None and chunk.segment is not None:
+            # Now, not only in the future's callback, which may still be on its way.
+            shared_memory.unlink(chunk.segment)
+
+    def abandon(self, future: Future[Any]) -> None:
+        """Nobody will collect this chunk: free its result segment once it exists."""
+        with self._lock:
+            chunk = self._live.pop(future, None)
+        if chunk is not None:
+            chunk.abandoned = True
+            if future.done():  # (its callback may have run before the flag was set)
+                sweep(chunk.returned)
+
+    def close(self) -> None:
+        """Free what every chunk still holds (the pool is stopping)."""
+        with self._lock:
+            chunks, self._live = list(self._live.values()), {}
+        for chunk in chunks:
+            if chunk.segment is not None:
+                shared_memory.unlink(chunk.segment)
+            sweep(chunk.returned)
+
+
+def _ended(future: Future[Any], chunk: _Chunk) -> None:
+    if chunk.segment is not None:
+        shared_memory.unlink(chunk.segment)
+    with contextlib.suppress(Exception):
+        if chunk.abandoned or future.cancelled() or future.exception() is not None:
+            sweep(chunk.returned)
