@@ -362,16 +362,18 @@ def _note_pid(log: str) -> str:
 
 
 _counted_logs: dict[str, Any] = {}
+_counted_lock = threading.Lock()  # (threads of one call race to make a log's handle)
 
 
 def _counted(log: str) -> Any:
     # One handle per log file, so that each test counts its own builds.
     from autopar import per_worker
 
-    handle = _counted_logs.get(log)
-    if handle is None:
-        handle = _counted_logs[log] = per_worker(lambda: _note_pid(log), thread_safe=True)
-    return handle
+    with _counted_lock:
+        handle = _counted_logs.get(log)
+        if handle is None:
+            handle = _counted_logs[log] = per_worker(lambda: _note_pid(log), thread_safe=True)
+        return handle
 
 
 def use_counted_state(args: tuple[str, int]) -> int:
@@ -383,11 +385,12 @@ def use_counted_state(args: tuple[str, int]) -> int:
 def _torn_down(log: str) -> Any:
     from autopar import per_worker
 
-    handle = _counted_logs.get("teardown:" + log)
-    if handle is None:
-        handle = per_worker(lambda: log, teardown=_note_pid)
-        _counted_logs["teardown:" + log] = handle
-    return handle
+    with _counted_lock:
+        handle = _counted_logs.get("teardown:" + log)
+        if handle is None:
+            handle = per_worker(lambda: log, teardown=_note_pid)
+            _counted_logs["teardown:" + log] = handle
+        return handle
 
 
 def use_torn_down_state(args: tuple[str, int]) -> int:
@@ -409,8 +412,9 @@ def use_slow_state(i: int) -> int:
     from autopar import per_worker
 
     global _slow
-    if _slow is None:
-        _slow = per_worker(_slow_build, thread_safe=True)
+    with _counted_lock:
+        if _slow is None:
+            _slow = per_worker(_slow_build, thread_safe=True)
     _slow()
     return i
 

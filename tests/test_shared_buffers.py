@@ -54,7 +54,7 @@ def created(monkeypatch):
 
 
 def _big(dtype: str, n: int = BIG) -> object:
-    count = max(4, n // np.dtype(dtype).itemsize)
+    count = max(4, -(-n // np.dtype(dtype).itemsize))  # (at least n bytes, whatever the itemsize)
     return (np.arange(count) % 251).astype(dtype)
 
 
