@@ -236,7 +236,7 @@ def per_worker(
     ``thread_safe=True``), once in the caller for serial runs and plain calls.
     ``teardown(value)`` runs when the worker exits, and for values built in the calling
     process at ``autopar.shutdown()`` and exit. Auto prices the build: see
-    docs/per-worker-state.md.
+    docs/heavy-functions.md.
     """
     if factory is None:
         return lambda f: PerWorker(f, teardown=teardown, thread_safe=thread_safe)
