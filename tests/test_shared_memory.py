@@ -140,3 +140,18 @@ def test_function_names_never_use_repr():
 
     assert function_name(functools.partial(Loud(), 1)).endswith("Loud object>)")
     assert function_name(helpers.square) == "square"
+
+
+def test_warming_a_pool_for_later_loads_a_large_function_into_its_workers(tmp_path):
+    from autopar._auto import pool_costs
+    from autopar._config import Config
+
+    log = tmp_path / "unpickled"
+    table = helpers.Table(str(log), bytes(BIG))
+    fn = functools.partial(helpers.look_up, table)
+    pool_costs._load_function(Config(), 2, fn)
+    primed = log.read_text().split()
+    assert primed and str(os.getpid()) not in primed
+    assert parallel(fn, kind="process", workers=2).map(range(50)) == [0] * 50
+    loads = log.read_text().split()
+    assert len(loads) == len(set(loads)), f"a primed worker loaded the function again: {loads}"

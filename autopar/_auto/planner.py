@@ -26,6 +26,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
 
 from .._config import Config
+from .._execute.backends.base import LARGE_FUNCTION
 from .._execute.backends.serial import SERIAL_CHUNK
 from .._execute.executor import Call, execute, run_inline, unchunked
 from .._execute.worker import ChunkResult
@@ -87,7 +88,7 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
         plan = _decide(m, config, n_items, overheads)
         plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
         remember_plan(memory, key, plan)
-        warm_later = _warm_for_later(m, config, plan, overheads)
+        warm_later = _warm_for_later(m, config, plan, overheads, call.to_ship)
     else:
         warm_later = None
     state.last_plan = plan
@@ -194,10 +195,16 @@ def _serial_here(
 
 
 def _warm_for_later(
-    m: cost_model.Measurements, config: Config, plan: Plan, overheads: cost_model.Overheads
+    m: cost_model.Measurements,
+    config: Config,
+    plan: Plan,
+    overheads: cost_model.Overheads,
+    fn: Callable[..., Any],
 ) -> Optional[Callable[[], None]]:
     """What starts the process pool in the background, if a warm one would win a call
-    like this one and a cold one does not; run it once this call has ended.
+    like this one and a cold one does not; run it once this call has ended. A large
+    function (``fn``, in its shipping form) is loaded into the new workers too, so that the
+    next call finds them ready rather than paying its load.
 
     This call does not wait for the start, and does not share the machine with it: a
     pool starting beside GIL-bound work slows both (see _start_processes), so the start
@@ -213,9 +220,11 @@ def _warm_for_later(
     if warm.kind != "process":
         return None
 
+    prime = fn if m.function_bytes >= LARGE_FUNCTION else None
+
     def start() -> None:
         log.debug("autopar: starting the process pool for later calls")
-        pool_costs.warm_in_background(config, warm.workers)
+        pool_costs.warm_in_background(config, warm.workers, prime=prime)
 
     return start
 
@@ -356,7 +365,7 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
         overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
         plan = _decide(m, config, remaining or n_items, overheads, n_items or ASSUMED_LENGTH)
         warm_later = _warm_for_later(
-            m, config, dataclasses.replace(plan, n_items=n_items), overheads
+            m, config, dataclasses.replace(plan, n_items=n_items), overheads, call.to_ship
         )
         # (The probe pauses once the costs are known: items left, not items running,
         # say whether there is work to go on with while the pool starts.)

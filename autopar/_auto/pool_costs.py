@@ -198,7 +198,9 @@ def _times(action: Callable[[], object], rounds: int) -> List[float]:
     return times
 
 
-def warm_in_background(config: Config, workers: int) -> None:
+def warm_in_background(
+    config: Config, workers: int, *, prime: Optional[Callable[..., Any]] = None
+) -> None:
     """Start the process pool on a daemon thread, for later calls, where that is safe.
 
     For a call that a warm pool would win but a cold one would not: the call runs without
@@ -209,10 +211,10 @@ def warm_in_background(config: Config, workers: int) -> None:
     """
     if not processes_start_cleanly(config.start_method):
         return
-    registry.in_background(lambda: _warm_quietly(config, workers))
+    registry.in_background(lambda: _warm_quietly(config, workers, prime))
 
 
-def _warm_quietly(config: Config, workers: int) -> None:
+def _warm_quietly(config: Config, workers: int, prime: Optional[Callable[..., Any]]) -> None:
     # Starting a pool takes this thread many short turns on the GIL; beside a call whose
     # items hold it, each turn waits out the switch interval (5 ms), and the start would
     # last as long as the calls keep coming. A shorter interval while it starts lets it
@@ -222,11 +224,27 @@ def _warm_quietly(config: Config, workers: int) -> None:
     sys.setswitchinterval(min(interval, WARM_SWITCH_INTERVAL))
     try:
         warm_process_pool(config, workers, record_start=False)
+        if prime is not None:
+            _load_function(config, workers, prime)
     except Exception as exc:  # a call that uses the pool will meet the cause and report it
         log.debug("autopar: warming the process pool failed: %s", exc)
     finally:
         if sys.getswitchinterval() == min(interval, WARM_SWITCH_INTERVAL):
             sys.setswitchinterval(interval)
+
+
+def _load_function(config: Config, workers: int, fn: Callable[..., Any]) -> None:
+    """Have the pool's workers load ``fn`` (an empty chunk each: nothing of it runs)."""
+    backend = registry.acquire("process", config, workers)
+    try:
+        payload = backend.prepare(fn, workers)
+        futures = [
+            backend.submit(payload, 0, [], star=False, deadline=None) for _ in range(workers)
+        ]
+        for future in futures:
+            backend.collect(future, 0, 0)
+    finally:
+        registry.release(backend)
 
 
 def process_warm(config: Config) -> bool:
