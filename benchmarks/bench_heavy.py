@@ -228,6 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--programs", type=int, default=3)
     parser.add_argument("--rows", default="table,model")
+    parser.add_argument("--write", action="store_true", help="save as a RESULTS.md section")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -239,28 +240,49 @@ def main() -> None:
         _calibrate()
         global BUILD_LOG
         BUILD_LOG = os.environ["BENCH_HEAVY_LOG"] = os.path.join(tmp, "builds")
+        out: List[str] = []
         for row in args.rows.split(","):
-            _row(row, BUILD_LOG, args.programs)
+            _row(row, BUILD_LOG, args.programs, out)
+    if args.write:
+        from benchmarks import sections
+
+        sections.write(
+            "heavy",
+            [
+                "### Heavy functions and per-worker state (bench_heavy.py)",
+                "",
+                f"Machine: {sections.machine()}. `python -m benchmarks.bench_heavy "
+                f"--programs {args.programs} --write`.",
+                "",
+                "```text",
+                *(line.strip("\n") for line in out),
+                "```",
+            ],
+        )
 
 
-def _row(row: str, log: str, programs: int) -> None:
+def _row(row: str, log: str, programs: int, out: List[str]) -> None:
+    def say(line: str) -> None:
+        print(line)
+        out.append(line)
+
     open(log, "w").close()
     fixed = _fixed(row)
     builds_fixed = _builds(log)
     plain = fixed.pop("map")
-    print(f"\n[{row}] warm medians, ratio to plain map:")
+    say(f"\n[{row}] warm medians, ratio to plain map:")
     for name, seconds in fixed.items():
-        print(f"  {name:<18} {seconds / plain:5.2f}")
+        say(f"  {name:<18} {seconds / plain:5.2f}")
     if row == "model":
-        print(f"  builds per process over every fixed run: {sorted(builds_fixed.values())}")
+        say(f"  builds per process over every fixed run: {sorted(builds_fixed.values())}")
     best = min(1.0, *(s / plain for s in fixed.values()))
-    print(f"  best fixed choice: {best:.2f}")
+    say(f"  best fixed choice: {best:.2f}")
     for p in range(programs):
         open(log, "w").close()
         child = _run_child(row, log)
         calls = child["calls"]
         later = calls[1:]
-        print(
+        say(
             f"  auto program {p + 1}: first {calls[0]:.2f}, later worst "
             f"{max(later):.2f} median {statistics.median(later):.2f} "
             f"(vs best fixed: worst {max(later) / best:.2f}); kinds {child['kinds']}"
@@ -269,4 +291,9 @@ def _row(row: str, log: str, programs: int) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run under the module's own name, so that workers import these functions by
+    # reference: from __main__, joblib's cloudpickle ships them by value, and the cache
+    # of model_work_cached would start empty for every task.
+    from benchmarks import bench_heavy
+
+    bench_heavy.main()

@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import autopar  # noqa: E402  (needs ROOT on sys.path, set just above)
+from benchmarks.sections import other_lines  # noqa: E402
 from benchmarks.workloads import (  # noqa: E402
     WORKLOADS,
     Contender,
@@ -494,6 +495,7 @@ def render(rows: List[Row], scale: float, reps: int, load: str) -> str:
     lines += [*summary_lines(rows, scale), "", "## Per workload", ""]
     for row in rows:
         lines += detail_lines(row, scale)
+    lines += other_lines()  # (the sections other benchmarks saved: see sections.py)
     return "\n".join(lines).rstrip() + "\n"
 
 
