@@ -97,25 +97,52 @@ def main() -> None:
     parser.add_argument("--item-timeout", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--kinds", default="serial,thread,process")
+    parser.add_argument("--write", action="store_true", help="save as a RESULTS.md section")
     args = parser.parse_args()
-    print(
+    out: List[str] = []
+
+    def say(line: str) -> None:
+        print(line)
+        out.append(line)
+
+    say(
         f"{args.n} items of {args.item_ms:g} ms, item_timeout={args.item_timeout:g}s, "
         f"workers={args.workers}"
     )
     header = f"{'kind':<8} {'plain':>8} {'clean':>8} {'faulty':>8} {'failed':>6}"
-    print(f"{header} {'clean/plain':>11} {'faulty/clean':>12} {'extra s':>8} {'bound s':>8}")
+    say(f"{header} {'clean/plain':>11} {'faulty/clean':>12} {'extra s':>8} {'bound s':>8}")
     for kind in args.kinds.split(","):
         r = one_kind(kind, args)
-        print(
+        say(
             f"{kind:<8} {r['plain']:8.2f} {r['clean']:8.2f} {r['faulty']:8.2f} "
             f"{int(r['failed']):6d} {r['clean'] / r['plain']:11.2f} "
             f"{r['faulty'] / r['clean']:12.2f} {r['faulty'] - r['clean']:8.2f} "
             f"{r['bound']:8.2f}"
         )
-    print("bound: ceil(hung items / workers) x item_timeout (serial: workers=1), plus on")
-    print("processes one worker start per hung or poisoned item; extra = faulty - clean")
+    say("bound: ceil(hung items / workers) x item_timeout (serial: workers=1), plus on")
+    say("processes one worker start per hung or poisoned item; extra = faulty - clean")
+    say("every good item's result arrived, and every failure has the expected type (checked)")
     shutdown()
+    if args.write:
+        from benchmarks import sections
+
+        sections.write(
+            "faults",
+            [
+                "### Per-item failures (bench_faults.py)",
+                "",
+                f"Machine: {sections.machine()}. `python -m benchmarks.bench_faults --write`.",
+                "Times in seconds (the bound is in seconds too); the ratios are the result.",
+                "",
+                "```text",
+                *out,
+                "```",
+            ],
+        )
 
 
 if __name__ == "__main__":
-    main()
+    # Under the module's own name, so that process workers import work() by reference.
+    from benchmarks import bench_faults
+
+    bench_faults.main()
