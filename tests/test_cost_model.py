@@ -207,3 +207,20 @@ def test_shipping_the_function_is_priced_once_per_call_not_per_item():
             - decide(light, WARM, n).predicted["process"]
         )
         assert extra == pytest.approx(0.04)
+
+
+def test_per_worker_values_are_charged_to_the_workers_that_must_build_them():
+    m = items(2e-3, 2e-3, thread_speedup=1.0)
+    cold = MACHINE._replace(process_start=0.1)
+    dear = m._replace(setup_process=2.0, setup_thread=2.0)
+    assert decide(m, cold, 500).kind == "process"
+    assert decide(dear, cold, 500).kind == "serial"  # a cold pool's workers build first
+    assert decide(dear, WARM, 500).kind == "process"  # a warm pool's built it already
+    waiting = m._replace(cpu=1e-5)
+    assert decide(waiting, cold, 500).kind == "thread"
+    # Built once per thread: each of many threads would pay for it.
+    assert decide(waiting._replace(setup_thread=1.0, setup_process=1.0), cold, 500).kind == (
+        "serial"
+    )
+    # Thread-safe (built once, here): threads pay nothing more.
+    assert decide(waiting._replace(setup_process=1.0), cold, 500).kind == "thread"

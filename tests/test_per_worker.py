@@ -10,7 +10,6 @@ import pytest
 
 import autopar
 from autopar import parallel, per_worker
-from autopar._auto import cost_model
 from autopar._execute import per_worker as state
 from tests import helpers
 
@@ -110,25 +109,3 @@ def test_build_time_is_kept_out_of_item_timing_and_priced_apart():
     # The 0.3 s build happened inside one probed item; the items themselves cost ~0.
     assert measured["wall"] < 0.05
     assert measured["setup_per_process"] >= 0.3
-
-
-def test_the_cost_model_charges_new_workers_for_setup():
-    m = cost_model.Measurements(wall=2e-3, cpu=2e-3, samples=20, thread_speedup=1.0)
-    o = cost_model.Overheads(
-        cores=2,
-        thread_dispatch=30e-6,
-        thread_start=80e-6,
-        threads_started=0,
-        process_dispatch=300e-6,
-        process_start=0.1,
-    )
-    dear = m._replace(setup_process=2.0, setup_thread=2.0)
-    assert cost_model.decide(m, o, 500).kind == "process"
-    assert cost_model.decide(dear, o, 500).kind == "serial"  # cold: 2 s to build first
-    warm = cost_model.decide(dear, o._replace(process_start=0.0), 500)
-    assert warm.kind == "process"  # warm workers built it already
-    waiting = m._replace(cpu=1e-5)
-    assert cost_model.decide(waiting, o, 500).kind == "thread"
-    per_thread = waiting._replace(setup_thread=1.0, setup_process=1.0)
-    assert cost_model.decide(per_thread, o, 500).kind == "serial"
-    assert cost_model.decide(waiting._replace(setup_process=1.0), o, 500).kind == "thread"
