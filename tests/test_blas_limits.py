@@ -174,6 +174,11 @@ def test_serial_and_one_thread_plans_leave_blas_alone(blas: FakeLibrary, options
     assert "blas:" not in f.explain()
 
 
+def test_explain_names_no_cap_for_kinds_without_a_backend(blas: FakeLibrary) -> None:
+    assert blas_limits.describe("async", 4) is None
+    assert blas_limits.describe("thread", 4) is not None
+
+
 def test_only_threads_share_the_callers_blas() -> None:
     assert ThreadBackend.shares_blas
     assert not ProcessBackend.shares_blas  # (its workers cap BLAS through the environment)

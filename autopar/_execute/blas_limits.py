@@ -11,8 +11,9 @@ BLAS that starts one thread per core, would ask for k x cores threads.
 
 threadpoolctl is optional. Without it, or with no module imported that loads a BLAS or
 OpenMP library (numpy, scipy, torch, ...), ``limited()`` does nothing, for the price of a
-dictionary-view test (about 0.1 us). Process workers cap their BLAS through environment
-variables instead (:data:`autopar._execute.worker.BLAS_THREAD_VARS`).
+dictionary-view test (about 0.2 us a call; benchmarks/bench_blas.py measures it).
+Process workers cap their BLAS through environment variables instead
+(:data:`autopar._execute.worker.BLAS_THREAD_VARS`).
 
 What the cap reaches is threadpoolctl's: OpenBLAS (pthreads), MKL and BLIS keep one
 count for the process; an OpenMP runtime keeps one per thread, so a count set in the
@@ -158,7 +159,11 @@ def describe(kind: str, workers: int) -> Optional[str]:
     now, or None where it gets none."""
     from .registry import backend_class
 
-    if workers < 2 or not backend_class(kind).shares_blas or limited(workers) is _NOTHING:
+    try:
+        shares = backend_class(kind).shares_blas
+    except KeyError:  # a kind no backend runs (async: coroutines on one event loop)
+        return None
+    if workers < 2 or not shares or limited(workers) is _NOTHING:
         return None
     with _lock:
         if not _libraries():
