@@ -38,6 +38,7 @@ never the other way, and there are no import cycles (tests/test_layout.py keeps 
         outcomes.py       per-item policy: Guarded (retries, item timeouts), settle()
         supervised.py     process plans under a policy: watched workers, one item lost
         thread_pool.py    daemon threads that can be abandoned; thread start times
+        blas_limits.py    BLAS/OpenMP pools capped while threads share them (threadpoolctl)
         main_guard.py     whether process workers can start without re-running __main__
         backends/         one module per kind behind the Backend protocol (base.py)
     _config.py        AUTOPAR_* variables and arguments, validated once; cpu_count()

@@ -31,6 +31,9 @@ class Plan:
             f"ran on: {self.kind} (workers={self.workers}, chunksize={chunks}, items={size})",
             f"why:    {self.reason}",
         ]
+        blas = _blas_line(self.kind, self.workers)
+        if blas is not None:
+            lines.append(f"blas:   {blas}")
         if self.measured:
             lines.append("measured per item:")
             lines += [f"  {name:<22} {_fmt(name, v)}" for name, v in self.measured.items()]
@@ -42,6 +45,14 @@ class Plan:
                 ratio = f"{seconds / best:6.1f}x" if best > 0 else ""
                 lines.append(f"  {kind:<8} {_seconds(seconds):>10} {ratio}{mark}")
         return "\n".join(lines)
+
+
+def _blas_line(kind: str, workers: int) -> Optional[str]:
+    if workers < 2:
+        return None  # (nothing to cap, and no need to load the running layer)
+    from ._execute.blas_limits import describe
+
+    return describe(kind, workers)
 
 
 def _fmt(name: str, value: float) -> str:

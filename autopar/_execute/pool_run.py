@@ -28,7 +28,7 @@ from typing import (
 )
 
 from ..errors import AutoparTimeoutError, RemoteTraceback, WorkerCrashedError, annotate
-from . import registry
+from . import blas_limits, registry
 from .backends.base import Backend
 from .chunking import Chunker
 from .worker import ChunkResult
@@ -71,6 +71,9 @@ class PoolRun:
         self.deadline = None if timeout is None else time.monotonic() + timeout
         self.on_chunk = on_chunk
         self.stop_after = stop_after  # asked before each chunk: True ends the run early
+        # Threads sharing one BLAS would each start a BLAS thread per core: capped while
+        # the run iterates, released on any way out with the rest of the clean-up.
+        self.blas = blas_limits.limited(workers if backend.shares_blas else 1)
         self.done = 0
         self.pending: Collection[_InFlight] = ()
 
@@ -150,7 +153,7 @@ class PoolRun:
     def ordered(self) -> Iterator[List[Any]]:
         pending: Deque[_InFlight] = deque()
         self.pending = pending
-        with _Cleanup(self):
+        with _Cleanup(self), self.blas:
             self._fill(pending.append)
             while pending:
                 entry = pending[0]
@@ -165,7 +168,7 @@ class PoolRun:
     def unordered(self) -> Iterator[List[Any]]:
         pending: Set[_InFlight] = set()
         self.pending = pending
-        with _Cleanup(self):
+        with _Cleanup(self), self.blas:
             self._fill(pending.add)
             while pending:
                 done, _ = wait([e[2] for e in pending], self._remaining(), FIRST_COMPLETED)

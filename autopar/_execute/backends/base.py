@@ -56,6 +56,9 @@ class Backend:
     can_abort: ClassVar[bool] = False
     #: Chunks run in the caller's thread, one at a time, inside submit().
     inline: ClassVar[bool] = False
+    #: Chunks run on threads of this process, sharing its BLAS/OpenMP pools: a run with
+    #: several workers caps those pools meanwhile (see autopar._execute.blas_limits).
+    shares_blas: ClassVar[bool] = False
     #: Chunks autopar sized may shrink near the input's end (a hand-off is cheap enough).
     shrinks_tail: ClassVar[bool] = True
 

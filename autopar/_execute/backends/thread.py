@@ -62,6 +62,7 @@ class _ChunkQueue:
 
 class ThreadBackend(Backend):
     kind = "thread"
+    shares_blas = True
 
     @classmethod
     def default_workers(cls, config: Config, n_items: Optional[int]) -> int:
