@@ -75,6 +75,7 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--items", type=int, default=64)
     parser.add_argument("--size", type=int, default=300)
     parser.add_argument("--workers", type=int, default=cpu_count(), help="autopar threads")
+    parser.add_argument("--write", action="store_true", help="save as a RESULTS.md section")
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     matrices = [rng.standard_normal((args.size, args.size)) for _ in range(args.items)]
@@ -88,17 +89,33 @@ def main(argv: List[str]) -> None:
             run()
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["serial, BLAS's own threads"])
-    print(
+    out: List[str] = [
         f"{args.items} products of {args.size}x{args.size}, {cpu_count()} CPUs, "
-        f"{args.workers} autopar threads, BLAS:"
-    )
-    print(f"  {threadpoolctl.threadpool_info()}")
-    print(f"median of {args.reps}; ratio = time / serial with BLAS's own threads")
+        f"{args.workers} autopar threads, BLAS:",
+        f"  {threadpoolctl.threadpool_info()}",
+        f"median of {args.reps}; ratio = time / serial with BLAS's own threads",
+    ]
     for name, seconds in times.items():
-        median = statistics.median(seconds)
-        print(f"  {name:<32} {median * 1e3:7.1f} ms  {median / base:5.2f}")
+        out.append(f"  {name:<32} {statistics.median(seconds) / base:5.2f}")
     for name, micros in _per_call_costs().items():
-        print(f"  {name:<38} {micros:6.2f} us a call")
+        out.append(f"  {name:<38} {micros:6.2f} us a call")
+    print("\n".join(out))
+    if args.write:
+        from benchmarks import sections
+
+        sections.write(
+            f"blas-{args.workers}-threads",
+            [
+                f"### BLAS under {args.workers} autopar threads (bench_blas.py)",
+                "",
+                f"Machine: {sections.machine()}. "
+                f"`python -m benchmarks.bench_blas --workers {args.workers} --write`.",
+                "",
+                "```text",
+                *out,
+                "```",
+            ],
+        )
 
 
 if __name__ == "__main__":
