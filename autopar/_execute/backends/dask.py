@@ -169,7 +169,9 @@ class _Bridge(Future[Any]):
         try:
             self._settle(self.set_result, task.result())
         except BaseException as exc:
-            self._settle(self.set_exception, exc)
+            # (Without its traceback: its frames hold the dask future, and with it the task
+            # on the scheduler, for as long as the error is kept, say in an ItemFailure.)
+            self._settle(self.set_exception, exc.with_traceback(None))
         self.task = None  # dropping the last reference lets the cluster free the result
 
     @staticmethod
@@ -269,6 +271,9 @@ class DaskBackend(Backend):
                 items,
             ) from exc
         return pickle.loads(raw)  # type: ignore[no-any-return]
+
+    def rerunnable(self) -> bool:
+        return self.client.status == "running"  # (a closed Client cancelled the task)
 
     def abort(self) -> None:
         """Cancel every task this pool has in flight (queued ones never start)."""
