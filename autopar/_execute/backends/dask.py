@@ -18,7 +18,8 @@ one that autopar connects to ``AUTOPAR_DASK_ADDRESS`` itself and closes at shutd
 user's Client is never closed here. Workers need autopar installed, and must be able to
 import the function's module unless it travels by value (``__main__``, lambdas, closures).
 A worker that dies is retried by the scheduler (``distributed.scheduler.allowed-failures``
-times), then reported as :class:`~autopar.errors.WorkerCrashedError`.
+times), then reported as :class:`~autopar.errors.WorkerCrashedError`; under a per-item
+policy the run then tries the chunk's items one by one (:mod:`autopar._execute.isolate`).
 """
 
 from __future__ import annotations
