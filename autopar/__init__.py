@@ -37,6 +37,7 @@ never the other way, and there are no import cycles (tests/test_layout.py keeps 
         per_worker.py     per_worker(): values built once per worker (public)
         outcomes.py       per-item policy: Guarded (retries, item timeouts), settle()
         supervised.py     process plans under a policy: watched workers, one item lost
+        isolate.py        a chunk whose worker died under a policy, run again item by item
         thread_pool.py    daemon threads that can be abandoned; thread start times
         blas_limits.py    BLAS/OpenMP pools capped while threads share them (threadpoolctl)
         main_guard.py     whether process workers can start without re-running __main__

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 
 import dask
 import distributed
@@ -14,6 +15,7 @@ import autopar
 from autopar import (
     AutoparError,
     AutoparTimeoutError,
+    ItemFailure,
     RemoteTraceback,
     parallel,
 )
@@ -37,8 +39,12 @@ def client():
             host="127.0.0.1",
             dashboard_address=None,
         )
+    # The cluster closes a worker's nanny for good when, lost-worker-timeout after one of
+    # its deaths, the worker is away again (restarting after the next death): the poison
+    # item tests kill workers often enough to meet that. (Read at each death: kept set.)
+    lasting = dask.config.set({"distributed.deploy.lost-worker-timeout": "1h"})
     # Not the default client: each test says whether a Client is active (see `active`).
-    with cluster, distributed.Client(cluster, set_as_default=False) as c:
+    with lasting, cluster, distributed.Client(cluster, set_as_default=False) as c:
         yield c
         autopar.shutdown()
 
@@ -230,6 +236,75 @@ def test_a_task_that_keeps_killing_workers_is_reported(active):
     with pytest.raises(WorkerCrashedError, match=r"dask gave up on items 0\.\.1") as info:
         f.map(range(2))
     assert info.value.items == range(0, 2)
+    worker_pids(active)
+
+
+def stray_tasks(client):
+    """autopar's tasks the scheduler still holds, after a few seconds to forget them."""
+
+    def held(dask_scheduler):
+        return [str(key) for key in dask_scheduler.tasks if str(key).startswith("autopar-")]
+
+    for _ in range(100):
+        left = client.run_on_scheduler(held)
+        if not left:
+            break
+        time.sleep(0.1)
+    return left
+
+
+POISON = 5  # helpers.die_on kills its worker at this item
+
+
+@pytest.mark.timeout(120)
+def test_a_poison_item_is_isolated_and_the_others_get_their_results(active):
+    f = parallel(kind="dask", chunksize=4)(helpers.die_on)
+    got = f.map(range(12), errors="return")
+    assert [v for i, v in enumerate(got) if i != POISON] == [
+        i * i for i in range(12) if i != POISON
+    ]
+    failure = got[POISON]
+    assert isinstance(failure, ItemFailure) and failure.index == POISON
+    assert type(failure.exception) is WorkerCrashedError
+    assert failure.exception.items == range(POISON, POISON + 1)
+    assert f"item {POISON} killed the dask worker" in str(failure.exception)
+    assert [x.index for x in f.last_failures] == [POISON]
+    assert stray_tasks(active) == []
+    worker_pids(active)
+
+
+@pytest.mark.timeout(120)
+def test_a_poison_item_is_left_out_of_a_stream_under_skip(active):
+    f = parallel(kind="dask", chunksize=4)(helpers.die_on)
+    assert list(f.imap(range(12), errors="skip")) == [i * i for i in range(12) if i != POISON]
+    assert [x.index for x in f.last_failures] == [POISON]
+    assert stray_tasks(active) == []
+    worker_pids(active)
+
+
+@pytest.mark.timeout(120)
+def test_a_poison_item_is_retried_when_named_and_still_fails(active):
+    f = parallel(kind="dask", chunksize=4)(helpers.die_on)
+    got = f.map(range(12), errors="return", retries=1, retry_on=WorkerCrashedError)
+    assert [v for i, v in enumerate(got) if i != POISON] == [
+        i * i for i in range(12) if i != POISON
+    ]
+    assert type(got[POISON].exception) is WorkerCrashedError
+    assert got[POISON].attempts == 2
+    assert stray_tasks(active) == []
+    worker_pids(active)
+
+
+@pytest.mark.timeout(120)
+def test_under_raise_with_a_policy_the_error_names_the_poison_item(active):
+    f = parallel(kind="dask", chunksize=4)(helpers.die_on)
+    with pytest.raises(WorkerCrashedError, match=f"item {POISON} killed") as info:
+        f.map(range(12), retries=1, retry_on=ConnectionError)
+    assert info.value.items == range(POISON, POISON + 1)
+    assert info.value.autopar_index == POISON
+    assert set(range(POISON)) <= set(info.value.partial_results)
+    assert info.value.partial_results[POISON - 1] == (POISON - 1) ** 2
+    assert stray_tasks(active) == []
     worker_pids(active)
 
 

@@ -85,6 +85,7 @@ def execute(
         timeout=config.timeout,
         on_chunk=on_chunk,
         stop_after=stop_after,
+        policy=call.policy,
     )
     return run.ordered() if call.ordered else run.unordered()
 

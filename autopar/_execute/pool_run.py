@@ -6,6 +6,10 @@ flight, hand results back in order (or as they finish), and clean up on any way 
         failure / timeout / Ctrl-C / dead worker / caller stops early: cancel what has
         not started; on timeout, Ctrl-C or a dead worker also abort the pool (kill running
         processes) and replace it. Either way, hand the pool back to the registry.
+
+Under a per-item policy, on a pool that outlives a dead worker (dask), the run keeps the
+items of each chunk in flight: a chunk whose worker died runs again item by item
+(:mod:`.isolate`) instead of ending the call.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import (
     Iterator,
     List,
     Optional,
+    Sequence,
     Set,
     Tuple,
 )
@@ -31,7 +36,8 @@ from ..errors import AutoparTimeoutError, RemoteTraceback, WorkerCrashedError, a
 from . import blas_limits, registry
 from .backends.base import Backend
 from .chunking import Chunker
-from .worker import ChunkResult
+from .outcomes import Policy
+from .worker import ChunkResult, Failure
 
 _InFlight = Tuple[int, int, "Future[Any]"]  # start index, item count, future
 
@@ -58,6 +64,7 @@ class PoolRun:
         timeout: Optional[float],
         on_chunk: Optional[Callable[[ChunkResult, int], None]] = None,
         stop_after: Optional[Callable[[], bool]] = None,
+        policy: Optional[Policy] = None,
     ) -> None:
         # First, so that a failing prepare() below still hands the pool back.
         self.release = weakref.finalize(self, registry.release, backend)
@@ -76,6 +83,13 @@ class PoolRun:
         self.blas = blas_limits.limited(workers if backend.shares_blas else 1)
         self.done = 0
         self.pending: Collection[_InFlight] = ()
+        # Under a policy, on a pool that outlives a dead worker: start -> the chunk's
+        # (index, item) pairs, while it is in flight; None otherwise (nothing kept).
+        self.policy = policy
+        self.kept: Optional[Dict[int, Sequence[Any]]] = None
+        if policy is not None and backend.rerunnable():
+            self.kept = {}
+        self.alone: Optional[Future[Any]] = None  # the task .isolate is waiting for
 
     def _fill(self, add: Callable[[_InFlight], None]) -> None:
         """Submit chunks until ``window`` are in flight or the input runs out."""
@@ -96,12 +110,14 @@ class PoolRun:
                 future.set_exception(exc)
                 add((start, len(items), future))
                 return
+            if self.kept is not None:
+                self.kept[start] = items
             add((start, len(items), future))
 
-    def _remaining(self) -> Optional[float]:
+    def remaining(self) -> Optional[float]:
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
-    def _timed_out(self) -> AutoparTimeoutError:
+    def timed_out(self) -> AutoparTimeoutError:
         return AutoparTimeoutError(
             f"the call did not finish within timeout={self.timeout:g}s "
             f"({self.done} items done); pending items were cancelled and stuck workers "
@@ -110,24 +126,34 @@ class PoolRun:
 
     def _results(self, entry: _InFlight) -> List[Any]:
         start, count, future = entry
+        kept = None if self.kept is None else self.kept.pop(start, None)
         try:
             result = self.backend.collect(future, start, count)
         except WorkerCrashedError as crash:
+            if kept is not None and self.policy is not None and self.backend.rerunnable():
+                from .isolate import run_alone
+
+                results = run_alone(self, self.policy, kept)
+                self.done += len(results)
+                return results
             registry.park_if_exiting()
             raise self._crashed(entry, crash) from crash.__cause__
         self.chunker.observe(result, count)
         self.done += len(result.results)
         if self.on_chunk is not None:
             self.on_chunk(result, count)
-        failure = result.failure
-        if failure is not None:
-            exc = failure.exc
-            if type(exc) is AutoparTimeoutError:  # (an ItemTimeoutError is the item's own)
-                raise self._timed_out()
-            if self.backend.ships_by_pickle and failure.tb:
-                exc.__cause__ = RemoteTraceback(failure.tb)
-            raise annotate(exc, failure.index, f"{self.backend.kind} worker")
+        if result.failure is not None:
+            raise self.failed(result.failure)
         return result.results
+
+    def failed(self, failure: Failure) -> BaseException:
+        """The exception a chunk's failure ends the call with."""
+        exc = failure.exc
+        if type(exc) is AutoparTimeoutError:  # (an ItemTimeoutError is the item's own)
+            return self.timed_out()
+        if self.backend.ships_by_pickle and failure.tb:
+            exc.__cause__ = RemoteTraceback(failure.tb)
+        return annotate(exc, failure.index, f"{self.backend.kind} worker")
 
     def _crashed(self, entry: _InFlight, exc: WorkerCrashedError) -> WorkerCrashedError:
         """The crash as seen by the whole call: every chunk lost, every result saved."""
@@ -140,6 +166,13 @@ class PoolRun:
         error = WorkerCrashedError.lost(lost, exc)
         error.partial_results = partial
         return error
+
+    def saved(self) -> Dict[int, Any]:
+        """Index -> result for the chunks in flight that have come back."""
+        out: Dict[int, Any] = {}
+        for start, count, future in self.pending:
+            out.update(zip(range(start, start + count), self._salvage(start, count, future)))
+        return out
 
     def _salvage(self, start: int, count: int, future: Future[Any]) -> List[Any]:
         """The results of a chunk that finished before the crash (those before a failure)."""
@@ -158,8 +191,8 @@ class PoolRun:
             while pending:
                 entry = pending[0]
                 # (A serial chunk is done on submit: no need to pay for a waiter.)
-                if not entry[2].done() and not wait([entry[2]], self._remaining()).done:
-                    raise self._timed_out()
+                if not entry[2].done() and not wait([entry[2]], self.remaining()).done:
+                    raise self.timed_out()
                 pending.popleft()
                 results = self._results(entry)
                 self._fill(pending.append)
@@ -171,9 +204,9 @@ class PoolRun:
         with _Cleanup(self), self.blas:
             self._fill(pending.add)
             while pending:
-                done, _ = wait([e[2] for e in pending], self._remaining(), FIRST_COMPLETED)
+                done, _ = wait([e[2] for e in pending], self.remaining(), FIRST_COMPLETED)
                 if not done:
-                    raise self._timed_out()
+                    raise self.timed_out()
                 finished = [e for e in pending if e[2] in done]
                 for entry in sorted(finished):
                     pending.discard(entry)
@@ -201,8 +234,11 @@ class _Cleanup:
 
     def _stop(self, kind: type[BaseException]) -> None:
         backend = self.run.backend
-        running = [f for _, _, f in self.run.pending if not f.cancel()]
-        for _, _, future in self.run.pending:
+        futures = [f for _, _, f in self.run.pending]
+        if self.run.alone is not None:
+            futures.append(self.run.alone)
+        running = [f for f in futures if not f.cancel()]
+        for future in futures:
             backend.abandon(future)
         if issubclass(kind, WorkerCrashedError) or (
             running and issubclass(kind, (AutoparTimeoutError, KeyboardInterrupt))

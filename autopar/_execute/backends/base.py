@@ -120,6 +120,12 @@ class Backend:
         """The chunk's result; raises an AutoparError if the worker itself failed."""
         return future.result()  # type: ignore[no-any-return]
 
+    def rerunnable(self) -> bool:
+        """Whether a chunk whose worker died can run again on this pool: the death cost
+        its task, not the pool (a dask cluster restarts its workers; a broken process
+        pool can run nothing more)."""
+        return False
+
     def abandon(self, future: Future[Any]) -> None:
         """The run will not collect this chunk: free what it holds once it ends."""
 

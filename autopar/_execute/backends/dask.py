@@ -18,7 +18,8 @@ one that autopar connects to ``AUTOPAR_DASK_ADDRESS`` itself and closes at shutd
 user's Client is never closed here. Workers need autopar installed, and must be able to
 import the function's module unless it travels by value (``__main__``, lambdas, closures).
 A worker that dies is retried by the scheduler (``distributed.scheduler.allowed-failures``
-times), then reported as :class:`~autopar.errors.WorkerCrashedError`.
+times), then reported as :class:`~autopar.errors.WorkerCrashedError`; under a per-item
+policy the run then tries the chunk's items one by one (:mod:`autopar._execute.isolate`).
 """
 
 from __future__ import annotations
@@ -169,7 +170,9 @@ class _Bridge(Future[Any]):
         try:
             self._settle(self.set_result, task.result())
         except BaseException as exc:
-            self._settle(self.set_exception, exc)
+            # (Without its traceback: its frames hold the dask future, and with it the task
+            # on the scheduler, for as long as the error is kept, say in an ItemFailure.)
+            self._settle(self.set_exception, exc.with_traceback(None))
         self.task = None  # dropping the last reference lets the cluster free the result
 
     @staticmethod
@@ -269,6 +272,9 @@ class DaskBackend(Backend):
                 items,
             ) from exc
         return pickle.loads(raw)  # type: ignore[no-any-return]
+
+    def rerunnable(self) -> bool:
+        return self.client.status == "running"  # (a closed Client cancelled the task)
 
     def abort(self) -> None:
         """Cancel every task this pool has in flight (queued ones never start)."""
