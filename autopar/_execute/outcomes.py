@@ -25,7 +25,7 @@ from concurrent.futures import wait
 from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Tuple
 
 from .._config import Config
-from ..errors import ItemFailure, ItemTimeoutError, spans
+from ..errors import ItemFailure, ItemTimeoutError, WorkerCrashedError, spans
 
 log = logging.getLogger("autopar")
 
@@ -243,6 +243,10 @@ def settle(
             if any(type(v) is _Failed or type(v) is _Retried for v in chunk):
                 chunk = _settled(chunk, policy, record, name, on_failure)
             yield chunk
+    except WorkerCrashedError as crash:
+        # The results saved on it are worker reports too: the user sees values only.
+        crash.partial_results = {i: _plain(v) for i, v in crash.partial_results.items()}
+        raise
     finally:
         try:
             closer = getattr(chunks, "close", None)
@@ -258,6 +262,15 @@ def settle(
                 policy.errors,
                 spans([f.index for f in record.failures]),
             )
+
+
+def _plain(report: Any) -> Any:
+    """A worker's report on one item as the user sees it: a value or an ItemFailure."""
+    if type(report) is _Retried:
+        return report.value
+    if type(report) is _Failed:
+        return ItemFailure(report.exc, report.index, report.item, report.tb, report.attempts)
+    return report
 
 
 def _settled(
