@@ -15,7 +15,7 @@ import pytest
 
 import autopar
 from autopar import parallel
-from autopar._execute import shared_buffers, shared_memory
+from autopar._execute import segment_pool, shared_buffers, shared_memory
 from tests import buffer_helpers
 from tests.conftest import ROOT, run_python
 
@@ -40,16 +40,16 @@ def _no_segments_left():
 
 @pytest.fixture
 def created(monkeypatch):
-    """The sizes of the parts of every segment the caller creates."""
+    """The sizes of the parts of every segment a chunk borrows (new or reused)."""
     sizes: list[list[int]] = []
-    real = shared_memory.create
+    real = segment_pool.SegmentPool.lend
 
-    def spy(*parts, **kwargs):
+    def spy(self, parts):
         sizes.append([memoryview(p).nbytes for p in parts])
-        return real(*parts, **kwargs)
+        return real(self, parts)
 
     shared_buffers.threshold()  # (measured first: the measurement makes segments of its own)
-    monkeypatch.setattr(shared_memory, "create", spy)
+    monkeypatch.setattr(segment_pool.SegmentPool, "lend", spy)
     return sizes
 
 
@@ -153,7 +153,10 @@ def test_a_worker_may_write_to_its_flat_copies():
 def test_results_are_writable_and_their_segments_go_at_once():
     out = _process(buffer_helpers.same).map([np.zeros(BIG // 8)] * 4, chunksize=1)
     out[0][0] = 1.0  # a private copy, not a read-only view of a segment
-    assert _segments() == []  # before shutdown: collected results unlink their segments
+    # Before shutdown: collected results' segments are gone; what is left is the caller's
+    # own, idle in the backend's pool for the next chunks.
+    assert not [n for n in _segments() if "_r" in n]
+    assert set(_segments()) == set(shared_memory.owned())
 
 
 def test_small_buffers_never_make_a_segment(created):
@@ -170,15 +173,15 @@ def test_the_threshold_lies_in_its_range():
 
 def test_segments_are_private(monkeypatch):
     modes = []
-    real = shared_memory.create
+    real = shared_memory.create_mapped
 
-    def spy(*parts, **kwargs):
-        name = real(*parts, **kwargs)
-        modes.append(os.stat(f"/dev/shm/{name}").st_mode & 0o777)
-        return name
+    def spy(*args):
+        made = real(*args)
+        modes.append(os.stat(f"/dev/shm/{made.name}").st_mode & 0o777)
+        return made
 
     shared_buffers.threshold()
-    monkeypatch.setattr(shared_memory, "create", spy)
+    monkeypatch.setattr(shared_memory, "create_mapped", spy)
     _process(buffer_helpers.same).map([np.zeros(BIG // 8)] * 2)
     assert modes and set(modes) == {0o600}
 
