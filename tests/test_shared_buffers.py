@@ -199,6 +199,51 @@ def test_a_result_segment_is_private():
     assert not os.path.exists(f"/dev/shm/{name}")
 
 
+@pytest.fixture
+def given_back(monkeypatch):
+    """(name, reuse) of every segment a chunk gives back to its backend's pool."""
+    calls: list[tuple[str, bool]] = []
+    real = segment_pool.SegmentPool.give_back
+
+    def spy(self, name, *, reuse):
+        calls.append((name, reuse))
+        return real(self, name, reuse=reuse)
+
+    monkeypatch.setattr(segment_pool.SegmentPool, "give_back", spy)
+    return calls
+
+
+def test_reused_segments_never_mix_one_chunks_bytes_into_another(created, monkeypatch):
+    made = []
+    real = shared_memory.create_mapped
+    monkeypatch.setattr(shared_memory, "create_mapped", lambda *a: made.append(1) or real(*a))
+    # Sizes that differ, so that a segment is lent to chunks larger and smaller than the
+    # one before; each array's first element says which it is.
+    arrays = [np.full(BIG // 8 + 4096 * (i % 5), i, dtype="float64") for i in range(24)]
+    expected = [buffer_helpers.checksum(a) for a in arrays]
+    f = _process(buffer_helpers.checksum)
+    for _ in range(2):  # the second call borrows segments the first gave back
+        assert f.map(arrays, chunksize=1) == expected
+        assert f.map(arrays[::-1], chunksize=2) == expected[::-1]
+    assert len(created) == 72 and len(made) < len(created) / 4, "segments were not reused"
+
+
+def test_a_failed_chunks_segment_is_unlinked_not_reused(given_back):
+    with pytest.raises(ValueError, match="second array"):
+        _process(buffer_helpers.fail_on_second).map(_arrays(2), chunksize=1)
+    unclean = [name for name, reuse in given_back if not reuse]
+    assert unclean and not any(os.path.exists(f"/dev/shm/{n}") for n in unclean)
+
+
+def test_a_segment_a_worker_still_views_is_unlinked_not_reused(given_back):
+    arrays = _arrays(4)
+    assert _process(buffer_helpers.keep).map(arrays, chunksize=1) == [
+        float(a.sum()) for a in arrays
+    ]
+    assert len(given_back) == 4 and not any(reuse for _, reuse in given_back)
+    assert _segments() == []  # before shutdown: none went back to the pool
+
+
 def _arrays(n: int = 6) -> list:
     return [np.full(BIG // 8, i, dtype="float64") for i in range(n)]
 

@@ -87,7 +87,7 @@ _measure_lock = threading.Lock()
 _measured: List[Measured] = []
 # Runs of each part; the least is kept. Enough that one run on an idle core is among them
 # on a loaded machine (each run is under a millisecond: 1 MiB, 40 runs in all).
-_RUNS = 9
+MEASURE_RUNS = 9
 
 
 def threshold() -> int:
@@ -146,7 +146,7 @@ def _measure() -> Measured:
 
 def _least(run: Callable[[], Any]) -> float:
     best = float("inf")
-    for _ in range(_RUNS):
+    for _ in range(MEASURE_RUNS):
         t0 = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - t0)
@@ -424,9 +424,10 @@ def result_name() -> str:
 
 
 class _Chunk:
-    __slots__ = ("abandoned", "returned", "segment")
+    __slots__ = ("abandoned", "lock", "returned", "segment")
 
     def __init__(self, segment: Optional[str], returned: str) -> None:
+        self.lock = threading.Lock()  # guards segment
         self.segment = segment
         self.returned = returned
         self.abandoned = False
@@ -459,7 +460,7 @@ class Chunks:
             chunk = self._live.pop(future, None)
         if chunk is not None:
             # Now, not only in the future's callback, which may still be on its way.
-            self._give_back(chunk, reuse=type(reply) is not SegmentHeld)
+            self._give_back(chunk, self.pool, reuse=type(reply) is not SegmentHeld)
 
     def abandon(self, future: Future[Any]) -> None:
         """Nobody will collect this chunk: free its result segment once it exists."""
@@ -475,20 +476,22 @@ class Chunks:
         with self._lock:
             chunks, self._live = list(self._live.values()), {}
         for chunk in chunks:
-            self._give_back(chunk, reuse=False)
+            self._give_back(chunk, self.pool, reuse=False)
             sweep(chunk.returned)
 
-    def _give_back(self, chunk: _Chunk, *, reuse: bool) -> None:
-        # Once per chunk, by whichever of collect and the callback comes first: the second
-        # must not give back the segment's next borrower's lease.
-        with self._lock:
-            segment, chunk.segment = chunk.segment, None
-        if segment is not None:
-            self.pool.give_back(segment, reuse=reuse)
+    @staticmethod
+    def _give_back(chunk: _Chunk, pool: SegmentPool, *, reuse: bool) -> None:
+        # Once per chunk, by whichever of collect and the callback comes first (a second
+        # would end the lease of the segment's next borrower); the other waits until it is
+        # done, so that once either returns, an unclean chunk's segment is gone.
+        with chunk.lock:
+            if chunk.segment is not None:
+                pool.give_back(chunk.segment, reuse=reuse)
+                chunk.segment = None
 
     def _ended(self, future: Future[Any], chunk: _Chunk) -> None:
         clean = not future.cancelled() and future.exception() is None
-        self._give_back(chunk, reuse=clean and type(future.result()) is not SegmentHeld)
+        self._give_back(chunk, self.pool, reuse=clean and type(future.result()) is not SegmentHeld)
         with contextlib.suppress(Exception):
             if chunk.abandoned or not clean:
                 sweep(chunk.returned)
