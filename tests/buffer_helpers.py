@@ -62,8 +62,10 @@ _kept: list[Any] = []
 
 def keep(array: Any) -> float:
     """Keep ``array`` past the chunk (a cache a function might hold); return its sum."""
+    import numpy as np
+
     _kept.append(array)
-    return float(array.sum())
+    return float(np.asarray(array).sum())
 
 
 def checksum(array: Any) -> tuple[float, float]:

@@ -228,20 +228,28 @@ def test_reused_segments_never_mix_one_chunks_bytes_into_another(created, monkey
     assert len(created) == 72 and len(made) < len(created) / 4, "segments were not reused"
 
 
+def test_a_workers_writes_never_reach_the_next_chunk_in_its_segment():
+    arrays = [np.full(BIG // 8, i + 1, dtype="float64") for i in range(8)]
+    f = _process(buffer_helpers.scramble)  # zeroes each array it gets
+    for _ in range(2):
+        assert f.map(arrays, chunksize=2) == [float(a.sum()) for a in arrays]
+
+
+@pytest.mark.parametrize("kind", ["ndarray", "memoryview"])
+def test_a_segment_a_worker_still_views_is_unlinked_not_reused(given_back, kind):
+    items = _arrays(4) if kind == "ndarray" else [memoryview(a) for a in _arrays(4)]
+    assert _process(buffer_helpers.keep).map(items, chunksize=1) == [
+        float(np.asarray(a).sum()) for a in items
+    ]
+    assert len(given_back) == 4 and not any(reuse for _, reuse in given_back)
+    assert _segments() == []  # before shutdown: none went back to the pool
+
+
 def test_a_failed_chunks_segment_is_unlinked_not_reused(given_back):
     with pytest.raises(ValueError, match="second array"):
         _process(buffer_helpers.fail_on_second).map(_arrays(2), chunksize=1)
     unclean = [name for name, reuse in given_back if not reuse]
     assert unclean and not any(os.path.exists(f"/dev/shm/{n}") for n in unclean)
-
-
-def test_a_segment_a_worker_still_views_is_unlinked_not_reused(given_back):
-    arrays = _arrays(4)
-    assert _process(buffer_helpers.keep).map(arrays, chunksize=1) == [
-        float(a.sum()) for a in arrays
-    ]
-    assert len(given_back) == 4 and not any(reuse for _, reuse in given_back)
-    assert _segments() == []  # before shutdown: none went back to the pool
 
 
 def _arrays(n: int = 6) -> list:

@@ -6,18 +6,18 @@ Flow for one chunk (small chunks skip all of it: plain pickle bytes, as before):
     caller: pickle items, protocol 5; out-of-band buffers from threshold() -> copied into
             one segment lent to the chunk by the backend's SegmentPool (reused pages)
             sends Shipped(pickle, segment, layout) and the name for its results
-    worker: maps the segment copy-on-write, unpickles over it, runs; pickles its results
+    worker: maps the segment (kept), unpickles over it, runs; pickles its results
             the same way, large buffers into a segment under the name it was sent;
-            unmaps its segment, or answers SegmentHeld(reply) when it cannot (a view of
-            an item outlived the chunk) or the chunk failed
+            keeps its mapping for the segment's next chunk (item_mappings.py), or answers
+            SegmentHeld(reply) when a view of an item outlived the chunk or it failed
     caller: collect maps the result segment, unlinks it, unpickles over the mapping
     chunk done: returned, not SegmentHeld -> its segment goes back to the pool; any other
             way (SegmentHeld, error, cancel, dead worker) -> unlinked, never reused;
             a result segment nobody will collect is unlinked by name (Chunks)
 
-Copy semantics: each side sees its own copy. A worker's items are private copy-on-write
-mappings (MAP_PRIVATE) of the caller's segment: it may write to them, and the caller's
-arrays never change. Results are the same on the caller's side: writable, private.
+Copy semantics: each side sees its own copy. A worker's items lie in a segment that only
+its chunk uses (item_mappings.py): it may write to them, and the caller's arrays never
+change. Results are private copy-on-write mappings on the caller's side: writable.
 """
 
 from __future__ import annotations
@@ -319,34 +319,18 @@ def _layout(sizes: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
 def load(shipped: Shipped, *, unlink: bool) -> Any:
     """Unpickle ``shipped`` over a private copy-on-write mapping of its segment; with
     ``unlink``, remove the segment (its mapping lives on with the rebuilt objects)."""
-    return load_mapped(shipped, unlink=unlink)[0]
-
-
-def load_mapped(shipped: Shipped, *, unlink: bool = False) -> Tuple[Any, mmap.mmap]:
-    """load(), and the mapping the rebuilt objects lie in (for release())."""
     size = shipped.layout[-1][0] + shipped.layout[-1][1]
     mapped = _map(shipped.name, size)
     if unlink:
         sweep(shipped.name)
     with memoryview(mapped) as view:
         buffers = [view[offset : offset + n] for offset, n in shipped.layout]
-    return pickle.loads(shipped.data, buffers=buffers), mapped
-
-
-def release(mapped: mmap.mmap) -> bool:
-    """Unmap a chunk's items; False when something still views them (a worker kept an
-    item, or a reference cycle holds one): the caller must then not reuse the segment,
-    whose next contents that view would see."""
-    try:
-        mapped.close()
-    except BufferError:
-        return False
-    return True
+    return pickle.loads(shipped.data, buffers=buffers)
 
 
 class SegmentHeld(NamedTuple):
     """A worker's reply whose chunk's segment must be unlinked, not reused: the chunk
-    failed, or the worker could not unmap the segment (see release())."""
+    failed, or one of its items is still viewed (see item_mappings.release())."""
 
     reply: Union[bytes, Shipped]
 

@@ -30,17 +30,9 @@ from typing import (
     Union,
 )
 
+from . import item_mappings
 from .per_worker import setup_seconds
-from .shared_buffers import (
-    Keeper,
-    SegmentHeld,
-    Shipped,
-    create_returned,
-    load_mapped,
-    pack,
-    release,
-    wrap_flat,
-)
+from .shared_buffers import Keeper, SegmentHeld, Shipped, create_returned, pack, wrap_flat
 
 # True in a process started by autopar's process pool; set once by init_process().
 _IN_PROCESS_WORKER = False
@@ -298,13 +290,15 @@ def run_chunk_pickled(
     if isinstance(items, bytes):
         return _run_pickled(payload, start, items, star, deadline, count, returns)[0]
     try:
-        values, mapped = load_mapped(items)
+        values, slices = item_mappings.load(items)
     except Exception as error:
+        item_mappings.release(items.name, [], keep=False)
         return SegmentHeld(dumps(_unpickling_failed(error, payload, start, count)))
     reply, failed = _run_pickled(payload, start, values, star, deadline, count, returns)
     del values  # (the last reference here: the chunk's own went with its frames)
     # A failed chunk's exception may hold frames that view its items: not reused either.
-    return reply if release(mapped) and not failed else SegmentHeld(reply)
+    released = item_mappings.release(items.name, slices, keep=not failed)
+    return reply if released and not failed else SegmentHeld(reply)
 
 
 def _run_pickled(

@@ -1,0 +1,105 @@
+"""A process worker's mappings of the caller's item segments, kept across chunks.
+
+The caller reuses its segments (segment_pool.py), so a worker meets the same few names
+again and again. Mapping a segment anew costs a page fault per 4 KiB as the items are
+read, about as much as a memcpy of them (benchmarks/bench_buffers.py, worker side);
+a kept mapping's pages stay mapped.
+
+    load(shipped): the segment's kept mapping (or a new one: shared, the whole file),
+                   items unpickled over a slice per buffer
+    release(...):  every slice let go -> True, the mapping stays kept; a slice still
+                   viewed (an item kept past the chunk) -> False, the mapping is dropped,
+                   and the caller unlinks the segment instead of reusing it
+
+Why a kept mapping never shows stale bytes: it is MAP_SHARED, so it shows the file as the
+caller last wrote it, and the caller rewrites a segment only after the chunk that used it
+returned (and released). Shared, not copy-on-write: a page the worker wrote would
+otherwise stay its private copy and hide the next chunk's bytes. A worker may still write
+to its items: its writes land in a segment that only its chunk uses, never in the
+caller's arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import pickle
+import threading
+from collections import OrderedDict
+from typing import Any, List, Tuple
+
+from .shared_buffers import Shipped
+
+# Mappings a worker keeps, the least recently used dropped first. A worker meets at most
+# the caller's window of chunks in rotation (2 per worker: backends/base.py window());
+# a mapping of a segment the caller has since unlinked holds its pages until dropped.
+KEEP_MAPPED = 4
+
+# _lock guards _kept (a worker runs one chunk at a time; a test may run several).
+_lock = threading.Lock()
+_kept: OrderedDict[str, mmap.mmap] = OrderedDict()
+
+
+def load(shipped: Shipped) -> Tuple[Any, List[memoryview]]:
+    """The items in ``shipped``, and the slices they view (for release())."""
+    mapped = _mapping(shipped.name)
+    with memoryview(mapped) as view:
+        slices = [view[offset : offset + n] for offset, n in shipped.layout]
+    # Each wrapped: a view made from a PickleBuffer counts on its slice (see release()).
+    buffers = [pickle.PickleBuffer(s) for s in slices]
+    return pickle.loads(shipped.data, buffers=buffers), slices
+
+
+def release(name: str, slices: List[memoryview], *, keep: bool) -> bool:
+    """Let go of one chunk's slices of segment ``name``; False when one is still viewed.
+    The mapping stays kept only with ``keep`` (False: the caller will unlink it)."""
+    viewed = False
+    for part in slices:
+        try:
+            part.release()
+        except BufferError:  # an item, or a view of one, outlived the chunk
+            viewed = True
+    if viewed or not keep:
+        with _lock:
+            mapped = _kept.pop(name, None)
+        if mapped is not None and not viewed:
+            mapped.close()
+    return not viewed
+
+
+def _mapping(name: str) -> mmap.mmap:
+    with _lock:
+        mapped = _kept.get(name)
+        if mapped is not None:
+            _kept.move_to_end(name)
+            return mapped
+    mapped = _map(name)
+    with _lock:
+        _kept[name] = mapped
+        while len(_kept) > KEEP_MAPPED:
+            _, oldest = _kept.popitem(last=False)
+            with contextlib.suppress(BufferError):  # (still viewed: it goes with its views)
+                oldest.close()
+    return mapped
+
+
+def _map(name: str) -> mmap.mmap:
+    import _posixshmem  # type: ignore[import-not-found,unused-ignore]
+
+    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+    try:
+        return mmap.mmap(fd, os.fstat(fd).st_size, flags=mmap.MAP_SHARED)
+    finally:
+        os.close(fd)
+
+
+def _forget_after_fork() -> None:
+    # A forked child's mappings are its parent's to keep; the child drops its references.
+    global _lock
+    _lock = threading.Lock()
+    _kept.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
