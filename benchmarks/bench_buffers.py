@@ -15,13 +15,16 @@ seconds: the machine is shared.
 
 ``--pages`` prints instead what the caller's copies cost: every array written into fresh
 segments (through the file, then unlinked) and into reused, mapped ones (a memcpy), beside
-serial's time; with the work, they bound what processes can reach on this machine.
+serial's time; with the work, they bound what processes can reach on this machine. Then
+what a worker pays to read them: summed through a mapping made anew per array (a fault
+per page) and through one kept mapped.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import mmap
 import os
 import statistics
 import time
@@ -160,12 +163,28 @@ def _pages(arrays: List[Any], repeats: int) -> None:
             assert mapped is not None
             mapped[: part.nbytes] = part
 
+    def read(mapped: Any, part: memoryview) -> None:
+        np.frombuffer(mapped, dtype="float64", count=part.nbytes // 8).sum()
+
+    def mapped_anew() -> None:  # a worker that maps each chunk's segment again
+        for i, part in enumerate(parts):
+            with open(f"/dev/shm/{reused[i % 4].name}", "rb") as file:
+                mapped = mmap.mmap(file.fileno(), part.nbytes, access=mmap.ACCESS_COPY)
+            read(mapped, part)
+            mapped.close()
+
+    def mapping_kept() -> None:  # one that keeps its mappings (item_mappings.py)
+        for i, part in enumerate(parts):
+            read(reused[i % 4].mapped, part)
+
     fn = functools.partial(work, _loops_for(0.002, arrays))
     try:
         times = {
             "serial (map)": [_took(lambda: list(map(fn, arrays))) for _ in range(repeats)],
             "fresh segments": [_took(fresh) for _ in range(repeats)],
             "reused segments": [_took(memcpy) for _ in range(repeats)],
+            "sum, mapped anew": [_took(mapped_anew) for _ in range(repeats)],
+            "sum, mapping kept": [_took(mapping_kept) for _ in range(repeats)],
         }
     finally:
         for segment in reused:
@@ -176,7 +195,7 @@ def _pages(arrays: List[Any], repeats: int) -> None:
     print(f"{len(arrays)} arrays, {total / MIB:.0f} MiB; median of {repeats}")
     for name, took in times.items():
         median = statistics.median(took)
-        print(f"  {name:<16} {median:.3f} s  {total / median / 2**30:6.1f} GiB/s")
+        print(f"  {name:<18} {median:.3f} s  {total / median / 2**30:6.1f} GiB/s")
     cores = os.cpu_count() or 1
     best = (serial + copy) / cores
     print(

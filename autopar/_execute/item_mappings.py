@@ -2,8 +2,9 @@
 
 The caller reuses its segments (segment_pool.py), so a worker meets the same few names
 again and again. Mapping a segment anew costs a page fault per 4 KiB as the items are
-read, about as much as a memcpy of them (benchmarks/bench_buffers.py, worker side);
-a kept mapping's pages stay mapped.
+read: reading them takes three times as long as through a kept mapping, whose pages stay
+mapped (the "sum, mapped anew" and "sum, mapping kept" rows of
+``python -m benchmarks.bench_buffers --pages``).
 
     load(shipped): the segment's kept mapping (or a new one: shared, the whole file),
                    items unpickled over a slice per buffer

@@ -1,8 +1,9 @@
 """Caller-owned segments recycled across chunks, so that a chunk's large buffers are
 copied into pages the caller already holds and maps: one memcpy. A fresh segment's pages
 must first be allocated and zeroed by the kernel, and freed again when it is unlinked,
-which costs about as much per byte as the memcpy ten times over (see the "fresh" and
-"reused" rows printed by benchmarks/bench_buffers.py --pages).
+which costs ten times as much as the memcpy, more than the work of the benchmark's items
+(the "fresh segments" and "reused segments" rows of
+``python -m benchmarks.bench_buffers --pages``).
 
     lend(parts)   the smallest idle segment that fits, else a new one (a size class);
                   parts copied in; the segment belongs to one chunk until given back
