@@ -32,14 +32,30 @@ from typing import Any, List, Tuple
 
 from .shared_buffers import Shipped
 
-# Mappings a worker keeps, the least recently used dropped first. A worker meets at most
-# the caller's window of chunks in rotation (2 per worker: backends/base.py window());
-# a mapping of a segment the caller has since unlinked holds its pages until dropped.
-KEEP_MAPPED = 4
+# Mappings a worker keeps, the least recently used dropped first. The caller's pool holds
+# about its window of chunks' segments (backends/base.py window(): 2 per worker) and a
+# few smaller ones for the first and last chunks of a call; a worker meets them in no
+# fixed order, so it keeps twice that. A segment the caller has unlinked is dropped at
+# the next chunk (its file has no links left): its pages are not held past that.
+KEEP_MAPPED = 8
+
+
+class _Kept:
+    __slots__ = ("fd", "mapped")
+
+    def __init__(self, fd: int, mapped: mmap.mmap) -> None:
+        self.fd = fd  # kept open: fstat() tells whether the caller has unlinked it
+        self.mapped = mapped
+
+    def close(self) -> None:
+        with contextlib.suppress(BufferError):  # (still viewed: it goes with its views)
+            self.mapped.close()
+        os.close(self.fd)
+
 
 # _lock guards _kept (a worker runs one chunk at a time; a test may run several).
 _lock = threading.Lock()
-_kept: OrderedDict[str, mmap.mmap] = OrderedDict()
+_kept: OrderedDict[str, _Kept] = OrderedDict()
 
 
 def load(shipped: Shipped) -> Tuple[Any, List[memoryview]]:
@@ -63,36 +79,37 @@ def release(name: str, slices: List[memoryview], *, keep: bool) -> bool:
             viewed = True
     if viewed or not keep:
         with _lock:
-            mapped = _kept.pop(name, None)
-        if mapped is not None and not viewed:
-            mapped.close()
+            kept = _kept.pop(name, None)
+        if kept is not None:
+            kept.close()
     return not viewed
 
 
 def _mapping(name: str) -> mmap.mmap:
     with _lock:
-        mapped = _kept.get(name)
-        if mapped is not None:
+        unlinked = [n for n, k in _kept.items() if n != name and os.fstat(k.fd).st_nlink == 0]
+        dropped = [_kept.pop(n) for n in unlinked]
+        kept = _kept.get(name)
+        if kept is not None:
             _kept.move_to_end(name)
-            return mapped
-    mapped = _map(name)
-    with _lock:
-        _kept[name] = mapped
-        while len(_kept) > KEEP_MAPPED:
-            _, oldest = _kept.popitem(last=False)
-            with contextlib.suppress(BufferError):  # (still viewed: it goes with its views)
-                oldest.close()
-    return mapped
+        else:
+            kept = _kept[name] = _map(name)
+            while len(_kept) > KEEP_MAPPED:
+                dropped.append(_kept.popitem(last=False)[1])
+    for old in dropped:
+        old.close()
+    return kept.mapped
 
 
-def _map(name: str) -> mmap.mmap:
+def _map(name: str) -> _Kept:
     import _posixshmem  # type: ignore[import-not-found,unused-ignore]
 
     fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
     try:
-        return mmap.mmap(fd, os.fstat(fd).st_size, flags=mmap.MAP_SHARED)
-    finally:
+        return _Kept(fd, mmap.mmap(fd, os.fstat(fd).st_size, flags=mmap.MAP_SHARED))
+    except BaseException:
         os.close(fd)
+        raise
 
 
 def _forget_after_fork() -> None:
