@@ -34,6 +34,9 @@ never the other way, and there are no import cycles (tests/test_layout.py keeps 
         registry.py       one pool per kind for the program: reuse, replace, shutdown
         worker.py         what runs in a worker: one chunk through the function
         shared_memory.py  private segments: large functions reach workers once
+        shared_buffers.py large items and results through segments, not the pipe
+        segment_pool.py   the caller's segments, reused across chunks
+        item_mappings.py  a worker's mappings of those segments, kept across chunks
         per_worker.py     per_worker(): values built once per worker (public)
         outcomes.py       per-item policy: Guarded (retries, item timeouts), settle()
         supervised.py     process plans under a policy: watched workers, one item lost

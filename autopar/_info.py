@@ -38,6 +38,7 @@ def print_info() -> None:
         ("  of which each further worker", _measured_ms(measured, "process_worker_start")),
         ("process dispatch (per chunk)", _ms(measured["process_dispatch"])),
         ("  the caller's share (per chunk)", _measured_ms(measured, "process_handoff")),
+        ("buffers to processes via shared memory", _shared_from()),
         ("max threads for waiting work", str(config.max_threads)),
         ("time queued for a core", _queue_time()),
         ("calibration budget", f"{config.calibration_ms:g} ms"),
@@ -45,6 +46,18 @@ def print_info() -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+
+
+def _shared_from() -> str:
+    from ._execute import shared_buffers
+
+    m = shared_buffers.measured()
+    return (
+        f"from {m.threshold // 1024} KiB: a segment's fixed cost {m.fixed * 1e6:.0f} us over "
+        f"the pipe's extra {m.saved * 2**20 * 1e3:.3f} ms per MiB (least of "
+        f"{shared_buffers.MEASURE_RUNS}; clamped to {shared_buffers.MIN_SHARED // 1024}.."
+        f"{shared_buffers.MAX_SHARED // 1024} KiB)"
+    )
 
 
 def _queue_time() -> str:

@@ -1,6 +1,6 @@
 """Large NumPy arrays as items, side by side in one run (issue 15's "array" row).
 
-    python -m benchmarks.bench_buffers [--items 200] [--repeats 5]
+    python -m benchmarks.bench_buffers [--items 200] [--repeats 5] [--pages]
 
 200 arrays of 1-8 MiB; the function does about 2 ms of GIL-holding work on each (a pure
 Python loop over a few hundred elements, and a NumPy reduction over the whole array), so
@@ -12,12 +12,19 @@ first call, with calibration, and the median of the later ones); joblib's defaul
 when installed. Each runs ``--repeats`` times after one untimed call (pools warm); the
 median is printed as a ratio to plain ``map`` measured in the same run. Ratios, not
 seconds: the machine is shared.
+
+``--pages`` prints instead what the caller's copies cost: every array written into fresh
+segments (through the file, then unlinked) and into reused, mapped ones (a memcpy), beside
+serial's time; with the work, they bound what processes can reach on this machine. Then
+what a worker pays to read them: summed through a mapping made anew per array (a fault
+per page) and through one kept mapped.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import mmap
 import os
 import statistics
 import time
@@ -44,12 +51,16 @@ def _loops_for(seconds: float, arrays: List[Any]) -> int:
     array = sorted(arrays, key=lambda a: a.nbytes)[len(arrays) // 2]
     loops = 1
     while True:
-        t0 = time.perf_counter()
-        work(loops, array)
-        took = time.perf_counter() - t0
+        took = min(_took(work, loops, array) for _ in range(5))  # (least: a busy machine)
         if took > seconds / 4:
             return max(1, round(loops * seconds / took))
         loops *= 2
+
+
+def _took(run: Callable[..., Any], *args: Any) -> float:
+    t0 = time.perf_counter()
+    run(*args)
+    return time.perf_counter() - t0
 
 
 def _arrays(count: int) -> List[Any]:
@@ -101,7 +112,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pages", action="store_true")
     options = parser.parse_args()
+    if options.pages:
+        return _pages(_arrays(options.items), options.repeats)
     import autopar
     from autopar._execute import shared_buffers
 
@@ -130,6 +144,64 @@ def main() -> None:
     for name, times in seconds.items():
         print(f"  {name:<30} {serial / statistics.median(times):5.2f}x serial")
     print(f"  (auto's last plan: {plan})")
+
+
+def _pages(arrays: List[Any], repeats: int) -> None:
+    from autopar._execute import shared_memory
+
+    parts = [memoryview(a).cast("B") for a in arrays]
+    largest = max(p.nbytes for p in parts)
+    reused = [shared_memory.create_mapped([parts[0]], [0], largest) for _ in range(4)]
+
+    def fresh() -> None:
+        for part in parts:
+            shared_memory.unlink(shared_memory.create(part))
+
+    def memcpy() -> None:
+        for i, part in enumerate(parts):
+            mapped = reused[i % 4].mapped
+            assert mapped is not None
+            mapped[: part.nbytes] = part
+
+    def read(mapped: Any, part: memoryview) -> None:
+        np.frombuffer(mapped, dtype="float64", count=part.nbytes // 8).sum()
+
+    def mapped_anew() -> None:  # a worker that maps each chunk's segment again
+        for i, part in enumerate(parts):
+            with open(f"/dev/shm/{reused[i % 4].name}", "rb") as file:
+                mapped = mmap.mmap(file.fileno(), part.nbytes, access=mmap.ACCESS_COPY)
+            read(mapped, part)
+            mapped.close()
+
+    def mapping_kept() -> None:  # one that keeps its mappings (item_mappings.py)
+        for i, part in enumerate(parts):
+            read(reused[i % 4].mapped, part)
+
+    fn = functools.partial(work, _loops_for(0.002, arrays))
+    try:
+        times = {
+            "serial (map)": [_took(lambda: list(map(fn, arrays))) for _ in range(repeats)],
+            "fresh segments": [_took(fresh) for _ in range(repeats)],
+            "reused segments": [_took(memcpy) for _ in range(repeats)],
+            "sum, mapped anew": [_took(mapped_anew) for _ in range(repeats)],
+            "sum, mapping kept": [_took(mapping_kept) for _ in range(repeats)],
+        }
+    finally:
+        for segment in reused:
+            shared_memory.unlink(segment.name)
+    total = sum(p.nbytes for p in parts)
+    serial = statistics.median(times["serial (map)"])
+    copy = statistics.median(times["reused segments"])
+    print(f"{len(arrays)} arrays, {total / MIB:.0f} MiB; median of {repeats}")
+    for name, took in times.items():
+        median = statistics.median(took)
+        print(f"  {name:<18} {median:.3f} s  {total / median / 2**30:6.1f} GiB/s")
+    cores = os.cpu_count() or 1
+    best = (serial + copy) / cores
+    print(
+        f"  bound on {cores} cores: (serial + reused copy) / cores = {best:.3f} s, "
+        f"{serial / best:.2f}x serial"
+    )
 
 
 def _timed(run: Callable[[List[Any]], Any], arrays: List[Any]) -> float:

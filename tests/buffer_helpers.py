@@ -55,3 +55,19 @@ def die_on_second(array: Any) -> float:
 def slow(array: Any) -> Any:
     time.sleep(0.5 if int(array.flat[0]) == 0 else 30)
     return array
+
+
+_kept: list[Any] = []
+
+
+def keep(array: Any) -> float:
+    """Keep ``array`` past the chunk (a cache a function might hold); return its sum."""
+    import numpy as np
+
+    _kept.append(array)
+    return float(np.asarray(array).sum())
+
+
+def checksum(array: Any) -> tuple[float, float]:
+    """The first element and the sum: which array arrived, and all of its bytes."""
+    return float(array.flat[0]), float(array.sum())

@@ -15,7 +15,7 @@ import pytest
 
 import autopar
 from autopar import parallel
-from autopar._execute import shared_buffers, shared_memory
+from autopar._execute import segment_pool, shared_buffers, shared_memory
 from tests import buffer_helpers
 from tests.conftest import ROOT, run_python
 
@@ -40,16 +40,16 @@ def _no_segments_left():
 
 @pytest.fixture
 def created(monkeypatch):
-    """The sizes of the parts of every segment the caller creates."""
+    """The sizes of the parts of every segment a chunk borrows (new or reused)."""
     sizes: list[list[int]] = []
-    real = shared_memory.create
+    real = segment_pool.SegmentPool.lend
 
-    def spy(*parts, **kwargs):
+    def spy(self, parts):
         sizes.append([memoryview(p).nbytes for p in parts])
-        return real(*parts, **kwargs)
+        return real(self, parts)
 
     shared_buffers.threshold()  # (measured first: the measurement makes segments of its own)
-    monkeypatch.setattr(shared_memory, "create", spy)
+    monkeypatch.setattr(segment_pool.SegmentPool, "lend", spy)
     return sizes
 
 
@@ -153,7 +153,10 @@ def test_a_worker_may_write_to_its_flat_copies():
 def test_results_are_writable_and_their_segments_go_at_once():
     out = _process(buffer_helpers.same).map([np.zeros(BIG // 8)] * 4, chunksize=1)
     out[0][0] = 1.0  # a private copy, not a read-only view of a segment
-    assert _segments() == []  # before shutdown: collected results unlink their segments
+    # Before shutdown: collected results' segments are gone; what is left is the caller's
+    # own, idle in the backend's pool for the next chunks.
+    assert not [n for n in _segments() if "_r" in n]
+    assert set(_segments()) == set(shared_memory.owned())
 
 
 def test_small_buffers_never_make_a_segment(created):
@@ -170,15 +173,15 @@ def test_the_threshold_lies_in_its_range():
 
 def test_segments_are_private(monkeypatch):
     modes = []
-    real = shared_memory.create
+    real = shared_memory.create_mapped
 
-    def spy(*parts, **kwargs):
-        name = real(*parts, **kwargs)
-        modes.append(os.stat(f"/dev/shm/{name}").st_mode & 0o777)
-        return name
+    def spy(*args):
+        made = real(*args)
+        modes.append(os.stat(f"/dev/shm/{made.name}").st_mode & 0o777)
+        return made
 
     shared_buffers.threshold()
-    monkeypatch.setattr(shared_memory, "create", spy)
+    monkeypatch.setattr(shared_memory, "create_mapped", spy)
     _process(buffer_helpers.same).map([np.zeros(BIG // 8)] * 2)
     assert modes and set(modes) == {0o600}
 
@@ -194,6 +197,59 @@ def test_a_result_segment_is_private():
     finally:
         shared_buffers.sweep(name)
     assert not os.path.exists(f"/dev/shm/{name}")
+
+
+@pytest.fixture
+def given_back(monkeypatch):
+    """(name, reuse) of every segment a chunk gives back to its backend's pool."""
+    calls: list[tuple[str, bool]] = []
+    real = segment_pool.SegmentPool.give_back
+
+    def spy(self, name, *, reuse):
+        calls.append((name, reuse))
+        return real(self, name, reuse=reuse)
+
+    monkeypatch.setattr(segment_pool.SegmentPool, "give_back", spy)
+    return calls
+
+
+def test_reused_segments_never_mix_one_chunks_bytes_into_another(created, monkeypatch):
+    made = []
+    real = shared_memory.create_mapped
+    monkeypatch.setattr(shared_memory, "create_mapped", lambda *a: made.append(1) or real(*a))
+    # Sizes that differ, so that a segment is lent to chunks larger and smaller than the
+    # one before; each array's first element says which it is.
+    arrays = [np.full(BIG // 8 + 4096 * (i % 5), i, dtype="float64") for i in range(24)]
+    expected = [buffer_helpers.checksum(a) for a in arrays]
+    f = _process(buffer_helpers.checksum)
+    for _ in range(2):  # the second call borrows segments the first gave back
+        assert f.map(arrays, chunksize=1) == expected
+        assert f.map(arrays[::-1], chunksize=2) == expected[::-1]
+    assert len(created) == 72 and len(made) < len(created) / 4, "segments were not reused"
+
+
+def test_a_workers_writes_never_reach_the_next_chunk_in_its_segment():
+    arrays = [np.full(BIG // 8, i + 1, dtype="float64") for i in range(8)]
+    f = _process(buffer_helpers.scramble)  # zeroes each array it gets
+    for _ in range(2):
+        assert f.map(arrays, chunksize=2) == [float(a.sum()) for a in arrays]
+
+
+@pytest.mark.parametrize("kind", ["ndarray", "memoryview"])
+def test_a_segment_a_worker_still_views_is_unlinked_not_reused(given_back, kind):
+    items = _arrays(4) if kind == "ndarray" else [memoryview(a) for a in _arrays(4)]
+    assert _process(buffer_helpers.keep).map(items, chunksize=1) == [
+        float(np.asarray(a).sum()) for a in items
+    ]
+    assert len(given_back) == 4 and not any(reuse for _, reuse in given_back)
+    assert _segments() == []  # before shutdown: none went back to the pool
+
+
+def test_a_failed_chunks_segment_is_unlinked_not_reused(given_back):
+    with pytest.raises(ValueError, match="second array"):
+        _process(buffer_helpers.fail_on_second).map(_arrays(2), chunksize=1)
+    unclean = [name for name, reuse in given_back if not reuse]
+    assert unclean and not any(os.path.exists(f"/dev/shm/{n}") for n in unclean)
 
 
 def _arrays(n: int = 6) -> list:

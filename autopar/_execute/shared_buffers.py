@@ -4,17 +4,20 @@ buffer) reach process workers, and come back, through shared memory instead of t
 Flow for one chunk (small chunks skip all of it: plain pickle bytes, as before)::
 
     caller: pickle items, protocol 5; out-of-band buffers from threshold() -> copied into
-            one segment for the chunk (shared_memory.create: owned, tracked)
+            one segment lent to the chunk by the backend's SegmentPool (reused pages)
             sends Shipped(pickle, segment, layout) and the name for its results
-    worker: maps the segment copy-on-write, unpickles over it, runs; pickles its results
-            the same way, large buffers into a segment under the name it was sent
-    caller: collect maps that segment, unlinks it, unpickles over the mapping
-    chunk done, any way (result, error, cancel, dead worker): its segment is unlinked;
+    worker: maps the segment (kept), unpickles over it, runs; pickles its results
+            the same way, large buffers into a segment under the name it was sent;
+            keeps its mapping for the segment's next chunk (item_mappings.py), or answers
+            SegmentHeld(reply) when a view of an item outlived the chunk or it failed
+    caller: collect maps the result segment, unlinks it, unpickles over the mapping
+    chunk done: returned, not SegmentHeld -> its segment goes back to the pool; any other
+            way (SegmentHeld, error, cancel, dead worker) -> unlinked, never reused;
             a result segment nobody will collect is unlinked by name (Chunks)
 
-Copy semantics: each side sees its own copy. A worker's items are private copy-on-write
-mappings (MAP_PRIVATE) of the caller's segment: it may write to them, and the caller's
-arrays never change. Results are the same on the caller's side: writable, private.
+Copy semantics: each side sees its own copy. A worker's items lie in a segment that only
+its chunk uses (item_mappings.py): it may write to them, and the caller's arrays never
+change. Results are private copy-on-write mappings on the caller's side: writable.
 """
 
 from __future__ import annotations
@@ -41,21 +44,21 @@ from typing import (
 )
 
 from . import shared_memory
+from .segment_pool import SegmentPool
 
 if TYPE_CHECKING:  # (concurrent.futures imports logging, which workers must not load)
     from concurrent.futures import Future
 
 # Buffers from this many bytes go through shared memory, whatever threshold() measured:
-# below it the pipe copies one in about the time a segment takes to make and map (the
-# "fixed" cost threshold() measures: tens of microseconds).
+# below it the pipe copies one in about the time a segment takes to map (the "fixed" cost
+# threshold() measures: tens of microseconds).
 MIN_SHARED = 64 * 1024
-# ...and at most from this many: a noisy measurement must not send large arrays, which
-# always gain, back through the pipe.
-MAX_SHARED = 4 * 1024 * 1024
+# ...and at most from this many: the pipe costs two copies and a pickle per byte where a
+# reused segment costs one memcpy, so from 1 MiB (a copy of ~100 us at 10 GB/s, against
+# a fixed cost of tens of us: ``python -m autopar info``) shared memory gains on any
+# machine, and a noisy measurement must not send large arrays back through the pipe.
+MAX_SHARED = 1024 * 1024
 ALIGN = 64  # offsets of buffers in a segment: a cache line, the most NumPy asks for
-# A segment is made only while /dev/shm would keep this share of it free afterwards
-# (a container's /dev/shm is often 64 MiB; a full one kills the writer with SIGBUS).
-SHM_HEADROOM = 2
 _FLAT = (bytes, bytearray, memoryview)
 
 Dumps = Callable[[Any, Optional["Keeper"]], bytes]
@@ -70,27 +73,38 @@ class Shipped(NamedTuple):
 
 
 # ---------------------------------------------------------------------------- threshold
-# Measured once per program by the first process call; _measure_lock guards _measured.
+class Measured(NamedTuple):
+    """What threshold() rests on, measured once per program (``python -m autopar info``)."""
+
+    threshold: int  # bytes: fixed / saved, clamped to [MIN_SHARED, MAX_SHARED]
+    fixed: float  # seconds per chunk: write 1 byte into a reused segment, map, unmap
+    shared: float  # seconds per byte of that trip (memcpy in, map, read, unmap)
+    saved: float  # seconds per byte the pipe costs more (pickle, pipe, unpickle - shared)
+
+
+# Measured by the first process call; _measure_lock guards _measured.
 _measure_lock = threading.Lock()
-_measured: List[Tuple[int, float]] = []  # [(threshold bytes, copy seconds per byte)]
+_measured: List[Measured] = []
+# Runs of each part; the least is kept. Enough that one run on an idle core is among them
+# on a loaded machine (each run is under a millisecond: 1 MiB, 40 runs in all).
+MEASURE_RUNS = 9
 
 
 def threshold() -> int:
     """Bytes from which a buffer travels through shared memory on this machine.
 
-    The size at which a segment's fixed cost (create, map, unlink) equals what shared
-    memory saves per byte over the pipe (pickle copy + pipe + unpickle copy, less a trip
-    through a segment), each the least of a few runs on 1 MiB; clamped to
-    [MIN_SHARED, MAX_SHARED].
-    ``python -m autopar info`` does not show it yet.
+    The size at which a segment's fixed cost (map and unmap a reused one) equals what
+    shared memory saves per byte over the pipe (pickle copy + pipe + unpickle copy, less a
+    trip through a reused segment), each the least of a few runs on 1 MiB; clamped to
+    [MIN_SHARED, MAX_SHARED]. ``python -m autopar info`` shows it.
     """
-    return _measure()[0]
+    return measured().threshold
 
 
 def copy_seconds_per_byte() -> float:
-    """Seconds per byte of a buffer's trip through a segment: written in, mapped and read
-    on the other side, unlinked (the least of three on 1 MiB)."""
-    return _measure()[1]
+    """Seconds per byte of a buffer's trip through a reused segment: copied in, mapped and
+    read on the other side, unmapped (the least of a few runs on 1 MiB)."""
+    return measured().shared
 
 
 def travels_shared(value: Any, size: int) -> bool:
@@ -103,51 +117,59 @@ def travels_shared(value: Any, size: int) -> bool:
     return hasattr(value, "__array_interface__") and memoryview(value).contiguous
 
 
-def _measure() -> Tuple[int, float]:
+def measured() -> Measured:
+    """The threshold and the costs it was computed from (measured on first use)."""
     with _measure_lock:
         if not _measured:
-            fixed = _least(lambda: _through_segment(b"x"), 5)
-            size = 1 << 20
-            source = bytes(range(256)) * (size // 256)
-            # Write into fresh pages, map and read them back, unlink: a byte's whole trip.
-            shared = _least(lambda: _through_segment(source), 3) / size
-            dump = _least(lambda: pickle.dumps(source, protocol=5), 3) / size
-            data = pickle.dumps(source, protocol=5)
-            load = _least(lambda: pickle.loads(data), 3) / size
-            pipe = _least(lambda: _through_pipe(source), 3) / size
-            saved = max(dump + pipe + load - shared, 1e-12)
-            size_even = int(fixed / saved)
-            _measured.append((min(MAX_SHARED, max(MIN_SHARED, size_even)), shared))
+            _measured.append(_measure())
         return _measured[0]
 
 
-def _least(run: Callable[[], Any], times: int) -> float:
+def _measure() -> Measured:
+    size = 1 << 20
+    source = memoryview(bytes(range(256)) * (size // 256))
+    # Pages already written and mapped, as the segment pool's are when reused.
+    segment = shared_memory.create_mapped([source], [0], size)
+    try:
+        fixed = _least(lambda: _through_segment(segment, source[:1]))
+        shared = _least(lambda: _through_segment(segment, source)) / size
+    finally:
+        shared_memory.unlink(segment.name)
+    dump = _least(lambda: pickle.dumps(source.obj, protocol=5)) / size
+    data = pickle.dumps(source.obj, protocol=5)
+    load = _least(lambda: pickle.loads(data)) / size
+    pipe = _least(lambda: _through_pipe(source)) / size
+    saved = max(dump + pipe + load - shared, 1e-12)
+    even = min(MAX_SHARED, max(MIN_SHARED, int(fixed / saved)))
+    return Measured(even, fixed, shared, saved)
+
+
+def _least(run: Callable[[], Any]) -> float:
     best = float("inf")
-    for _ in range(times):
+    for _ in range(MEASURE_RUNS):
         t0 = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - t0)
     return best
 
 
-def _through_segment(data: bytes) -> None:
-    name = shared_memory.create(data)
-    mapped = _map(name, len(data))
+def _through_segment(segment: shared_memory.Mapped, data: memoryview) -> None:
+    assert segment.mapped is not None
+    segment.mapped[: data.nbytes] = data
+    mapped = _map(segment.name, data.nbytes)
     with memoryview(mapped) as view:
         bytes(view)
     mapped.close()
-    shared_memory.unlink(name)
 
 
-def _through_pipe(data: bytes) -> None:
+def _through_pipe(data: memoryview) -> None:
     read_end, write_end = os.pipe()
     try:
         reader = threading.Thread(target=_drain, args=(read_end, len(data)))
         reader.start()
-        with memoryview(data) as view:
-            sent = 0
-            while sent < len(data):
-                sent += os.write(write_end, view[sent:])
+        sent = 0
+        while sent < len(data):
+            sent += os.write(write_end, data[sent:])
         reader.join()
     finally:
         os.close(read_end)
@@ -294,15 +316,6 @@ def _layout(sizes: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
     return tuple(zip(offsets, sizes))
 
 
-def room_for(size: int) -> bool:
-    """Whether /dev/shm keeps room for a segment of ``size`` bytes and as much again."""
-    try:
-        stats = os.statvfs("/dev/shm")
-    except OSError:  # no /dev/shm (macOS): the system sizes shared memory itself
-        return True
-    return stats.f_bavail * stats.f_frsize >= SHM_HEADROOM * size
-
-
 def load(shipped: Shipped, *, unlink: bool) -> Any:
     """Unpickle ``shipped`` over a private copy-on-write mapping of its segment; with
     ``unlink``, remove the segment (its mapping lives on with the rebuilt objects)."""
@@ -313,6 +326,13 @@ def load(shipped: Shipped, *, unlink: bool) -> Any:
     with memoryview(mapped) as view:
         buffers = [view[offset : offset + n] for offset, n in shipped.layout]
     return pickle.loads(shipped.data, buffers=buffers)
+
+
+class SegmentHeld(NamedTuple):
+    """A worker's reply whose chunk's segment must be unlinked, not reused: the chunk
+    failed, or one of its items is still viewed (see item_mappings.release())."""
+
+    reply: Union[bytes, Shipped]
 
 
 def _map(name: str, size: int) -> mmap.mmap:
@@ -347,7 +367,7 @@ def create_returned(name: str) -> Callable[[List[memoryview]], Optional[str]]:
 
         offsets = shared_memory.offsets([p.nbytes for p in parts], ALIGN)
         size = offsets[-1] + parts[-1].nbytes
-        if not room_for(size):
+        if not shared_memory.room_for(size):
             return None
         try:  # registers it with the resource tracker, which the caller shares
             segment = SharedMemory(name=name, create=True, size=size)
@@ -367,16 +387,6 @@ def create_returned(name: str) -> Callable[[List[memoryview]], Optional[str]]:
 
 
 # ---------------------------------------------------------------------------- caller side
-def create_owned(parts: List[memoryview]) -> Optional[str]:
-    """A ``create`` for pack() in the caller: an owned segment (shared_memory.create)."""
-    if not room_for(sum(p.nbytes for p in parts) + ALIGN * len(parts)):
-        return None
-    try:
-        return shared_memory.create(*parts, align=ALIGN)
-    except OSError:  # (/dev/shm filled up meanwhile): through the pipe
-        return None
-
-
 # Result segments are named for their chunk: the caller's pid (so a sweep by prefix finds
 # them), a salt against names left by an earlier program with the same pid, a counter.
 _salt = secrets.token_hex(4)
@@ -398,9 +408,10 @@ def result_name() -> str:
 
 
 class _Chunk:
-    __slots__ = ("abandoned", "returned", "segment")
+    __slots__ = ("abandoned", "lock", "returned", "segment")
 
     def __init__(self, segment: Optional[str], returned: str) -> None:
+        self.lock = threading.Lock()  # guards segment
         self.segment = segment
         self.returned = returned
         self.abandoned = False
@@ -409,12 +420,14 @@ class _Chunk:
 class Chunks:
     """What each chunk in flight holds in shared memory, freed when the chunk ends.
 
-    A chunk's own segment goes when its future is done, however. Its result segment is
-    unlinked by whoever collects the result (load()), or, when nobody will (the future
-    failed or was cancelled, or the run abandoned it), here.
+    A chunk's own segment goes back to ``pool`` when its future is done, however: for
+    reuse when the chunk returned and its worker let go of it, else to be unlinked. Its
+    result segment is unlinked by whoever collects the result (load()), or, when nobody
+    will (the future failed or was cancelled, or the run abandoned it), here.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pool: SegmentPool) -> None:
+        self.pool = pool
         # _lock guards _live (chunks are submitted and collected on several threads).
         self._lock = threading.Lock()
         self._live: Dict[Future[Any], _Chunk] = {}
@@ -423,15 +436,15 @@ class Chunks:
         chunk = _Chunk(segment, returned)
         with self._lock:
             self._live[future] = chunk
-        future.add_done_callback(lambda done: _ended(done, chunk))
+        future.add_done_callback(lambda done: self._ended(done, chunk))
 
-    def collected(self, future: Future[Any]) -> None:
-        """The caller takes this chunk's result (and unlinks its result segment)."""
+    def collected(self, future: Future[Any], reply: Any) -> None:
+        """The caller takes this chunk's ``reply`` (and unlinks its result segment)."""
         with self._lock:
             chunk = self._live.pop(future, None)
-        if chunk is not None and chunk.segment is not None:
+        if chunk is not None:
             # Now, not only in the future's callback, which may still be on its way.
-            shared_memory.unlink(chunk.segment)
+            self._give_back(chunk, self.pool, reuse=type(reply) is not SegmentHeld)
 
     def abandon(self, future: Future[Any]) -> None:
         """Nobody will collect this chunk: free its result segment once it exists."""
@@ -447,14 +460,22 @@ class Chunks:
         with self._lock:
             chunks, self._live = list(self._live.values()), {}
         for chunk in chunks:
+            self._give_back(chunk, self.pool, reuse=False)
+            sweep(chunk.returned)
+
+    @staticmethod
+    def _give_back(chunk: _Chunk, pool: SegmentPool, *, reuse: bool) -> None:
+        # Once per chunk, by whichever of collect and the callback comes first (a second
+        # would end the lease of the segment's next borrower); the other waits until it is
+        # done, so that once either returns, an unclean chunk's segment is gone.
+        with chunk.lock:
             if chunk.segment is not None:
-                shared_memory.unlink(chunk.segment)
-            sweep(chunk.returned)
+                pool.give_back(chunk.segment, reuse=reuse)
+                chunk.segment = None
 
-
-def _ended(future: Future[Any], chunk: _Chunk) -> None:
-    if chunk.segment is not None:
-        shared_memory.unlink(chunk.segment)
-    with contextlib.suppress(Exception):
-        if chunk.abandoned or future.cancelled() or future.exception() is not None:
-            sweep(chunk.returned)
+    def _ended(self, future: Future[Any], chunk: _Chunk) -> None:
+        clean = not future.cancelled() and future.exception() is None
+        self._give_back(chunk, self.pool, reuse=clean and type(future.result()) is not SegmentHeld)
+        with contextlib.suppress(Exception):
+            if chunk.abandoned or not clean:
+                sweep(chunk.returned)

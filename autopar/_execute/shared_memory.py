@@ -25,6 +25,9 @@ import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
 PREFIX = "autopar_"
+# A segment is made only while /dev/shm would keep this share of it free afterwards
+# (a container's /dev/shm is often 64 MiB; a full one kills the writer with SIGBUS).
+SHM_HEADROOM = 2
 # Distinct large functions kept in segments at once; an older one without users goes first.
 KEEP_FUNCTIONS = 4
 
@@ -70,6 +73,76 @@ def create(*parts: Any, align: int = 1) -> str:
     with _lock:
         _owned[segment.name] = segment
     return segment.name
+
+
+class Mapped:
+    """A segment this process created, written through its file, then kept mapped
+    (shared, writable, its pages populated) so that writing it again is a memcpy."""
+
+    __slots__ = ("fd", "mapped", "name", "size")
+
+    def __init__(self, size: int) -> None:
+        import _posixshmem  # type: ignore[import-not-found,unused-ignore]
+        from multiprocessing import resource_tracker
+
+        self.name, self.size = _name(), size
+        self.mapped: Optional[mmap.mmap] = None
+        flags = os.O_CREAT | os.O_EXCL | os.O_RDWR
+        self.fd = _posixshmem.shm_open("/" + self.name, flags, mode=0o600)
+        # Registered before anything can fail: the tracker unlinks it if we are killed.
+        resource_tracker.register("/" + self.name, "shared_memory")
+        try:
+            os.ftruncate(self.fd, size)
+        except OSError:
+            self.close()
+            self.unlink()
+            raise
+
+    def map(self) -> mmap.mmap:
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # (Linux, 3.10+)
+        self.mapped = mapped = mmap.mmap(self.fd, self.size, flags=flags)
+        return mapped
+
+    def close(self) -> None:
+        if self.mapped is not None:
+            self.mapped.close()
+            self.mapped = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def unlink(self) -> None:
+        import _posixshmem
+        from multiprocessing import resource_tracker
+
+        _posixshmem.shm_unlink("/" + self.name)
+        resource_tracker.unregister("/" + self.name, "shared_memory")
+
+
+def create_mapped(parts: Sequence[memoryview], starts: Sequence[int], size: int) -> Mapped:
+    """A new segment of ``size`` bytes holding ``parts`` at ``starts``, owned as create()'s
+    are (unlink() removes it), its mapping kept open."""
+    segment = Mapped(size)
+    try:
+        for start, view in zip(starts, parts):
+            write(segment.fd, view, start)
+        segment.map()
+    except BaseException:
+        segment.close()
+        segment.unlink()
+        raise
+    with _lock:
+        _owned[segment.name] = segment
+    return segment
+
+
+def room_for(size: int) -> bool:
+    """Whether /dev/shm keeps room for a segment of ``size`` bytes and as much again."""
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:  # no /dev/shm (macOS): the system sizes shared memory itself
+        return True
+    return stats.f_bavail * stats.f_frsize >= SHM_HEADROOM * size
 
 
 def write(fd: int, view: memoryview, offset: int) -> None:

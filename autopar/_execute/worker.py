@@ -30,8 +30,9 @@ from typing import (
     Union,
 )
 
+from . import item_mappings
 from .per_worker import setup_seconds
-from .shared_buffers import Keeper, Shipped, create_returned, load, pack, wrap_flat
+from .shared_buffers import Keeper, SegmentHeld, Shipped, create_returned, pack, wrap_flat
 
 # True in a process started by autopar's process pool; set once by init_process().
 _IN_PROCESS_WORKER = False
@@ -278,20 +279,54 @@ def run_chunk_pickled(
     deadline: Optional[float],
     count: int = 0,
     returns: Optional[Tuple[int, str]] = None,
-) -> Union[bytes, Shipped]:
+) -> Union[bytes, Shipped, SegmentHeld]:
     """Process-side entry point: unpickle, run, pickle; every failure comes back as data.
 
     ``items`` is a pickle, or a Shipped one whose large buffers lie in shared memory.
     ``returns`` (threshold, segment name): results' buffers from that size go back in a
-    segment of that name; None sends everything through the pipe.
+    segment of that name; None sends everything through the pipe. The reply comes as
+    SegmentHeld when the items' segment must not be reused (see shared_buffers).
     """
+    if isinstance(items, bytes):
+        return _run_pickled(payload, start, items, star, deadline, count, returns)[0]
+    try:
+        values, slices = item_mappings.load(items)
+    except Exception as error:
+        item_mappings.release(items.name, [], keep=False)
+        return SegmentHeld(dumps(_unpickling_failed(error, payload, start, count)))
+    reply, failed = _run_pickled(payload, start, values, star, deadline, count, returns)
+    del values  # (the last reference here: the chunk's own went with its frames)
+    # A failed chunk's exception may hold frames that view its items: not reused either.
+    released = item_mappings.release(items.name, slices, keep=not failed)
+    return reply if released and not failed else SegmentHeld(reply)
+
+
+def _run_pickled(
+    payload: Any,
+    start: int,
+    items: Any,
+    star: bool,
+    deadline: Optional[float],
+    count: int,
+    returns: Optional[Tuple[int, str]],
+) -> Tuple[Union[bytes, Shipped], bool]:
+    """The reply for a chunk whose ``items`` are a pickle or already loaded; whether the
+    chunk failed."""
     try:
         fn = _function(payload)
-        values = pickle.loads(items) if isinstance(items, bytes) else load(items, unlink=False)
+        values = pickle.loads(items) if isinstance(items, bytes) else items
     except Exception as error:
-        return dumps(_unpickling_failed(error, payload, start, count))
+        return dumps(_unpickling_failed(error, payload, start, count)), True
+    del items
     result = run_chunk(fn, start, values, star=star, deadline=deadline)
-    del values  # (with it, the mapping of the chunk's segment, unless a result holds it)
+    del values
+    failed = result.failure is not None
+    return _reply(result, start, returns), failed
+
+
+def _reply(
+    result: ChunkResult, start: int, returns: Optional[Tuple[int, str]]
+) -> Union[bytes, Shipped]:
     if result.failure is not None:
         f = result.failure
         result = result._replace(failure=Failure(f.index, _portable(f.exc), f.tb))

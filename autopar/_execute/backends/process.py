@@ -13,7 +13,8 @@ Data flow for one chunk::
     collect: unpickle ChunkResult  <------      result is named by index there)
 
 Large buffers among items and results travel through shared memory, one segment per chunk
-each way, with only their pickle through the pipe (see shared_buffers.py).
+each way, with only their pickle through the pipe (see shared_buffers.py); the items'
+segments are lent by a SegmentPool and reused across chunks (see segment_pool.py).
 
 Start method: forkserver on Linux, spawn elsewhere (``AUTOPAR_START_METHOD``), never plain
 fork, which copies the caller's threads' locks mid-flight. The module is imported only
@@ -37,7 +38,8 @@ from ..._config import Config, cpu_count
 from ...errors import AutoparError, PicklingFailedError, WorkerCrashedError
 from .. import shared_buffers
 from ..main_guard import processes_start_cleanly, unguarded_error
-from ..shared_memory import SharedFunctions, unlink, unlink_all
+from ..segment_pool import SegmentPool
+from ..shared_memory import SharedFunctions, unlink_all
 from ..worker import ChunkResult, dumps, find_unpicklable, init_process, run_chunk_pickled
 from .base import LARGE_FUNCTION, Backend, Replacement, pickle_function
 
@@ -102,7 +104,8 @@ class ProcessBackend(Backend):
         self._executor = self._new_executor()
         self._tasks = 0
         self._functions = SharedFunctions()
-        self._chunks = shared_buffers.Chunks()  # large items and results in flight
+        self._segments = SegmentPool(shared_buffers.ALIGN)
+        self._chunks = shared_buffers.Chunks(self._segments)  # large buffers in flight
         # _recycle_lock guards _executor and _tasks where recycling swaps executors.
         self._recycle_lock = threading.Lock()
 
@@ -167,7 +170,7 @@ class ProcessBackend(Backend):
                 values,
                 threshold,
                 lambda: shared_buffers.wrap_flat(values, threshold, star=star),
-                shared_buffers.create_owned,
+                self._segments.lend,
             )
         except Exception:
             index, exc = find_unpicklable(items)
@@ -192,7 +195,7 @@ class ProcessBackend(Backend):
             )
         except (BrokenProcessPool, RuntimeError) as exc:
             if segment is not None:
-                unlink(segment)
+                self._segments.give_back(segment, reuse=False)
             # Broken by a dead worker, or stopped by another call's timeout or Ctrl-C (the
             # pool is shared) after this call began: either way nothing more runs here.
             raise WorkerCrashedError(str(exc), reason=_why_stopped(exc)) from exc
@@ -204,7 +207,9 @@ class ProcessBackend(Backend):
             raw = future.result()
         except (BrokenProcessPool, CancelledError) as exc:
             raise WorkerCrashedError(str(exc), reason=_why_stopped(exc)) from exc
-        self._chunks.collected(future)
+        self._chunks.collected(future, raw)
+        if type(raw) is shared_buffers.SegmentHeld:
+            raw = raw.reply
         if type(raw) is bytes:
             return pickle.loads(raw)  # type: ignore[no-any-return]
         return shared_buffers.load(raw, unlink=True)  # type: ignore[no-any-return]
@@ -235,6 +240,7 @@ class ProcessBackend(Backend):
             _unjam(manager, results._writer)
         self._functions.close()
         self._chunks.close()
+        self._segments.close()
 
     def shutdown(self) -> None:
         # Work still running here belongs to a call that was abandoned (its caller timed out
@@ -245,6 +251,7 @@ class ProcessBackend(Backend):
             self._executor.shutdown(wait=True, cancel_futures=True)
         self._functions.close()
         self._chunks.close()
+        self._segments.close()
 
     @classmethod
     def close_shared(cls) -> None:
