@@ -224,3 +224,13 @@ def test_per_worker_values_are_charged_to_the_workers_that_must_build_them():
     )
     # Thread-safe (built once, here): threads pay nothing more.
     assert decide(waiting._replace(setup_process=1.0), cold, 500).kind == "thread"
+
+
+def test_gil_free_items_stay_on_threads_even_when_shipping_them_is_cheap():
+    # sha256 of 4 MiB buffers: threads hash them in place; processes, even with the
+    # buffers in shared memory, only add the copy. (End to end, where a loaded machine
+    # makes the thread test read low, this is the "sha256_1mib" benchmark row.)
+    m = items(8e-3, 8e-3, thread_speedup=1.9, speedup_threads=2, ship_caller=2e-4)
+    plan = decide(m._replace(ship_worker=2e-4), WARM, 24)
+    assert plan.kind == "thread"
+    assert plan.predicted["thread"] < plan.predicted["process"]
