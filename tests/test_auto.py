@@ -414,7 +414,11 @@ def test_a_pool_starts_on_spec_only_where_workers_would_not_rerun_the_script(tmp
     env = {"AUTOPAR_START_METHOD": "forkserver"}
     proc = run_file(script, args=(str(log), wait), env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["serial", str(guarded)], proc.stderr
+    # The call itself stays off processes (a cold pool would not pay); serial or threads
+    # for its GIL-bound items is a close call that a noisy thread test can tip, and is
+    # not what this test is about.
+    kind, started = proc.stdout.split()
+    assert kind in ("serial", "thread") and started == str(guarded), proc.stderr
     if not guarded:
         assert log.read_text().split() == ["ran"]  # no worker ran the script again
 
