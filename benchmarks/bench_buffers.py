@@ -113,6 +113,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--pages", action="store_true")
+    parser.add_argument("--write", action="store_true", help="save as a RESULTS.md section")
     options = parser.parse_args()
     if options.pages:
         return _pages(_arrays(options.items), options.repeats)
@@ -136,14 +137,30 @@ def main() -> None:
     seconds["autopar auto, later calls"] = auto_later
     serial = statistics.median(seconds["serial (map)"])
     total = sum(a.nbytes for a in arrays)
-    print(
+    out = [
         f"{len(arrays)} arrays, {total / MIB:.0f} MiB, ~2 ms of work each; "
         f"{os.cpu_count()} cores; threshold {shared_buffers.threshold() // 1024} KiB; "
-        f"serial {serial:.3f} s; median of {options.repeats}"
-    )
+        f"median of {options.repeats}; speed-up over serial (higher is better)"
+    ]
     for name, times in seconds.items():
-        print(f"  {name:<30} {serial / statistics.median(times):5.2f}x serial")
-    print(f"  (auto's last plan: {plan})")
+        out.append(f"  {name:<30} {serial / statistics.median(times):5.2f}x serial")
+    out.append(f"  (auto's last plan: {plan})")
+    print("\n".join(out))
+    if options.write:
+        from benchmarks import sections
+
+        sections.write(
+            "buffers",
+            [
+                "### Large arrays through shared memory (bench_buffers.py)",
+                "",
+                f"Machine: {sections.machine()}. `python -m benchmarks.bench_buffers --write`.",
+                "",
+                "```text",
+                *out,
+                "```",
+            ],
+        )
 
 
 def _pages(arrays: List[Any], repeats: int) -> None:
@@ -211,4 +228,7 @@ def _timed(run: Callable[[List[Any]], Any], arrays: List[Any]) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    # Under the module's own name, so that process workers import work() by reference.
+    from benchmarks import bench_buffers
+
+    bench_buffers.main()
