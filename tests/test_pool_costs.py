@@ -47,3 +47,15 @@ def test_many_core_costs_use_priors_until_measured_and_a_measured_zero_stands(mo
     o = pool_costs.current(config, time_threads=False)
     assert (o.process_worker_start, o.process_handoff) == (0.0, 1e-4)
     assert o.cores == _config.cpu_count()
+
+
+@pytest.mark.timeout(60)
+def test_a_pool_warmed_in_the_background_records_no_costs(monkeypatch):
+    # Beside the program's own work, round trips read many times their cost: priors stand
+    # in until a start in the foreground measures them.
+    monkeypatch.setattr(pool_costs, "_measured", {})
+    autopar.shutdown()
+    pool_costs.warm_process_pool(_config.Config(), 2, record_start=False)
+    assert pool_costs.measured() == {}
+    pool_costs.warm_process_pool(_config.Config(), 2)  # (warm now: the start is not timed)
+    assert {"process_dispatch", "process_handoff"} <= set(pool_costs.measured())

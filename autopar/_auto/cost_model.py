@@ -15,9 +15,9 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
              (p: the count with the least time, no more than the call can feed;
              a cold pool's workers join one after another, worker_start apart;
              dispatch' = max(dispatch, p * handoff): one caller hands chunks to all p)
-             + 2 * ship_function (the caller pickles the function, workers load it once)
-             + setup_process when the pool is cold (its new workers build per-worker
-               values, side by side)
+             + ship_function (the caller pickles the function each call)
+             + ship_function + setup_process when the pool is cold (its new workers load
+               the function and build per-worker values, side by side)
     thread   ... + setup_thread per new thread (built one after another: under the GIL,
              a build in Python takes turns)
     dask     max(n * ship_caller, n * (wall + ship_worker) / cluster threads,
@@ -218,13 +218,13 @@ def process_time_with(m: Measurements, o: Overheads, n: int, workers: int) -> Ch
         late = workers - 1
         run = max(run + late / 2 * o.process_worker_start, late * o.process_worker_start)
     elapsed = (o.process_start if rest else n * m.wall) + run + chunks * dispatch / workers
-    # Each call pickles the function; a worker unpickles it once (its cache keeps it while
-    # it is unchanged): priced as if not cached, as a first call's workers find it.
-    # Per-worker values are priced for new workers only: a warm pool's workers are taken
-    # to have built them (exact for the function that warmed them; the re-plan watch
-    # catches the rest).
-    setup = m.setup_process if o.process_start > 0 else 0.0
-    return elapsed + 2 * m.ship_function + setup, workers, chunk
+    # Each call pickles the function; a worker unpickles it once and keeps it while it is
+    # unchanged. New workers load it, and build per-worker values, side by side; a warm
+    # pool's workers are taken to hold both (a pool warmed for later calls loads the
+    # function as it starts; the re-plan watch catches a pool that was warmed by another).
+    cold = o.process_start > 0
+    load = m.ship_function + m.setup_process if cold else 0.0
+    return elapsed + m.ship_function + load, workers, chunk
 
 
 def cluster_time(m: Measurements, o: Overheads, n: int) -> Choice:

@@ -134,9 +134,9 @@ def _thread_costs_or_priors() -> Dict[str, float]:
 def warm_process_pool(config: Config, workers: int, *, record_start: bool = True) -> float:
     """Start (or reuse) the process pool with every worker up; return the seconds it took.
 
-    The first time, this is the cold start a call pays, and it is recorded (unless
-    ``record_start`` is false), as is the per-chunk round trip measured right after on the
-    warm pool.
+    The first time, this is the cold start a call pays, and it is recorded with the
+    per-chunk round trip measured right after on the warm pool, unless ``record_start``
+    is false (a start in the background: see below).
     """
     t0 = time.perf_counter()
     backend = registry.get("process", config, workers)
@@ -149,12 +149,15 @@ def warm_process_pool(config: Config, workers: int, *, record_start: bool = True
     for i, future in futures:
         backend.collect(future, i, 1)
     elapsed = time.perf_counter() - t0
-    if _get("process_dispatch") is None:
-        if record_start:
-            each = _worker_start(submitted)
-            if each is not None:
-                record("process_worker_start", each)
-            record("process_start", max(0.0, elapsed - (workers - 1) * (each or 0.0)))
+    # Measured in the foreground only: a pool warmed in the background starts beside the
+    # program's own work, whose turns on the GIL stretch each round trip (10.8 ms read for
+    # 0.24 ms beside GIL-bound items, in benchmarks/bench_heavy.py's table row), and a
+    # figure that high would keep processes out of every later call. Priors stand in.
+    if record_start and _get("process_dispatch") is None:
+        each = _worker_start(submitted)
+        if each is not None:
+            record("process_worker_start", each)
+        record("process_start", max(0.0, elapsed - (workers - 1) * (each or 0.0)))
         dispatch = _median_time(
             lambda: backend.collect(
                 backend.submit(payload, 0, [None], star=False, deadline=None), 0, 1
