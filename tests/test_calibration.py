@@ -1,7 +1,9 @@
 """Calibration: pricing shipping to a process (ratios and paths), and the thread test."""
 
 import functools
+import hashlib
 import threading
+import time
 
 import pytest
 
@@ -67,3 +69,31 @@ def test_the_thread_test_runs_for_items_longer_than_the_budget_allows():
     assert m["wall"] > 0.01, f.explain()  # (a test of such items outlasts the budget)
     assert "thread_speedup" in m, f.explain()
     assert "was not measured" not in f.last_plan.reason
+
+
+@pytest.mark.skipif(not hasattr(time, "pthread_getcpuclockid"), reason="POSIX thread clocks")
+def test_the_thread_test_counts_only_the_probes_threads():
+    # Another thread of the program burns CPU (numpy's BLAS pool spins after import); a
+    # probe thread that sleeps meanwhile used none, and its window must say so.
+    clock = time.pthread_getcpuclockid(threading.get_ident())
+
+    class Probe:
+        def cpu_clocks(self):
+            return {clock: time.clock_gettime(clock)}
+
+    stop = threading.Event()
+    data = bytes(1 << 20)
+
+    def burn():
+        while not stop.is_set():
+            hashlib.sha256(data).digest()  # (releases the GIL: a core of its own)
+
+    other = threading.Thread(target=burn)
+    other.start()
+    try:
+        window = calibration._Window(1, Probe())
+        time.sleep(0.2)
+        assert window.rate() < 0.2
+    finally:
+        stop.set()
+        other.join()

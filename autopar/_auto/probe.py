@@ -79,6 +79,10 @@ class Probe:
         self._caller_queue: Optional[QueueClock] = None  # opened by add_caller()
         self._pool = _shared_pool()
         self.handles_before = use_counts()  # to tell which per-worker values items used
+        # CPU clock of each thread that has worked for this probe (the caller's too), and its
+        # reading when the thread joined: the thread test reads the CPU of these threads
+        # only (see cpu_seconds).
+        self._clocks: Dict[int, float] = {}
         _measure_clock_cost()
 
     # -- worker side -------------------------------------------------------------------
@@ -127,6 +131,9 @@ class Probe:
         thread, and is asked after each of its items whether to stop."""
         caller = should_stop is not None
         clock = _thread_clock()
+        if clock is not None:
+            with self._cond:
+                self._clocks.setdefault(clock, time.clock_gettime(clock))
         batch, cheap_in_a_row = 1, 0
         # The caller counts its time queued for a core (see autopar._auto.queued_time).
         queue = self._caller_queue if caller else None
@@ -149,6 +156,12 @@ class Probe:
                 if caller:
                     self.caller_busy = False
                 self._cond.notify_all()
+
+    def cpu_clocks(self) -> Dict[int, float]:
+        """The CPU clocks of the threads that have worked for this probe, each with its
+        reading when the thread joined (empty where threads' clocks cannot be read)."""
+        with self._cond:
+            return dict(self._clocks)
 
     def add_caller(self) -> None:
         """Count the calling thread as a worker from now on; it then calls work_here().
