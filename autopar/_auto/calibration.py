@@ -449,13 +449,18 @@ def _pickle_cost(value: Any) -> Tuple[float, float, int]:
     measured once per program: pickling such an item just to price it can cost more than
     a cheap function's whole call (the "len_1mib" workload in benchmarks/workloads.py;
     tests/test_calibration.py::test_large_flat_buffers_are_priced_by_size_without_pickling).
-    One that travels through shared memory is priced at the copy rate, its pipe size 0.
+    One that travels through shared memory is priced at the copy rate, its pipe size 0,
+    once a process call has measured that path: measuring it here would add tens of
+    milliseconds to a first call that processes may never serve (len_1mib's first call
+    read +47 ms over map), so until then such a buffer is priced as the pipe's, the dearer
+    path, and processes win only by the larger margin.
     """
     try:
         size = memoryview(value).nbytes
     except Exception:  # not a buffer, or one memoryview cannot export
         size = 0
-    if size >= BIG_BUFFER and shared_buffers.travels_shared(value, size):
+    shared = size >= BIG_BUFFER and shared_buffers.known()
+    if shared and shared_buffers.travels_shared(value, size):
         # Written into a segment on one side, mapped and read on the other: no pickle,
         # no pipe. The measured trip is charged to both sides, as pickling is.
         trip = size * shared_buffers.copy_seconds_per_byte()

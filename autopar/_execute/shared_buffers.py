@@ -117,6 +117,12 @@ def travels_shared(value: Any, size: int) -> bool:
     return hasattr(value, "__array_interface__") and memoryview(value).contiguous
 
 
+def known() -> bool:
+    """Whether the threshold has been measured (by a process call, or ``info``)."""
+    with _measure_lock:
+        return bool(_measured)
+
+
 def measured() -> Measured:
     """The threshold and the costs it was computed from (measured on first use)."""
     with _measure_lock:
