@@ -56,6 +56,7 @@ def test_a_pool_warmed_in_the_background_records_no_costs(monkeypatch):
     monkeypatch.setattr(pool_costs, "_measured", {})
     autopar.shutdown()
     pool_costs.warm_process_pool(_config.Config(), 2, record_start=False)
-    assert pool_costs.measured() == {}
+    process_costs = {"process_start", "process_worker_start", "process_dispatch"}
+    assert not process_costs & set(pool_costs.measured()), pool_costs.measured()
     pool_costs.warm_process_pool(_config.Config(), 2)  # (warm now: the start is not timed)
     assert {"process_dispatch", "process_handoff"} <= set(pool_costs.measured())
