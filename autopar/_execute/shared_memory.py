@@ -41,7 +41,7 @@ def _name() -> str:
 # Segments this process created and has not unlinked, by name; _lock guards it. A forked
 # child starts with none: its parent's segments are the parent's to unlink.
 _lock = threading.Lock()
-_owned: Dict[str, Any] = {}
+_owned: Dict[str, Mapped] = {}
 
 
 def _forget_after_fork() -> None:
@@ -57,22 +57,10 @@ if hasattr(os, "register_at_fork"):
 def create(*parts: Any, align: int = 1) -> str:
     """A new segment holding the bytes of each of ``parts``, each at an offset that is a
     multiple of ``align`` (see :func:`offsets`); returns its name."""
-    from multiprocessing import shared_memory
-
     views = [memoryview(part).cast("B") for part in parts]
     starts = offsets([view.nbytes for view in views], align)
     size = starts[-1] + views[-1].nbytes if views else 0
-    segment = shared_memory.SharedMemory(name=_name(), create=True, size=max(1, size))
-    try:
-        for start, view in zip(starts, views):
-            write(segment._fd, view, start)  # type: ignore[attr-defined]
-    except BaseException:
-        segment.close()
-        segment.unlink()
-        raise
-    with _lock:
-        _owned[segment.name] = segment
-    return segment.name
+    return _new(views, starts, max(1, size), keep_mapped=False).name
 
 
 class Mapped:
@@ -122,11 +110,22 @@ class Mapped:
 def create_mapped(parts: Sequence[memoryview], starts: Sequence[int], size: int) -> Mapped:
     """A new segment of ``size`` bytes holding ``parts`` at ``starts``, owned as create()'s
     are (unlink() removes it), its mapping kept open."""
+    return _new(parts, starts, size, keep_mapped=True)
+
+
+def _new(
+    parts: Sequence[memoryview], starts: Sequence[int], size: int, *, keep_mapped: bool
+) -> Mapped:
+    """A segment written through its file and owned by this process; mapped if asked (a
+    segment that is only read by workers needs no mapping here, nor its file open)."""
     segment = Mapped(size)
     try:
         for start, view in zip(starts, parts):
             write(segment.fd, view, start)
-        segment.map()
+        if keep_mapped:
+            segment.map()
+        else:
+            segment.close()
     except BaseException:
         segment.close()
         segment.unlink()
