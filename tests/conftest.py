@@ -47,6 +47,22 @@ def run_file(
     )
 
 
+def shm_segments(pid: int | None = None) -> list:
+    """Names in /dev/shm of the shared-memory segments process ``pid`` (this one) made."""
+    from autopar._execute import shared_memory
+
+    prefix = f"{shared_memory.PREFIX}{pid or os.getpid()}_"
+    return [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+
+
+@pytest.fixture
+def no_segments_left():
+    """After the test, and a shutdown: no segment of this process is left in /dev/shm."""
+    yield
+    autopar.shutdown()
+    assert shm_segments() == []
+
+
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
     for key in list(os.environ):

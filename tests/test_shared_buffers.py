@@ -17,25 +17,13 @@ import autopar
 from autopar import parallel
 from autopar._execute import segment_pool, shared_buffers, shared_memory
 from tests import buffer_helpers
-from tests.conftest import ROOT, run_python
+from tests.conftest import ROOT, run_python, shm_segments
 
 np = pytest.importorskip("numpy")
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.usefixtures("no_segments_left")]
 
 BIG = shared_buffers.MAX_SHARED  # bytes: over any threshold a machine can measure
-
-
-def _segments(pid: int | None = None) -> list[str]:
-    prefix = f"{shared_memory.PREFIX}{pid or os.getpid()}_"
-    return [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
-
-
-@pytest.fixture(autouse=True)
-def _no_segments_left():
-    yield
-    autopar.shutdown()
-    assert _segments() == []
 
 
 @pytest.fixture
@@ -155,8 +143,8 @@ def test_results_are_writable_and_their_segments_go_at_once():
     out[0][0] = 1.0  # a private copy, not a read-only view of a segment
     # Before shutdown: collected results' segments are gone; what is left is the caller's
     # own, idle in the backend's pool for the next chunks.
-    assert not [n for n in _segments() if "_r" in n]
-    assert set(_segments()) == set(shared_memory.owned())
+    assert not [n for n in shm_segments() if "_r" in n]
+    assert set(shm_segments()) == set(shared_memory.owned())
 
 
 def test_small_buffers_never_make_a_segment(created):
@@ -242,7 +230,7 @@ def test_a_segment_a_worker_still_views_is_unlinked_not_reused(given_back, kind)
         float(np.asarray(a).sum()) for a in items
     ]
     assert len(given_back) == 4 and not any(reuse for _, reuse in given_back)
-    assert _segments() == []  # before shutdown: none went back to the pool
+    assert shm_segments() == []  # before shutdown: none went back to the pool
 
 
 def test_a_failed_chunks_segment_is_unlinked_not_reused(given_back):
@@ -260,20 +248,20 @@ def test_no_segment_is_left_after_an_item_raises():
     with pytest.raises(ValueError, match="second array"):
         _process(buffer_helpers.fail_on_second).map(_arrays(), chunksize=1)
     autopar.shutdown()
-    assert _segments() == []
+    assert shm_segments() == []
 
 
 def test_no_segment_is_left_after_a_timeout():
     with pytest.raises(autopar.AutoparTimeoutError):
         _process(buffer_helpers.slow).map(_arrays(4), chunksize=1, timeout=2)
-    assert _segments() == []
+    assert shm_segments() == []
 
 
 def test_no_segment_is_left_after_a_worker_dies():
     with pytest.raises(autopar.WorkerCrashedError):
         _process(buffer_helpers.die_on_second).map(_arrays(), chunksize=1)
     autopar.shutdown()
-    assert _segments() == []
+    assert shm_segments() == []
 
 
 def test_chunks_left_behind_free_their_results():
@@ -281,7 +269,7 @@ def test_chunks_left_behind_free_their_results():
     assert (next(results) == 0).all()
     results.close()  # the caller stops early: chunks in flight are never collected
     autopar.shutdown()
-    assert _segments() == []
+    assert shm_segments() == []
 
 
 INTERRUPTED = """
@@ -315,9 +303,9 @@ def test_no_segment_is_left_after_ctrl_c():
         assert proc.stdout is not None
         pid = int(proc.stdout.readline())
         deadline = time.monotonic() + 30
-        while not _segments(pid) and time.monotonic() < deadline:
+        while not shm_segments(pid) and time.monotonic() < deadline:
             time.sleep(0.05)  # the chunks are on their way
-        assert _segments(pid), "no chunk went through shared memory"
+        assert shm_segments(pid), "no chunk went through shared memory"
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
@@ -326,7 +314,7 @@ def test_no_segment_is_left_after_ctrl_c():
             proc.communicate()
     assert "interrupted" in out, err
     assert proc.returncode == 0, err
-    assert _segments(pid) == []
+    assert shm_segments(pid) == []
 
 
 def test_no_segment_is_left_when_the_program_is_killed():
@@ -342,9 +330,9 @@ def test_no_segment_is_left_when_the_program_is_killed():
     """
     pid = int(run_python(code).stdout.split()[0])
     deadline = time.monotonic() + 20
-    while _segments(pid) and time.monotonic() < deadline:
+    while shm_segments(pid) and time.monotonic() < deadline:
         time.sleep(0.2)  # the resource tracker unlinks once every holder has gone
-    assert _segments(pid) == []
+    assert shm_segments(pid) == []
 
 
 def test_shared_buffers_are_priced_at_the_copy_rate_without_the_pipe():

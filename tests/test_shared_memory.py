@@ -14,23 +14,11 @@ from autopar import parallel
 from autopar._execute import shared_memory
 from autopar._execute.worker import function_name
 from tests import helpers
-from tests.conftest import run_python
+from tests.conftest import run_python, shm_segments
 
 BIG = 256 * 1024  # over SHARED_FUNCTION: such a function travels through shared memory
 
-pytestmark = pytest.mark.timeout(60)
-
-
-def _segments(pid: int | None = None) -> list[str]:
-    prefix = f"{shared_memory.PREFIX}{pid or os.getpid()}_"
-    return [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
-
-
-@pytest.fixture(autouse=True)
-def _no_segments_left():
-    yield
-    autopar.shutdown()
-    assert _segments() == []
+pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_segments_left")]
 
 
 def test_a_segment_is_private_and_read_back_whole():
@@ -94,9 +82,9 @@ def test_a_changed_function_is_shipped_again(tmp_path):
 def test_segments_are_unlinked_when_the_pool_stops():
     f = parallel(functools.partial(helpers.look_up, bytes(BIG)), kind="process", workers=2)
     f.map(range(10))
-    assert len(_segments()) == 1
+    assert len(shm_segments()) == 1
     autopar.shutdown()
-    assert _segments() == []
+    assert shm_segments() == []
 
 
 def test_segments_are_unlinked_after_a_worker_crash():
@@ -105,7 +93,7 @@ def test_segments_are_unlinked_after_a_worker_crash():
     with pytest.raises(autopar.WorkerCrashedError):
         parallel(carrier, kind="process", workers=2).map(range(10), chunksize=1)
     autopar.shutdown()
-    assert _segments() == []
+    assert shm_segments() == []
 
 
 def _call_with_ballast(fn, ballast, x):
@@ -125,9 +113,9 @@ def test_segments_go_when_the_program_is_killed():
     done = run_python(code)
     pid = int(done.stdout.split()[0])
     deadline = time.monotonic() + 20
-    while _segments(pid) and time.monotonic() < deadline:
+    while shm_segments(pid) and time.monotonic() < deadline:
         time.sleep(0.2)  # the resource tracker unlinks once every holder has gone
-    assert _segments(pid) == []
+    assert shm_segments(pid) == []
 
 
 def test_function_names_never_use_repr():
