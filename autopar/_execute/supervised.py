@@ -42,7 +42,7 @@ from ..plan import Plan
 from .backends.base import pickle_function
 from .main_guard import processes_start_cleanly, unguarded_error
 from .outcomes import Guarded, _Failed, backoff
-from .worker import _portable, dumps, init_process
+from .worker import _portable, dumps, init_process, not_rebuilt, result_unpicklable
 
 if TYPE_CHECKING:
     from .executor import Call
@@ -86,11 +86,7 @@ def _report(guard: Guarded, index: int, used: int, raw: bytes) -> bytes:
     try:
         item = pickle.loads(raw)
     except Exception as exc:
-        error = PicklingFailedError(
-            f"item {index} was pickled but cannot be unpickled in the process worker "
-            f"({type(exc).__name__}: {exc}); make it picklable both ways, or use kind='thread'",
-            index,
-        )
+        error = not_rebuilt(f"item {index}", exc, index)
         return _as_failure(guard, index, error, used + 1, None)
     try:
         value = guard.run(index, item, used)
@@ -99,12 +95,7 @@ def _report(guard: Guarded, index: int, used: int, raw: bytes) -> bytes:
     try:
         return dumps((index, True, value, ""))
     except Exception as exc:
-        error = PicklingFailedError(
-            f"the result of item {index} cannot be pickled to return from a process "
-            f"worker: {type(exc).__name__}: {exc}",
-            index,
-        )
-        return _as_failure(guard, index, error, used + 1, item)
+        return _as_failure(guard, index, result_unpicklable(index, exc), used + 1, item)
 
 
 def _as_failure(guard: Guarded, index: int, exc: Exception, attempts: int, item: Any) -> bytes:

@@ -336,11 +336,7 @@ def _reply(
         return _pack_result(result, *returns)
     except Exception:
         index, exc = find_unpicklable(result.results)
-        failure = _pickling_failed(
-            start + index,
-            f"the result of item {start + index} cannot be pickled to return from a "
-            f"process worker: {type(exc).__name__}: {exc}",
-        )
+        failure = Failure(start + index, result_unpicklable(start + index, exc), "")
         return dumps(result._replace(results=result.results[:index], failure=failure))
 
 
@@ -395,14 +391,27 @@ def _unpickling_failed(exc: Exception, payload: Any, start: int, count: int) -> 
         what = f"item {start}"
     else:  # a count of 0: the caller did not say how many items the chunk holds
         what = f"an item of {start}..{start + count - 1}" if count else f"an item from {start}"
-    text = (
-        f"{what} was pickled but cannot be unpickled in the process worker "
-        f"({type(exc).__name__}: {exc}); make it picklable both ways, or use kind='thread'"
-    )
-    return ChunkResult([], 0.0, 0.0, _pickling_failed(start, text, traceback.format_exc()))
+    failure = Failure(start, not_rebuilt(what, exc, start), traceback.format_exc())
+    return ChunkResult([], 0.0, 0.0, failure)
 
 
-def _pickling_failed(index: int, text: str, tb: str = "") -> Failure:
+def not_rebuilt(what: str, exc: BaseException, index: int) -> Exception:
+    """The error for ``what`` (the function, an item), pickled but not rebuilt here."""
     from ..errors import PicklingFailedError
 
-    return Failure(index, PicklingFailedError(text, index), tb)
+    return PicklingFailedError(
+        f"{what} was pickled but cannot be unpickled in the process worker "
+        f"({type(exc).__name__}: {exc}); make it picklable both ways, or use kind='thread'",
+        index,
+    )
+
+
+def result_unpicklable(index: int, exc: BaseException) -> Exception:
+    """The error for item ``index`` whose result cannot be pickled to go back."""
+    from ..errors import PicklingFailedError
+
+    return PicklingFailedError(
+        f"the result of item {index} cannot be pickled to return from a process worker: "
+        f"{type(exc).__name__}: {exc}",
+        index,
+    )
