@@ -12,21 +12,8 @@ import pytest
 
 from autopar import _cpus
 from autopar._auto import pool_costs
-from autopar._auto.cost_model import Measurements, Overheads, decide
-
-
-def machine(cores: int, *, gil: bool, cold: bool = False) -> Overheads:
-    return Overheads(
-        cores=cores,
-        thread_dispatch=30e-6,
-        thread_start=80e-6,
-        threads_started=0,
-        process_dispatch=300e-6,
-        process_start=0.15 if cold else 0.0,
-        process_worker_start=0.004,
-        process_handoff=70e-6,
-        gil=gil,
-    )
+from autopar._auto.cost_model import Measurements, decide
+from tests.test_many_cores import machine
 
 
 def python_items(wall: float, speedup, ship: float = 0.0) -> Measurements:

@@ -24,7 +24,9 @@ from autopar._auto.cost_model import (
 CORES = (2, 16, 64, 128)
 
 
-def machine(cores: int, *, cold: bool = False, handoff: float = 70e-6) -> Overheads:
+def machine(
+    cores: int, *, cold: bool = False, handoff: float = 70e-6, gil: bool = True
+) -> Overheads:
     return Overheads(
         cores=cores,
         thread_dispatch=30e-6,
@@ -34,6 +36,7 @@ def machine(cores: int, *, cold: bool = False, handoff: float = 70e-6) -> Overhe
         process_start=0.15 if cold else 0.0,
         process_worker_start=0.004,
         process_handoff=handoff,
+        gil=gil,
     )
 
 
