@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -14,13 +17,42 @@ import autopar
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def child_env(env: dict | None = None) -> dict:
+    """This environment for a fresh interpreter: no AUTOPAR_* variable, this checkout
+    first on its path, then ``env``."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPAR_")}
+    full_env["PYTHONPATH"] = str(ROOT)
+    full_env.update(env or {})
+    return full_env
+
+
+@contextlib.contextmanager
+def python_in_own_group(code: str) -> Iterator[subprocess.Popen]:
+    """``code`` running in a fresh interpreter in a process group of its own (as a
+    terminal's Ctrl-C reaches a program: ``os.killpg(proc.pid, SIGINT)``), its output
+    piped; whatever of the group still runs at the end is killed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()  # also closes the pipes, which would otherwise leak
+
+
 def run_python(
     code: str, *, env: dict | None = None, timeout: float = 60, args: tuple = ()
 ) -> subprocess.CompletedProcess:
     """Run ``code`` as a script in a fresh interpreter, killed after ``timeout`` seconds."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPAR_")}
-    full_env["PYTHONPATH"] = str(ROOT)
-    full_env.update(env or {})
+    full_env = child_env(env)
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
         capture_output=True,
@@ -34,9 +66,7 @@ def run_python(
 def run_file(
     path: Path, *, env: dict | None = None, timeout: float = 60, args: tuple = ()
 ) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPAR_")}
-    full_env["PYTHONPATH"] = str(ROOT)
-    full_env.update(env or {})
+    full_env = child_env(env)
     return subprocess.run(
         [sys.executable, str(path), *args],
         capture_output=True,

@@ -6,9 +6,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 
 import pytest
@@ -17,7 +14,7 @@ import autopar
 from autopar import parallel
 from autopar._execute import segment_pool, shared_buffers, shared_memory
 from tests import buffer_helpers
-from tests.conftest import ROOT, run_python, shm_segments
+from tests.conftest import python_in_own_group, run_python, shm_segments
 
 np = pytest.importorskip("numpy")
 
@@ -288,18 +285,7 @@ except KeyboardInterrupt:
 
 
 def test_no_segment_is_left_after_ctrl_c():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPAR_")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(INTERRUPTED)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches it
-    )
-    try:
+    with python_in_own_group(INTERRUPTED) as proc:
         assert proc.stdout is not None
         pid = int(proc.stdout.readline())
         deadline = time.monotonic() + 30
@@ -308,10 +294,6 @@ def test_no_segment_is_left_after_ctrl_c():
         assert shm_segments(pid), "no chunk went through shared memory"
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
     assert "interrupted" in out, err
     assert proc.returncode == 0, err
     assert shm_segments(pid) == []

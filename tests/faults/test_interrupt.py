@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import python_in_own_group
 
 INTERRUPTED = """
 import multiprocessing, os, signal, time
@@ -54,28 +52,13 @@ print("ok", flush=True)
 def _interrupt(script: str) -> None:
     """Run ``script`` in its own process group, Ctrl-C it once it prints "running", and
     check that it stopped within seconds, cleanly, and printed "ok" last."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOPAR_")}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches it
-    )
-    try:
+    with python_in_own_group(script) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "running"
         time.sleep(0.5)  # the map is under way
         t0 = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)  # the whole group: caller, workers, forkserver
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()  # also closes the pipes, which would otherwise leak
     assert proc.returncode == 0, f"{out}\n{err}"
     assert out.splitlines()[-1] == "ok"
     assert time.monotonic() - t0 < 20  # seconds, not the 30 s a task would take
