@@ -124,6 +124,17 @@ def _watched(
     def ended(watches: List[replan.Watch]) -> None:
         learned_costs.learn_from_call(memory, replan.whole_call(watches))
 
+    ready = None
+    if plan.kind == "process" and call.policy is None and pool_costs.process_starting(config):
+        left = None if call.n_items is None else call.n_items - start_index
+        stand_in = _stand_in(plan, m, config, left)
+        if stand_in is not None:
+            plan = stand_in
+            state.last_plan = plan
+
+            def ready() -> bool:
+                return not pool_costs.process_starting(config)
+
     return replan.run_watched(
         call,
         plan,
@@ -132,6 +143,34 @@ def _watched(
         on_replan=replanned,
         on_end=ended,
         settle=settle,
+        ready=ready,
+    )
+
+
+def _stand_in(
+    plan: Plan, m: cost_model.Measurements, config: Config, left: Optional[int]
+) -> Optional[Plan]:
+    """What runs the call while the process pool it was planned on is still starting in
+    the background (started for later calls by an earlier one), or None to wait for it.
+
+    Waiting would cost a call of 50 ms of work the rest of a 150 ms start; the stand-in
+    (threads or serial, whichever the model prefers without processes) works meanwhile,
+    and the items left move to the pool once its workers are up, if it still wins them
+    (replan.Watch.switching).
+    """
+    if config.workers is not None or config.chunksize is not None:
+        return None  # (the user's settings are for the pool)
+    n = ASSUMED_LENGTH if left is None else left
+    overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
+    other = cost_model.decide(m, overheads, n, allowed=("serial", "thread"))
+    return dataclasses.replace(
+        other,
+        chunksize=other.chunksize if left is not None else None,
+        n_items=plan.n_items,
+        reason=(
+            f"the process pool is still starting, so {other.kind} meanwhile "
+            f"({other.reason}), then processes for the items left: {plan.reason}"
+        ),
     )
 
 

@@ -258,6 +258,12 @@ def process_warm(config: Config) -> bool:
     return backend is not None and backend.replacement(config, 1) is None
 
 
+def process_starting(config: Config) -> bool:
+    """Whether the process pool fit for ``config`` is still starting in the background: a
+    call planned on it would wait for its workers (see planner._watched)."""
+    return registry.warming() and process_warm(config)
+
+
 def cluster_costs(config: Config) -> Tuple[int, float]:
     """(worker threads, scheduler cost per task) of the AUTOPAR_DASK_ADDRESS cluster,
     measured once per address; (0, 0) without an address or when it cannot be reached

@@ -160,6 +160,14 @@ def in_background(start: Callable[[], None]) -> None:
 
 
 _background: Optional[threading.Thread] = None  # guarded by _lock
+
+
+def warming() -> bool:
+    """Whether a warm-up started by :func:`in_background` is still running."""
+    with _lock:
+        return _background is not None and _background.is_alive()
+
+
 BACKGROUND_WAIT = 60.0  # seconds shutdown() waits for a warm-up (a start hung in the OS)
 
 
