@@ -153,6 +153,17 @@ def test_a_stand_in_moves_to_the_pool_once_it_has_started(fixed_overheads):
     assert watch.why == "the process pool finished starting"
 
 
+def test_a_stand_ins_readings_beside_the_start_are_neither_judged_nor_learned(fixed_overheads):
+    # Items read 10x dearer while the pool starts beside them (its GIL turns, its new
+    # workers' CPU): no switch on them (to processes, it would wait out the start), and
+    # nothing for later calls to remember.
+    watch = _watch("serial", COMPUTING, ready=lambda: False)
+    watch.on_chunk(_chunk(10, wall=0.2, cpu=0.2), 10)
+    assert not watch.switching()
+    assert watch.done == 10 and watch.observed() is None
+    assert replan.whole_call([watch]) is None
+
+
 def test_a_stand_in_with_too_little_left_stays(fixed_overheads):
     watch = _watch("serial", COMPUTING, left=11, ready=lambda: True)
     watch.on_chunk(_chunk(10, wall=0.02, cpu=0.02), 10)

@@ -69,6 +69,7 @@ class Watch:
         self.switch: Optional[Plan] = None
         self.why = ""  # what made the switch, in words
         self.done = 0  # items run on this plan
+        self.counted = 0  # ... of which the solo sums below hold
         # Since the last judgement: items, wall and CPU seconds.
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
         # The whole run's solo cost per item, summed: what later calls should remember.
@@ -95,6 +96,12 @@ class Watch:
         if done == 0:
             return
         self.done += done
+        if self.ready is not None:
+            # Beside a pool starting in this process: its turns on the GIL and the new
+            # workers' CPU stretch these items (5.8x read on 2 cores), so their readings
+            # say nothing of the items, neither to judge on nor to learn from.
+            return
+        self.counted += done
         wall = result.cpu if self.computing_threads else result.wall
         cpu = min(result.cpu + queued, wall)
         self.solo_wall += wall
@@ -153,10 +160,10 @@ class Watch:
 
     def observed(self) -> Optional[cost_model.Measurements]:
         """The solo cost per item over this plan's run, or None if too little ran."""
-        if self.done == 0 or self.solo_wall < MIN_OBSERVED:
+        if self.counted == 0 or self.solo_wall < MIN_OBSERVED:
             return None
         return self.m._replace(
-            wall=max(self.solo_wall / self.done, 1e-9), cpu=self.solo_cpu / self.done
+            wall=max(self.solo_wall / self.counted, 1e-9), cpu=self.solo_cpu / self.counted
         )
 
 
@@ -215,7 +222,7 @@ def run_watched(
 
 def whole_call(watches: List[Watch]) -> Optional[cost_model.Measurements]:
     """The solo cost per item over every plan of a call, or None if too little ran."""
-    done = sum(w.done for w in watches)
+    done = sum(w.counted for w in watches)
     wall = sum(w.solo_wall for w in watches)
     if not watches or done == 0 or wall < MIN_OBSERVED:
         return None
