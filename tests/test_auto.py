@@ -303,7 +303,8 @@ def test_serial_fast_path_notices_when_items_turn_costly():
 @pytest.mark.timeout(120)
 def test_a_cold_pool_too_slow_for_this_call_starts_for_the_next(monkeypatch):
     # ~60 ms of Python code: a warm pool halves it, a cold start (0.15 s or more) does not
-    # pay. This call runs without it; the pool starts in the background for the next.
+    # pay. This call is planned without it; the pool starts in the background for the next
+    # (and takes the call's last items if it comes up in time and wins them).
     import autopar
     from autopar._auto import pool_costs
     from autopar._execute import registry
@@ -315,11 +316,13 @@ def test_a_cold_pool_too_slow_for_this_call_starts_for_the_next(monkeypatch):
     f = parallel(h.burn)
     items = [2] * 30
     f.map(items)
-    assert f.last_plan.kind == "serial", f.explain()
+    first = f.last_plan
+    assert first.kind == "serial" or "pool finished starting" in first.reason, f.explain()
+    assert "starting one" in first.reason or "pool finished starting" in first.reason
     deadline = time.monotonic() + 60
-    while not pool_costs.process_warm(_config.current()) and time.monotonic() < deadline:
+    while registry.warming() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert registry.peek("process") is not None
+    assert pool_costs.process_warm(_config.current())
     f.map(items)
     assert f.last_plan.kind == "process", f.explain()
 

@@ -8,6 +8,7 @@ import pytest
 
 from autopar import parallel
 from autopar._auto import cost_model, memory, pool_costs, replan
+from autopar._execute import registry
 from autopar._execute.worker import ChunkResult
 from autopar.plan import Plan
 
@@ -191,6 +192,7 @@ def test_a_call_planned_on_a_starting_pool_works_meanwhile_then_moves_to_it(
         return len(asked) <= 5  # starting for the call's first few chunks
 
     monkeypatch.setattr(pool_costs, "process_starting", starting)
+    monkeypatch.setattr(registry, "warming", lambda: starting(None))
     f = parallel(_spin_2ms)
     _remembered_as_computing(f)
     assert f.map(range(200)) == [x * x for x in range(200)]
@@ -204,6 +206,7 @@ def test_a_pool_that_never_finishes_starting_leaves_the_call_to_the_stand_in(
     fixed_overheads, monkeypatch
 ):
     monkeypatch.setattr(pool_costs, "process_starting", lambda config: True)
+    monkeypatch.setattr(registry, "warming", lambda: True)
     f = parallel(_spin_2ms)
     _remembered_as_computing(f)
     assert list(f.imap(range(50))) == [x * x for x in range(50)]

@@ -26,6 +26,7 @@ import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
 
 from .._config import Config
+from .._execute import registry
 from .._execute.backends.base import LARGE_FUNCTION
 from .._execute.backends.serial import SERIAL_CHUNK
 from .._execute.executor import Call, execute, run_inline, unchunked
@@ -88,13 +89,12 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
         plan = _decide(m, config, n_items, overheads)
         plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
         remember_plan(memory, key, plan)
-        warm_later = _warm_for_later(m, config, plan, overheads, call.to_ship)
+        ready = _start_for_later(m, config, plan, overheads, call.to_ship)
     else:
-        warm_later = None
+        ready = None
     state.last_plan = plan
     log.debug("autopar: %s: %s", call.name, plan.reason)
-    chunks = _watched(call, state, memory, plan, m)
-    return _then(chunks, warm_later)
+    return _watched(call, state, memory, plan, m, ready=ready)
 
 
 def _watched(
@@ -104,9 +104,12 @@ def _watched(
     plan: Plan,
     m: cost_model.Measurements,
     start_index: int = 0,
+    ready: Optional[Callable[[], bool]] = None,
 ) -> Iterator[List[Any]]:
     """Run the call's items from ``start_index`` on ``plan``, re-planning the rest when
-    they cost far from ``m``; the whole call's cost is remembered for later calls."""
+    they cost far from ``m``; the whole call's cost is remembered for later calls.
+    ``ready``: a process pool is starting beside the call, and says when it is up (the
+    items left then move to it if it wins them)."""
     config = call.config
 
     def replanned(new: Plan) -> None:
@@ -124,16 +127,13 @@ def _watched(
     def ended(watches: List[replan.Watch]) -> None:
         learned_costs.learn_from_call(memory, replan.whole_call(watches))
 
-    ready = None
     if plan.kind == "process" and call.policy is None and pool_costs.process_starting(config):
         left = None if call.n_items is None else call.n_items - start_index
         stand_in = _stand_in(plan, m, config, left)
         if stand_in is not None:
             plan = stand_in
             state.last_plan = plan
-
-            def ready() -> bool:
-                return not pool_costs.process_starting(config)
+            ready = _started
 
     return replan.run_watched(
         call,
@@ -233,22 +233,22 @@ def _serial_here(
     return run_inline(call.fn, call.items, star=call.star, on_chunk=on_chunk)
 
 
-def _warm_for_later(
+def _start_for_later(
     m: cost_model.Measurements,
     config: Config,
     plan: Plan,
     overheads: cost_model.Overheads,
     fn: Callable[..., Any],
-) -> Optional[Callable[[], None]]:
-    """What starts the process pool in the background, if a warm one would win a call
-    like this one and a cold one does not; run it once this call has ended. A large
-    function (``fn``, in its shipping form) is loaded into the new workers too, so that the
-    next call finds them ready rather than paying its load.
+) -> Optional[Callable[[], bool]]:
+    """Start the process pool in the background, if a warm one would win a call like this
+    one and a cold one does not; return what says when it is up (None: not started).
 
-    This call does not wait for the start, and does not share the machine with it: a
-    pool starting beside GIL-bound work slows both (see _start_processes), so the start
-    comes after the call's last result
-    (tests/test_auto.py::test_a_cold_pool_too_slow_for_this_call_starts_for_the_next).
+    It starts now, beside the call, so that the next call finds it ready: started after
+    the call, it was still starting when calls came back to back, and the next one waited
+    for it or ran without it (2 to 3x the best fixed choice in benchmarks/STABILITY.md's
+    50 ms rows). The call goes on as planned meanwhile, and moves its items left to the
+    pool if it comes up in time and wins them. A large function (``fn``, in its shipping
+    form) is loaded into the new workers too, so that the next call does not pay its load.
     """
     n = ASSUMED_LENGTH if plan.n_items is None else plan.n_items
     if plan.kind in ("process", "dask") or overheads.process_start == 0.0:
@@ -258,31 +258,16 @@ def _warm_for_later(
     warm = cost_model.decide(m, overheads._replace(process_start=0.0), n)
     if warm.kind != "process":
         return None
-
     prime = fn if m.function_bytes >= LARGE_FUNCTION else None
-
-    def start() -> None:
-        log.debug("autopar: starting the process pool for later calls")
-        pool_costs.warm_in_background(config, warm.workers, prime=prime)
-
-    return start
+    log.debug("autopar: starting the process pool for later calls")
+    pool_costs.warm_in_background(config, warm.workers, prime=prime)
+    return _started
 
 
-def _then(chunks: Iterator[List[Any]], action: Optional[Callable[[], None]]) -> Iterator[List[Any]]:
-    """``chunks``, then ``action()`` once the last one was handed over (not on failure)."""
-    if action is None:
-        return chunks
-    return _followed(chunks, action)
-
-
-def _followed(chunks: Iterator[List[Any]], action: Callable[[], None]) -> Iterator[List[Any]]:
-    try:
-        yield from chunks
-    finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
-    action()
+def _started() -> bool:
+    """Whether the pool started in the background is up (or its start ended in failure:
+    the model then finds it cold)."""
+    return not registry.warming()
 
 
 def _decide(
@@ -403,7 +388,7 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
         # With nothing left, the plan shown (and used next time) is for the whole call.
         overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
         plan = _decide(m, config, remaining or n_items, overheads, n_items or ASSUMED_LENGTH)
-        warm_later = _warm_for_later(
+        ready = _start_for_later(
             m, config, dataclasses.replace(plan, n_items=n_items), overheads, call.to_ship
         )
         # (The probe pauses once the costs are known: items left, not items running,
@@ -433,8 +418,8 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
     rest: Optional[Iterator[List[Any]]] = None
     if not finished and probe.failure is None and probe.input_error is None:
         the_rest = call._replace(config=config, items=iterator)
-        rest = _watched(the_rest, state, memory, plan, m, start_index=boundary)
-    return _then(_merge(probe, boundary, rest, call.ordered), warm_later)
+        rest = _watched(the_rest, state, memory, plan, m, start_index=boundary, ready=ready)
+    return _merge(probe, boundary, rest, call.ordered)
 
 
 def _start_processes(
