@@ -23,6 +23,7 @@ when a process pool is first needed, so ``import autopar`` stays light.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -32,7 +33,7 @@ import threading
 import time
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from ..._config import Config, cpu_count
 from ...errors import AutoparError, PicklingFailedError, WorkerCrashedError
@@ -153,6 +154,29 @@ class ProcessBackend(Backend):
             return payload
         return self._functions.ref(payload)
 
+    def _pack(self, values: List[Any], star: bool) -> Tuple[int, Any]:
+        """(the buffer threshold, ``values`` packed for a worker).
+
+        The threshold is measured on first need (tens of milliseconds of this process's
+        time, which would slow a call running beside a pool's start): a chunk with nothing
+        of MIN_SHARED bytes, under any threshold, needs none. Until it is known, results
+        use MAX_SHARED, above any threshold a machine can measure."""
+        known = shared_buffers.known()
+        threshold = shared_buffers.threshold() if known else shared_buffers.MIN_SHARED
+        while True:
+            data = shared_buffers.pack(
+                dumps,
+                values,
+                threshold,
+                functools.partial(shared_buffers.wrap_flat, values, threshold, star=star),
+                self._segments.lend,
+            )
+            if known or (isinstance(data, bytes) and len(data) < threshold):
+                return (threshold if known else shared_buffers.MAX_SHARED), data
+            if isinstance(data, shared_buffers.Shipped):
+                self._segments.give_back(data.name, reuse=True)
+            known, threshold = True, shared_buffers.threshold()
+
     def submit(
         self,
         payload: Any,
@@ -162,16 +186,9 @@ class ProcessBackend(Backend):
         star: bool,
         deadline: Optional[float],
     ) -> Future[Any]:
-        threshold = shared_buffers.threshold()
         values = list(items)
         try:
-            data = shared_buffers.pack(
-                dumps,
-                values,
-                threshold,
-                lambda: shared_buffers.wrap_flat(values, threshold, star=star),
-                self._segments.lend,
-            )
+            threshold, data = self._pack(values, star)
         except Exception:
             index, exc = find_unpicklable(items)
             raise PicklingFailedError(
