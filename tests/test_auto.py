@@ -78,7 +78,9 @@ def test_growing_costs_overlap():
 def test_gil_bound_python_work_goes_to_processes(tmp_path):
     log = tmp_path / "ran.txt"
     f = parallel(h.burn_and_log)
-    n = 120  # 0.6 s: enough to pay for a cold pool's start (0.15 s or more)
+    # 1.2 s: a cold pool's start (0.15 s or more) pays for the items the probe leaves,
+    # however many of them it ran (up to 64, 0.3 s)
+    n = 240
     assert f.map([(str(log), i, 5) for i in range(n)]) == list(range(n))
     assert f.last_plan.kind == "process", f.explain()
     # Sampled items count as done: every item ran exactly once, in the probe or a worker.
@@ -313,6 +315,8 @@ def test_a_cold_pool_too_slow_for_this_call_starts_for_the_next(monkeypatch):
     # (Pool costs as measured on a quiet machine: earlier tests may have measured them busy.)
     monkeypatch.setitem(pool_costs._measured, "process_start", 0.15)
     monkeypatch.setitem(pool_costs._measured, "process_dispatch", 3e-4)
+    monkeypatch.setitem(pool_costs._measured, "process_worker_start", 4e-3)
+    monkeypatch.setitem(pool_costs._measured, "process_handoff", 7e-5)
     f = parallel(h.burn)
     items = [2] * 30
     f.map(items)
