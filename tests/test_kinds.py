@@ -222,7 +222,7 @@ def test_main_guard_detection(tmp_path, monkeypatch, source, clean):
 def test_every_module_the_forkserver_preloads_imports():
     import importlib
 
-    from autopar._execute.backends import process
+    from autopar._execute import forkserver
 
-    for name in process.FORKSERVER_PRELOAD:
+    for name in forkserver.PRELOAD:
         importlib.import_module(name)

@@ -60,3 +60,52 @@ def test_a_pool_warmed_in_the_background_records_no_costs(monkeypatch):
     assert not process_costs & set(pool_costs.measured()), pool_costs.measured()
     pool_costs.warm_process_pool(_config.Config(), 2)  # (warm now: the start is not timed)
     assert {"process_dispatch", "process_handoff"} <= set(pool_costs.measured())
+
+
+@pytest.mark.timeout(60)
+def test_a_pool_for_later_calls_starts_its_server_now_and_its_workers_after_the_call():
+    # The call that asked must not wait for the pool: until it ends, the pool is cold to
+    # every plan; the server its workers fork from is already up (forkserver).
+    import threading
+    import time
+    from multiprocessing import forkserver
+
+    from autopar._execute import registry
+
+    config = _config.current()
+    autopar.shutdown()
+    ended = threading.Event()
+    pool_costs.warm_in_background(config, 2, prime=helpers.square, after=ended)
+    try:
+        if config.start_method == "forkserver":
+            assert forkserver._forkserver._forkserver_pid is not None
+        time.sleep(0.2)
+        assert registry.peek("process") is None and not pool_costs.process_warm(config)
+        ended.set()
+        assert pool_costs.process_warm(config)  # starting now: a call would wait for it
+        deadline = time.monotonic() + 30
+        while registry.warming() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert registry.peek("process") is not None and pool_costs.process_warm(config)
+    finally:
+        ended.set()
+        autopar.shutdown()
+
+
+@pytest.mark.timeout(30)
+def test_shutdown_does_not_wait_for_a_call_that_never_ends():
+    # A warm-up waits for its call; an abandoned call (an imap never finished) must not
+    # hold shutdown (or exit) for long, nor have a pool start behind shutdown's back.
+    import threading
+    import time
+
+    from autopar._execute import registry
+
+    config = _config.current()
+    autopar.shutdown()
+    never = threading.Event()
+    pool_costs.warm_in_background(config, 2, prime=None, after=never)
+    t0 = time.monotonic()
+    autopar.shutdown()
+    assert time.monotonic() - t0 < 5
+    assert not registry.warming() and registry.peek("process") is None

@@ -8,7 +8,6 @@ import pytest
 
 from autopar import parallel
 from autopar._auto import cost_model, memory, pool_costs, replan
-from autopar._execute import registry
 from autopar._execute.worker import ChunkResult
 from autopar.plan import Plan
 
@@ -28,11 +27,11 @@ def fixed_overheads(monkeypatch):
     monkeypatch.setattr(pool_costs, "current", lambda config, **_: OVERHEADS)
 
 
-def _watch(plan_kind, m, left=1000, workers=1, ready=None):
+def _watch(plan_kind, m, left=1000, workers=1):
     plan = Plan(plan_kind, workers, 1, "test", left)
     from autopar import _config
 
-    return replan.Watch(plan, m, _config.current(), left, ready)
+    return replan.Watch(plan, m, _config.current(), left)
 
 
 def _chunk(items, wall, cpu):
@@ -135,81 +134,3 @@ def test_a_replanned_call_is_remembered_as_the_whole_call_cost(probe_reads_cheap
     f.map((x for x in range(400)), timeout=60)
     learned = f._self_state.learned
     assert learned.measurements.wall > 10 * CHEAP.wall  # the waits, not the cheap start
-
-
-# A pool still starting in the background (for later calls, by an earlier one): a call
-# planned on it runs on a stand-in meanwhile, and moves the items left to the pool.
-
-COMPUTING = cost_model.Measurements(wall=2e-3, cpu=2e-3, samples=64, thread_speedup=1.0)
-
-
-def test_a_stand_in_moves_to_the_pool_once_it_has_started(fixed_overheads):
-    started = []
-    watch = _watch("serial", COMPUTING, ready=lambda: bool(started))
-    watch.on_chunk(_chunk(10, wall=0.02, cpu=0.02), 10)  # as planned: no reason to move
-    assert not watch.switching()
-    started.append(True)
-    assert watch.switching()
-    assert watch.switch.kind == "process" and watch.switch.n_items == 990
-    assert watch.why == "the process pool finished starting"
-
-
-def test_a_stand_ins_readings_beside_the_start_are_neither_judged_nor_learned(fixed_overheads):
-    # Items read 10x dearer while the pool starts beside them (its GIL turns, its new
-    # workers' CPU): no switch on them (to processes, it would wait out the start), and
-    # nothing for later calls to remember.
-    watch = _watch("serial", COMPUTING, ready=lambda: False)
-    watch.on_chunk(_chunk(10, wall=0.2, cpu=0.2), 10)
-    assert not watch.switching()
-    assert watch.done == 10 and watch.observed() is None
-    assert replan.whole_call([watch]) is None
-
-
-def test_a_stand_in_with_too_little_left_stays(fixed_overheads):
-    watch = _watch("serial", COMPUTING, left=11, ready=lambda: True)
-    watch.on_chunk(_chunk(10, wall=0.02, cpu=0.02), 10)
-    assert not watch.switching()  # one item left: no pool round trip pays
-
-
-def _spin_2ms(x):
-    end = time.process_time() + 0.002
-    while time.process_time() < end:
-        pass
-    return x * x
-
-
-def _remembered_as_computing(f):
-    f._self_state.learned = memory.LearnedCosts(COMPUTING)
-
-
-def test_a_call_planned_on_a_starting_pool_works_meanwhile_then_moves_to_it(
-    fixed_overheads, monkeypatch
-):
-    asked = []
-
-    def starting(config):
-        asked.append(1)
-        return len(asked) <= 5  # starting for the call's first few chunks
-
-    monkeypatch.setattr(pool_costs, "process_starting", starting)
-    monkeypatch.setattr(registry, "warming", lambda: starting(None))
-    f = parallel(_spin_2ms)
-    _remembered_as_computing(f)
-    assert f.map(range(200)) == [x * x for x in range(200)]
-    plan = f.last_plan
-    assert plan.kind == "process", plan.explain()
-    assert "re-planned after" in plan.reason, plan.reason
-    assert "the process pool finished starting" in plan.reason, plan.reason
-
-
-def test_a_pool_that_never_finishes_starting_leaves_the_call_to_the_stand_in(
-    fixed_overheads, monkeypatch
-):
-    monkeypatch.setattr(pool_costs, "process_starting", lambda config: True)
-    monkeypatch.setattr(registry, "warming", lambda: True)
-    f = parallel(_spin_2ms)
-    _remembered_as_computing(f)
-    assert list(f.imap(range(50))) == [x * x for x in range(50)]
-    plan = f.last_plan
-    assert plan.kind == "serial", plan.explain()
-    assert "the process pool is still starting" in plan.reason, plan.reason

@@ -14,6 +14,7 @@ import autopar
 from autopar import parallel
 from autopar._execute import segment_pool, shared_buffers, shared_memory
 from tests import buffer_helpers
+from tests.conftest import run_python
 from tests.conftest import python_in_own_group, run_python, shm_segments
 
 np = pytest.importorskip("numpy")
@@ -275,6 +276,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 import numpy as np
 from autopar import parallel
 from tests import buffer_helpers
+from tests.conftest import run_python
 f = parallel(kind="process", workers=2)(buffer_helpers.slow)
 print(os.getpid(), flush=True)
 try:
@@ -330,3 +332,24 @@ def test_shared_buffers_are_priced_at_the_copy_rate_without_the_pipe():
     dump_rate, _ = calibration._buffer_rates()
     by_pipe = array.nbytes * (dump_rate + 1 / calibration.PIPE_BYTES_PER_SECOND)
     assert caller < by_pipe and worker < by_pipe
+
+
+def test_the_threshold_is_measured_only_once_a_large_buffer_travels():
+    # Measuring it holds the caller's GIL for tens of milliseconds: a pool's first chunks
+    # of small items must not pay that (nor the call beside a pool starting).
+    result = run_python(
+        """
+        from autopar import parallel
+        from autopar._execute import shared_buffers
+
+        if __name__ == "__main__":
+            f = parallel(len, kind="process", workers=2)
+            assert f.map([b"x" * i for i in range(100)]) == list(range(100))
+            print("small", shared_buffers.known())
+            assert f.map([bytes(1 << 20)] * 2) == [1 << 20] * 2
+            print("large", shared_buffers.known())
+        """,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["small", "False", "large", "True"]

@@ -26,8 +26,6 @@ import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
 
 from .._config import Config
-from .._execute import registry
-from .._execute.backends.base import LARGE_FUNCTION
 from .._execute.backends.serial import SERIAL_CHUNK
 from .._execute.executor import Call, execute, run_inline, unchunked
 from .._execute.worker import ChunkResult
@@ -89,12 +87,12 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
         plan = _decide(m, config, n_items, overheads)
         plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
         remember_plan(memory, key, plan)
-        ready = _start_for_later(m, config, plan, overheads, call.to_ship)
+        ended = _start_for_later(m, config, plan, overheads, call.to_ship)
     else:
-        ready = None
+        ended = None
     state.last_plan = plan
     log.debug("autopar: %s: %s", call.name, plan.reason)
-    return _watched(call, state, memory, plan, m, ready=ready)
+    return _then(_watched(call, state, memory, plan, m), ended)
 
 
 def _watched(
@@ -104,12 +102,9 @@ def _watched(
     plan: Plan,
     m: cost_model.Measurements,
     start_index: int = 0,
-    ready: Optional[Callable[[], bool]] = None,
 ) -> Iterator[List[Any]]:
     """Run the call's items from ``start_index`` on ``plan``, re-planning the rest when
-    they cost far from ``m``; the whole call's cost is remembered for later calls.
-    ``ready``: a process pool is starting beside the call, and says when it is up (the
-    items left then move to it if it wins them)."""
+    they cost far from ``m``; the whole call's cost is remembered for later calls."""
     config = call.config
 
     def replanned(new: Plan) -> None:
@@ -127,14 +122,6 @@ def _watched(
     def ended(watches: List[replan.Watch]) -> None:
         learned_costs.learn_from_call(memory, replan.whole_call(watches))
 
-    if plan.kind == "process" and call.policy is None and pool_costs.process_starting(config):
-        left = None if call.n_items is None else call.n_items - start_index
-        stand_in = _stand_in(plan, m, config, left)
-        if stand_in is not None:
-            plan = stand_in
-            state.last_plan = plan
-            ready = _started
-
     return replan.run_watched(
         call,
         plan,
@@ -143,34 +130,6 @@ def _watched(
         on_replan=replanned,
         on_end=ended,
         settle=settle,
-        ready=ready,
-    )
-
-
-def _stand_in(
-    plan: Plan, m: cost_model.Measurements, config: Config, left: Optional[int]
-) -> Optional[Plan]:
-    """What runs the call while the process pool it was planned on is still starting in
-    the background (started for later calls by an earlier one), or None to wait for it.
-
-    Waiting would cost a call of 50 ms of work the rest of a 150 ms start; the stand-in
-    (threads or serial, whichever the model prefers without processes) works meanwhile,
-    and the items left move to the pool once its workers are up, if it still wins them
-    (replan.Watch.switching).
-    """
-    if config.workers is not None or config.chunksize is not None:
-        return None  # (the user's settings are for the pool)
-    n = ASSUMED_LENGTH if left is None else left
-    overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
-    other = cost_model.decide(m, overheads, n, allowed=("serial", "thread"))
-    return dataclasses.replace(
-        other,
-        chunksize=other.chunksize if left is not None else None,
-        n_items=plan.n_items,
-        reason=(
-            f"the process pool is still starting, so {other.kind} meanwhile "
-            f"({other.reason}), then processes for the items left: {plan.reason}"
-        ),
     )
 
 
@@ -239,16 +198,17 @@ def _start_for_later(
     plan: Plan,
     overheads: cost_model.Overheads,
     fn: Callable[..., Any],
-) -> Optional[Callable[[], bool]]:
+) -> Optional[threading.Event]:
     """Start the process pool in the background, if a warm one would win a call like this
-    one and a cold one does not; return what says when it is up (None: not started).
+    one and a cold one does not; return the event to set once this call has ended (None:
+    nothing started).
 
-    It starts now, beside the call, so that the next call finds it ready: started after
-    the call, it was still starting when calls came back to back, and the next one waited
-    for it or ran without it (2 to 3x the best fixed choice in benchmarks/STABILITY.md's
-    50 ms rows). The call goes on as planned meanwhile, and moves its items left to the
-    pool if it comes up in time and wins them. A large function (``fn``, in its shipping
-    form) is loaded into the new workers too, so that the next call does not pay its load.
+    The start comes in two steps. The process that forks the workers (the forkserver)
+    starts now: it boots in a process of its own, which costs this call a spawn. The
+    workers start once the call has ended: their start takes this process's GIL many
+    times, and beside a call computing in Python it stretched that call 1.2 to 1.6x. The
+    next call then waits only for the workers (see _watched). ``fn``, in its shipping form,
+    is loaded into the new workers too, so that the next call does not pay its load.
     """
     n = ASSUMED_LENGTH if plan.n_items is None else plan.n_items
     if plan.kind in ("process", "dask") or overheads.process_start == 0.0:
@@ -258,16 +218,27 @@ def _start_for_later(
     warm = cost_model.decide(m, overheads._replace(process_start=0.0), n)
     if warm.kind != "process":
         return None
-    prime = fn if m.function_bytes >= LARGE_FUNCTION else None
     log.debug("autopar: starting the process pool for later calls")
-    pool_costs.warm_in_background(config, warm.workers, prime=prime)
-    return _started
+    ended = threading.Event()
+    pool_costs.warm_in_background(config, warm.workers, prime=fn, after=ended)
+    return ended
 
 
-def _started() -> bool:
-    """Whether the pool started in the background is up (or its start ended in failure:
-    the model then finds it cold)."""
-    return not registry.warming()
+def _then(chunks: Iterator[List[Any]], ended: Optional[threading.Event]) -> Iterator[List[Any]]:
+    """``chunks``, then ``ended`` set however the call ends."""
+    if ended is None:
+        return chunks
+    return _setting(chunks, ended)
+
+
+def _setting(chunks: Iterator[List[Any]], ended: threading.Event) -> Iterator[List[Any]]:
+    try:
+        yield from chunks
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+        ended.set()
 
 
 def _decide(
@@ -388,7 +359,7 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
         # With nothing left, the plan shown (and used next time) is for the whole call.
         overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
         plan = _decide(m, config, remaining or n_items, overheads, n_items or ASSUMED_LENGTH)
-        ready = _start_for_later(
+        ended = _start_for_later(
             m, config, dataclasses.replace(plan, n_items=n_items), overheads, call.to_ship
         )
         # (The probe pauses once the costs are known: items left, not items running,
@@ -418,8 +389,8 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
     rest: Optional[Iterator[List[Any]]] = None
     if not finished and probe.failure is None and probe.input_error is None:
         the_rest = call._replace(config=config, items=iterator)
-        rest = _watched(the_rest, state, memory, plan, m, start_index=boundary, ready=ready)
-    return _merge(probe, boundary, rest, call.ordered)
+        rest = _watched(the_rest, state, memory, plan, m, start_index=boundary)
+    return _then(_merge(probe, boundary, rest, call.ordered), ended)
 
 
 def _start_processes(

@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import _cpus
 from .._config import Config, cpu_count
-from .._execute import registry, thread_pool
+from .._execute import forkserver, registry, thread_pool
 from .._execute.main_guard import processes_start_cleanly
 from .._execute.outcomes import policy_of
 from .cost_model import Overheads
@@ -197,27 +197,44 @@ def _times(action: Callable[[], object], rounds: int) -> List[float]:
 
 
 def warm_in_background(
-    config: Config, workers: int, *, prime: Optional[Callable[..., Any]] = None
+    config: Config,
+    workers: int,
+    *,
+    prime: Optional[Callable[..., Any]],
+    after: threading.Event,
 ) -> None:
-    """Start the process pool on a daemon thread, for later calls, where that is safe.
+    """Start the process pool for later calls, where that is safe: the process its
+    workers fork from (if any: see autopar._execute.forkserver) now, and the workers on a
+    daemon thread once ``after`` is set (the end of the call that asked), loading
+    ``prime`` (the function in its shipping form) into them.
 
-    For a call that a warm pool would win but a cold one would not: the call runs without
-    it, and the next one finds it ready. (Not recorded as the cold start: work running in
-    the caller meanwhile stretches it.)
-
-    (Where a worker would run the program again, auto leaves processes out anyway.)
+    (Not recorded as the cold start: work running in the caller meanwhile stretches it.
+    Where a worker would run the program again, auto leaves processes out anyway.)
     """
+    global _workers_after
     if not processes_start_cleanly(config.start_method):
         return
-    registry.in_background(lambda: _warm(config, workers, prime))
+    forkserver.start(config.start_method)
+    if registry.in_background(lambda: _warm(config, workers, prime, after)):
+        _workers_after = after
 
 
-def _warm(config: Config, workers: int, prime: Optional[Callable[..., Any]]) -> None:
-    # (The interpreter's switch interval is left as it is. Lowered to 0.5 ms, it let the
-    # start finish in 80-100 ms instead of 120-150 ms beside a thread computing in Python,
-    # but slowed that thread by 10 to 35%, against 5% at the default: the start takes the
-    # GIL for little once the process backend measures its buffer threshold on first
-    # need, not on its first chunk.)
+# What the workers of the pool starting in the background wait for: until it is set, that
+# pool is cold to every plan (the call that started it must not wait for it).
+_workers_after: Optional[threading.Event] = None
+
+
+def _warm(
+    config: Config,
+    workers: int,
+    prime: Optional[Callable[..., Any]],
+    after: threading.Event,
+) -> None:
+    # (The interpreter's switch interval is left as it is: lowered to 0.5 ms for the
+    # start, it slowed a thread computing in Python beside it by 10 to 35%, against 5% at
+    # the default, for a start 30% sooner.)
+    if not registry.wait_until(after):
+        return
     try:
         warm_process_pool(config, workers, record_start=False)
         if prime is not None:
@@ -245,13 +262,11 @@ def process_warm(config: Config) -> bool:
     (a call planned on it waits for its workers, its GIL free meanwhile, which lets the
     start finish sooner than beside a call whose items hold the GIL)."""
     backend = registry.peek("process")
-    return backend is not None and backend.replacement(config, 1) is None
-
-
-def process_starting(config: Config) -> bool:
-    """Whether the process pool fit for ``config`` is still starting in the background: a
-    call planned on it would wait for its workers (see planner._watched)."""
-    return registry.warming() and process_warm(config)
+    if backend is None:
+        # (Started in the background, between its server and its workers: see _warm.)
+        after = _workers_after
+        return registry.warming() and (after is None or after.is_set())
+    return backend.replacement(config, 1) is None
 
 
 def cluster_costs(config: Config) -> Tuple[int, float]:

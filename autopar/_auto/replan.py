@@ -58,18 +58,13 @@ class Watch:
         m: cost_model.Measurements,
         config: Config,
         left: Optional[int],
-        ready: Optional[Callable[[], bool]] = None,
     ) -> None:
         self.plan, self.m, self.config = plan, m, config
-        # A stand-in plan runs while the pool the call was planned on starts: once
-        # ``ready()``, the items left are planned again with that pool warm.
-        self.ready = ready
         self.planned_wall, self.plan_share = m.wall, m.cpu_fraction  # what it was made on
         self.left = left  # items not yet run when this plan started (None: unknown)
         self.switch: Optional[Plan] = None
         self.why = ""  # what made the switch, in words
         self.done = 0  # items run on this plan
-        self.counted = 0  # ... of which the solo sums below hold
         # Since the last judgement: items, wall and CPU seconds.
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
         # The whole run's solo cost per item, summed: what later calls should remember.
@@ -85,9 +80,6 @@ class Watch:
         return self.plan.kind == "thread" and self.m.cpu_fraction >= 0.5
 
     def switching(self) -> bool:
-        if self.switch is None and self.ready is not None and self.ready():
-            self.ready = None
-            self._reconsider(self.m, "the process pool finished starting")
         return self.switch is not None
 
     def on_chunk(self, result: ChunkResult, count: int) -> None:
@@ -96,12 +88,6 @@ class Watch:
         if done == 0:
             return
         self.done += done
-        if self.ready is not None:
-            # Beside a pool starting in this process: its turns on the GIL and the new
-            # workers' CPU stretch these items (5.8x read on 2 cores), so their readings
-            # say nothing of the items, neither to judge on nor to learn from.
-            return
-        self.counted += done
         wall = result.cpu if self.computing_threads else result.wall
         cpu = min(result.cpu + queued, wall)
         self.solo_wall += wall
@@ -131,17 +117,6 @@ class Watch:
         if 1 / BAND <= ratio <= BAND and not crossed:
             return
         seen = self.m._replace(wall=max(wall, 1e-9), cpu=cpu)
-        share_note = ", and waited" if share < 0.5 <= self.plan_share else ""
-        share_note = ", and computed" if self.plan_share < 0.5 <= share else share_note
-        self._reconsider(
-            seen,
-            f"items cost {wall / max(self.planned_wall, 1e-9):.1f}x what the "
-            f"{self.plan.kind} plan was made on{share_note}",
-        )
-
-    def _reconsider(self, seen: cost_model.Measurements, why: str) -> None:
-        """Plan the items left on ``seen`` costs; switch if another kind finishes them
-        sooner by SWITCH_MARGIN."""
         left = (ASSUMED_LENGTH if self.left is None else self.left) - self.done
         if left < 2:
             return
@@ -154,16 +129,21 @@ class Watch:
         best = again.predicted[again.kind]
         if now is None or again.kind == self.plan.kind or best * SWITCH_MARGIN >= now:
             return
-        self.why = why
+        share_note = ", and waited" if share < 0.5 <= self.plan_share else ""
+        share_note = ", and computed" if self.plan_share < 0.5 <= share else share_note
+        self.why = (
+            f"items cost {wall / max(self.planned_wall, 1e-9):.1f}x what the "
+            f"{self.plan.kind} plan was made on{share_note}"
+        )
         log.debug("autopar: %s: %s for the %d items left", self.why, again.kind, left)
         self.switch = again
 
     def observed(self) -> Optional[cost_model.Measurements]:
         """The solo cost per item over this plan's run, or None if too little ran."""
-        if self.counted == 0 or self.solo_wall < MIN_OBSERVED:
+        if self.done == 0 or self.solo_wall < MIN_OBSERVED:
             return None
         return self.m._replace(
-            wall=max(self.solo_wall / self.counted, 1e-9), cpu=self.solo_cpu / self.counted
+            wall=max(self.solo_wall / self.done, 1e-9), cpu=self.solo_cpu / self.done
         )
 
 
@@ -176,21 +156,18 @@ def run_watched(
     on_replan: Callable[[Plan], None],
     on_end: Optional[Callable[[List[Watch]], None]] = None,
     settle: Callable[[Plan], Plan] = lambda plan: plan,
-    ready: Optional[Callable[[], bool]] = None,
 ) -> Iterator[List[Any]]:
     """Run ``call.items`` from ``start_index`` on ``plan``, re-planning the rest whenever
     a :class:`Watch` says so. ``on_replan(plan)`` is told each new plan; ``on_end`` gets
     every plan's Watch once the call ran to its end; ``settle`` applies the user's
-    explicit settings to a plan the model made; ``ready`` (for a stand-in ``plan``)
-    says when the pool it stands in for has started."""
+    explicit settings to a plan the model made."""
     items = iter(call.items)
     part = call._replace(items=items)
     index, watches = start_index, []
     while True:
         left = None if call.n_items is None else call.n_items - index
-        watch = Watch(plan, m, call.config, left, ready)
+        watch = Watch(plan, m, call.config, left)
         watches.append(watch)
-        ready = None
         if plan.kind == "serial" and call.config.chunksize is None:
             # Chunks that start at one item and double while under a few milliseconds
             # (autopar._execute.chunking): checks come often whatever the items cost.
@@ -222,7 +199,7 @@ def run_watched(
 
 def whole_call(watches: List[Watch]) -> Optional[cost_model.Measurements]:
     """The solo cost per item over every plan of a call, or None if too little ran."""
-    done = sum(w.counted for w in watches)
+    done = sum(w.done for w in watches)
     wall = sum(w.solo_wall for w in watches)
     if not watches or done == 0 or wall < MIN_OBSERVED:
         return None

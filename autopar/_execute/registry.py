@@ -146,20 +146,32 @@ def discard(backend: Backend) -> None:
         old.abort()
 
 
-def in_background(start: Callable[[], None]) -> None:
-    """Run ``start`` (a pool warm-up) on a daemon thread, unless one still runs.
+def in_background(start: Callable[[], None]) -> bool:
+    """Run ``start`` (a pool warm-up) on a daemon thread, unless one still runs; whether
+    it was started.
 
-    :func:`shutdown` waits for it first, so that no pool starts behind its back.
+    :func:`shutdown` waits for it first, so that no pool starts behind its back (and a
+    warm-up waiting in :func:`wait_until` gives up).
     """
     global _background
     with _lock:
         if _exiting or (_background is not None and _background.is_alive()):
-            return
+            return False
         _background = threading.Thread(target=start, name="autopar-warm", daemon=True)
         _background.start()
+        return True
+
+
+def wait_until(event: threading.Event) -> bool:
+    """For a warm-up: wait for ``event``; False if :func:`shutdown` came first."""
+    while not event.wait(0.05):
+        if _stopping.is_set():
+            return False
+    return True
 
 
 _background: Optional[threading.Thread] = None  # guarded by _lock
+_stopping = threading.Event()  # set while shutdown() waits for the warm-up
 
 
 def warming() -> bool:
@@ -176,7 +188,11 @@ def shutdown() -> None:
     with _lock:
         background = _background
     if background is not None and background is not threading.current_thread():
-        background.join(BACKGROUND_WAIT)
+        _stopping.set()
+        try:
+            background.join(BACKGROUND_WAIT)
+        finally:
+            _stopping.clear()
     with _lock:
         backends = [*_backends.values(), *_retired]
         _backends.clear()
@@ -212,9 +228,10 @@ def park_if_exiting() -> None:
 
 def _forget_after_fork() -> None:
     # The parent's pools, threads and pipes belong to the parent: start from nothing.
-    global _lock, _background
+    global _lock, _background, _stopping
     _lock = threading.RLock()
     _background = None
+    _stopping = threading.Event()
     _backends.clear()
     _users.clear()
     _retired.clear()

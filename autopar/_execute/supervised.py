@@ -20,7 +20,6 @@ is known. The workers live for one call: the call pays one pool start.
 from __future__ import annotations
 
 import collections
-import multiprocessing
 import os
 import pickle
 import signal
@@ -39,6 +38,7 @@ from ..errors import (
     annotate,
 )
 from ..plan import Plan
+from . import forkserver
 from .backends.base import pickle_function
 from .main_guard import processes_start_cleanly, unguarded_error
 from .outcomes import Guarded, _Failed, backoff
@@ -151,11 +151,7 @@ class _Supervisor:
         assert call.policy is not None and isinstance(call.to_ship, Guarded)
         self.policy = call.policy
         self.payload = pickle_function(call.to_ship.without_timing(), "in a process")
-        self.context = multiprocessing.get_context(config.start_method)
-        if config.start_method == "forkserver":
-            from .backends.process import FORKSERVER_PRELOAD
-
-            self.context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+        self.context = forkserver.context(config.start_method)
         self.size = plan.workers
         per_worker = None if plan.n_items is None else -(-plan.n_items // (4 * plan.workers))
         self.chunk = config.chunksize or max(1, min(MOST_PER_CHUNK, per_worker or 16))

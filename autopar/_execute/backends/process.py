@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import multiprocessing
 import os
 import pickle
 import sys
@@ -37,7 +36,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from ..._config import Config, cpu_count
 from ...errors import AutoparError, PicklingFailedError, WorkerCrashedError
-from .. import shared_buffers
+from .. import forkserver, shared_buffers
 from ..main_guard import processes_start_cleanly, unguarded_error
 from ..segment_pool import SegmentPool
 from ..shared_memory import SharedFunctions, unlink_all
@@ -46,9 +45,6 @@ from .base import LARGE_FUNCTION, Backend, Replacement, pickle_function
 
 log = logging.getLogger("autopar")
 
-# What the forkserver imports once, before it forks any worker. (A name that does not
-# import is skipped without a word: tests/test_kinds.py imports each.)
-FORKSERVER_PRELOAD = ("autopar._execute.worker", "cloudpickle")
 
 # Python 3.11 added max_tasks_per_child; before it, the pool is replaced after as many tasks.
 _NATIVE_RECYCLE = sys.version_info >= (3, 11)
@@ -112,10 +108,7 @@ class ProcessBackend(Backend):
 
     def _new_executor(self) -> ProcessPoolExecutor:
         config = self.config
-        context = multiprocessing.get_context(config.start_method)
-        if config.start_method == "forkserver":
-            # Workers fork from a server that has already imported autopar's worker code.
-            context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+        context = forkserver.context(config.start_method)
         kwargs: dict[str, Any] = {}
         if _NATIVE_RECYCLE and config.max_tasks_per_child:
             kwargs["max_tasks_per_child"] = config.max_tasks_per_child
