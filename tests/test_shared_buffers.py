@@ -14,7 +14,6 @@ import autopar
 from autopar import parallel
 from autopar._execute import segment_pool, shared_buffers, shared_memory
 from tests import buffer_helpers
-from tests.conftest import run_python
 from tests.conftest import python_in_own_group, run_python, shm_segments
 
 np = pytest.importorskip("numpy")
@@ -276,7 +275,6 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 import numpy as np
 from autopar import parallel
 from tests import buffer_helpers
-from tests.conftest import run_python
 f = parallel(kind="process", workers=2)(buffer_helpers.slow)
 print(os.getpid(), flush=True)
 try:
