@@ -9,7 +9,6 @@ that needs: auto starts the server ahead of a pool, beside a call that is still 
 
 from __future__ import annotations
 
-import multiprocessing
 from typing import Any
 
 # What the server imports before it forks any worker. (A name that does not import is
@@ -20,6 +19,8 @@ PRELOAD = ("autopar._execute.worker", "cloudpickle")
 def context(start_method: str) -> Any:
     """The multiprocessing context for ``start_method``, preloading PRELOAD under
     forkserver."""
+    import multiprocessing  # (on first need: auto's planner loads this module)
+
     found = multiprocessing.get_context(start_method)
     if start_method == "forkserver":
         found.set_forkserver_preload(list(PRELOAD))
