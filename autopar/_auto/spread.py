@@ -17,10 +17,16 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import itertools
-from typing import Any, Dict, Iterable, Iterator, List, Sequence
+from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
 
 from ..errors import WorkerCrashedError
+
+
+@functools.lru_cache(maxsize=64)
+def _progressive(count: int) -> Tuple[int, ...]:
+    return tuple(progressive(count))
 
 
 def progressive(count: int) -> List[int]:
@@ -45,7 +51,7 @@ class SpreadOrder:
         # Sorted positions of the spread items, and the same positions in probe order.
         self.sorted_spots = sorted({k * n // spots for k in range(spots)}) if spots else []
         count = len(self.sorted_spots)
-        self.first = [self.sorted_spots[k] for k in progressive(count)]
+        self.first = [self.sorted_spots[k] for k in _progressive(count)]  # (25 us uncached)
 
     def view(self, items: Sequence[Any]) -> Iterator[Any]:
         """The items in view order, read lazily (a range is never turned into a list, and
