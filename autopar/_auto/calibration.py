@@ -507,13 +507,14 @@ def _round_trip(value: Any) -> Tuple[float, float, int]:
 
 
 # Seconds per byte to pickle and to unpickle a flat buffer; measured once (a race only
-# measures twice), on 1 MiB, the least of three.
+# measures twice), on 256 KiB (a copy each way, as for larger ones; 1 MiB cost a first
+# call 3 ms), the least of three.
 _rates: List[Tuple[float, float]] = []
 
 
 def _buffer_rates() -> Tuple[float, float]:
     if not _rates:
-        buffer = bytes(range(256)) * (BIG_BUFFER * 16 // 256)
+        buffer = bytes(range(256)) * (BIG_BUFFER * 4 // 256)
         dumps_, loads_, _ = zip(*(_round_trip(buffer) for _ in range(3)))
         _rates.append((min(dumps_) / len(buffer), min(loads_) / len(buffer)))
     return _rates[0]
