@@ -348,6 +348,7 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
     probe = Probe(call.fn, iterator, call.star, limit if n_items is None else min(limit, n_items))
     t0 = time.perf_counter()
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    ended: Optional[threading.Event] = None
     try:
         calibration = Calibration(probe, config, deadline)
         if deadline is None:
@@ -371,6 +372,8 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
         boundary = probe.stop()
     except BaseException:
         probe.stop(abandon=True)
+        if ended is not None:
+            ended.set()  # (the pool for later calls need not wait for this call)
         raise
     memory = learned_costs.keep(call.fn, state, m)
     # (The caller may have gone on running its own slow item long after that.)
