@@ -188,6 +188,17 @@ def test_threads_for_part_waiting_items_are_not_said_to_be_gil_free():
     assert "33% of their time waiting" in plan.reason and "GIL" not in plan.reason
 
 
+def test_reasons_give_the_measured_thread_speed_up_not_a_verdict_it_did_not_reach():
+    # Computing items whose two threads ran 1.45x as fast as one: threads may still win
+    # (processes out here), and the reason says what was read, not that items wait.
+    partly = items(5e-3, 5e-3, thread_speedup=1.45, speedup_threads=2)
+    plan = decide(partly, MACHINE._replace(processes=False), 40)
+    assert plan.kind == "thread"
+    assert "1.45x as fast as one" in plan.reason and "waiting" not in plan.reason
+    held = items(5e-3, 5e-3, thread_speedup=1.02, speedup_threads=2)
+    assert "1.02x as fast as one" in decide(held, MACHINE, 40).reason
+
+
 def test_a_function_dearer_to_ship_than_its_work_saves_keeps_processes_out():
     light = items(1.5e-3, 1.5e-3, thread_speedup=1.0, speedup_threads=2)
     assert decide(light, WARM, 200).kind == "process"

@@ -277,6 +277,11 @@ def _reason(kind: str, m: Measurements, o: Overheads, options: Dict[str, Choice]
             return "items compute without holding the GIL, so threads run them in parallel"
         if _parallel_on_threads(m, o) and m.cpu_fraction >= 0.5:
             return "the GIL is disabled (free-threaded Python), so threads run items in parallel"
+        if m.cpu_fraction >= 0.5 and m.thread_speedup is not None:
+            return (
+                f"two threads ran items {m.thread_speedup:.2f}x as fast as one, which is "
+                f"predicted to beat the other kinds"
+            )
         return f"items spend {waiting:.0%} of their time waiting: threads overlap the waits"
     if kind == "dask":
         ratio = min(v[0] for k, v in options.items() if k != "dask") / max(
@@ -288,7 +293,7 @@ def _reason(kind: str, m: Measurements, o: Overheads, options: Dict[str, Choice]
         )
     # Only what was measured: the thread test may not have run (too few or too long items).
     if m.thread_speedup is not None and not m.gil_free:
-        why = "items hold the GIL (two threads ran no faster than one)"
+        why = f"items hold the GIL (two threads ran {m.thread_speedup:.2f}x as fast as one)"
     elif m.thread_speedup is None and m.cpu_fraction >= 0.5:
         why = "items compute (whether they release the GIL was not measured)"
     else:
@@ -316,7 +321,10 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
         elif m.cpu_fraction < 0.5 or _parallel_on_threads(m, o):
             why.append(f"threads' start and hand-offs cost more than they save{on}")
         elif m.thread_speedup is not None:
-            why.append("items hold the GIL, so threads would take turns")
+            why.append(
+                f"items hold the GIL, so threads would take turns (two ran "
+                f"{m.thread_speedup:.2f}x as fast as one)"
+            )
         else:  # (items too brief for calibration's thread test)
             why.append("items compute, and threads only help code that releases the GIL")
     if "process" in options:
