@@ -109,3 +109,19 @@ def test_shutdown_does_not_wait_for_a_call_that_never_ends():
     autopar.shutdown()
     assert time.monotonic() - t0 < 5
     assert not registry.warming() and registry.peek("process") is None
+
+
+def test_a_pool_for_later_calls_that_cannot_start_does_not_fail_the_call(monkeypatch):
+    # (Its server fails to start: out of processes, say.) The call that asked goes on,
+    # and nothing waits in the background.
+    import threading
+
+    from autopar._execute import forkserver, registry
+
+    def refuse(start_method):
+        raise OSError("no more processes")
+
+    monkeypatch.setattr(forkserver, "start", refuse)
+    autopar.shutdown()
+    pool_costs.warm_in_background(_config.current(), 2, prime=None, after=threading.Event())
+    assert not registry.warming()

@@ -214,7 +214,11 @@ def warm_in_background(
     global _workers_after
     if not processes_start_cleanly(config.start_method):
         return
-    forkserver.start(config.start_method)
+    try:
+        forkserver.start(config.start_method)
+    except Exception as exc:  # (for later calls: never this call's failure; see _warm)
+        log.debug("autopar: starting the forkserver failed: %s", exc)
+        return
     if registry.in_background(lambda: _warm(config, workers, prime, after)):
         _workers_after = after
 
