@@ -207,8 +207,9 @@ def _start_for_later(
     starts now: it boots in a process of its own, which costs this call a spawn. The
     workers start once the call has ended: their start takes this process's GIL many
     times, and beside a call computing in Python it stretched that call 1.2 to 1.6x. The
-    next call then waits only for the workers (see _watched). ``fn``, in its shipping form,
-    is loaded into the new workers too, so that the next call does not pay its load.
+    next call then waits only for the workers (see pool_costs.process_warm). ``fn``, in
+    its shipping form, is loaded into the new workers too, so that the next call does not
+    pay its load.
     """
     n = ASSUMED_LENGTH if plan.n_items is None else plan.n_items
     if plan.kind in ("process", "dask") or overheads.process_start == 0.0:
