@@ -31,14 +31,18 @@ def test_a_segment_is_private_and_read_back_whole():
     assert name not in shared_memory.owned()
 
 
+def _ref(shipped, data):
+    return shipped.ref((data,), len(data))
+
+
 def test_equal_payloads_share_one_segment_and_idle_ones_are_dropped():
     shipped = shared_memory.SharedFunctions()
-    first = shipped.ref(b"a" * 100)
-    assert shipped.ref(b"a" * 100).name == first.name
-    assert shipped.ref(b"b" * 100).name != first.name
+    first = _ref(shipped, b"a" * 100)
+    assert _ref(shipped, b"a" * 100).name == first.name
+    assert _ref(shipped, b"b" * 100).name != first.name
     del first
     for i in range(shared_memory.KEEP_FUNCTIONS + 2):
-        shipped.ref(bytes([i]) * 100)
+        _ref(shipped, bytes([i]) * 100)
     assert len(shipped.names()) == shared_memory.KEEP_FUNCTIONS
     shipped.close()
     assert shipped.names() == []
@@ -46,11 +50,22 @@ def test_equal_payloads_share_one_segment_and_idle_ones_are_dropped():
 
 def test_a_segment_in_use_is_kept_past_the_limit():
     shipped = shared_memory.SharedFunctions()
-    held = shipped.ref(b"held" * 100)
+    held = _ref(shipped, b"held" * 100)
     for i in range(shared_memory.KEEP_FUNCTIONS + 2):
-        shipped.ref(bytes([i]) * 100)
+        _ref(shipped, bytes([i]) * 100)
     assert held.name in shipped.names()
     shipped.close()
+
+
+def test_a_pickle_in_pieces_is_written_whole_and_matched_piece_by_piece():
+    shipped = shared_memory.SharedFunctions()
+    ref = shipped.ref((b"ab", b"cd", b"e"), 5)
+    try:
+        assert shared_memory.read(ref.name, ref.size, bytes) == b"abcde"
+        assert shipped.ref((b"ab", b"cd", b"e"), 5).name == ref.name
+        assert shipped.ref((b"ab", b"cx", b"e"), 5).name != ref.name
+    finally:
+        shipped.close()
 
 
 def test_a_function_ref_pickles_to_its_name_only():

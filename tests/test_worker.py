@@ -197,3 +197,30 @@ def _pickled(fn, start, items, *, star=False, deadline=None):
     )
     assert isinstance(raw, bytes)
     return pickle.loads(raw)
+
+
+def test_a_function_pickled_in_pieces_keeps_a_large_bytes_value_uncopied():
+    import functools
+
+    table = bytes(range(256)) * 4096  # 1 MiB: the pickler writes it apart from its frames
+    fn = functools.partial(helpers.add, table)
+    parts = worker.dump_parts(fn)
+    assert b"".join(parts) == worker.dumps(fn)
+    assert any(part is table for part in parts)
+    assert worker.dump_parts(fn) == parts
+
+
+def test_a_mutable_buffer_in_a_pickle_in_pieces_is_copied_as_it_was():
+    import functools
+
+    table = bytearray(2**20)
+    parts = worker.dump_parts(functools.partial(helpers.add, table))
+    table[0] = 1  # a change after pickling reaches neither the pieces nor their match
+    assert pickle.loads(b"".join(parts)).args[0][0] == 0
+    assert worker.dump_parts(functools.partial(helpers.add, table)) != parts
+
+
+def test_a_closure_pickles_in_pieces_by_value():
+    bias = 3
+    parts = worker.dump_parts(lambda x: x + bias)
+    assert pickle.loads(b"".join(parts))(1) == 4

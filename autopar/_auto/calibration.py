@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .._config import Config, cpu_count
 from .._execute import per_worker, shared_buffers
-from .._execute.worker import dumps
+from .._execute.worker import dump_parts, dumps
 from ..errors import AutoparTimeoutError
 from . import cost_model
 from .cost_model import GIL_FREE_RATE
@@ -451,12 +451,16 @@ def _ship_costs(
     to_ship: Callable[..., Any], example: Optional[Tuple[Any, Any]]
 ) -> Tuple[bool, float, float, float, int]:
     """Whether the function and an example item/result pickle, and what shipping costs:
-    (picklable, seconds in the caller and in a worker per item, seconds to pickle the
-    function, its pickled size)."""
+    (picklable, seconds in the caller and in a worker per item, seconds to ship the
+    function once, its pickled size)."""
     try:
         t0 = time.perf_counter()
-        size = len(dumps(to_ship))
+        size = sum(len(part) for part in dump_parts(to_ship))
         function = time.perf_counter() - t0
+        if size >= BIG_BUFFER:
+            # The pieces hold a large bytes value uncopied (worker.dump_parts): shipping
+            # copies it once, into shared memory, and each new worker copies it out.
+            function += size * _buffer_rates()[0]
         if example is None:
             return True, 0.0, 0.0, function, size
         item_dump, item_load, item_size = _pickle_cost(example[0])

@@ -22,7 +22,7 @@ import os
 import secrets
 import threading
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 PREFIX = "autopar_"
 # A segment is made only while /dev/shm would keep this share of it free afterwards
@@ -233,8 +233,10 @@ class FunctionRef:
 class _Shipped:
     __slots__ = ("data", "name", "users")
 
-    def __init__(self, data: bytes, name: str) -> None:
-        self.data = data  # kept to compare: memcmp is faster than hashing the payload
+    def __init__(self, data: Tuple[bytes, ...], name: str) -> None:
+        # Kept to compare (memcmp is faster than hashing the payload); a large bytes
+        # value the function carries is the function's own object, not a copy.
+        self.data = data
         self.name = name
         self.users: weakref.WeakSet[FunctionRef] = weakref.WeakSet()
 
@@ -243,8 +245,8 @@ class SharedFunctions:
     """The large pickled functions one process pool's workers read from shared memory.
 
     A call pickles its function anew (the function may have changed since: a table
-    mutated in place); when the bytes equal a live segment's, that segment is reused,
-    and workers that loaded it before do not load it again.
+    mutated in place); when the pickle's pieces equal a live segment's, that segment is
+    reused, and workers that loaded it before do not load it again.
     """
 
     def __init__(self) -> None:
@@ -252,15 +254,16 @@ class SharedFunctions:
         self._lock = threading.Lock()
         self._shipped: List[_Shipped] = []
 
-    def ref(self, data: bytes) -> FunctionRef:
-        """A lease on a segment holding ``data``, made or reused."""
+    def ref(self, parts: Tuple[bytes, ...], size: int) -> FunctionRef:
+        """A lease on a segment holding the pickle whose pieces are ``parts`` (``size``
+        bytes in all), made or reused."""
         with self._lock:
-            entry = next((e for e in self._shipped if e.data == data), None)
+            entry = next((e for e in self._shipped if e.data == parts), None)
             if entry is None:
-                entry = _Shipped(data, create(data))
+                entry = _Shipped(parts, create(*parts))
                 self._shipped.insert(0, entry)
                 self._evict()
-            lease = FunctionRef(entry.name, len(data))
+            lease = FunctionRef(entry.name, size)
             entry.users.add(lease)
             return lease
 

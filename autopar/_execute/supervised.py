@@ -150,7 +150,7 @@ class _Supervisor:
             raise AutoparError(unguarded_error(config.start_method))
         assert call.policy is not None and isinstance(call.to_ship, Guarded)
         self.policy = call.policy
-        self.payload = pickle_function(call.to_ship.without_timing(), "in a process")
+        self.payload = b"".join(pickle_function(call.to_ship.without_timing(), "in a process"))
         self.context = forkserver.context(config.start_method)
         self.size = plan.workers
         per_worker = None if plan.n_items is None else -(-plan.n_items // (4 * plan.workers))

@@ -225,6 +225,29 @@ def dumps(obj: Any, keeper: Optional[Keeper] = None) -> bytes:
         return buffer.getvalue()
 
 
+class _Parts(list):  # type: ignore[type-arg]
+    """A pickler's output file that keeps each write as it came."""
+
+    def write(self, data: Any) -> None:
+        # A large bytes value is written as the very object (immutable: safe to keep);
+        # any other buffer may be a view of memory its owner frees or changes: copied.
+        self.append(data if type(data) is bytes else bytes(data))
+
+
+def dump_parts(obj: Any) -> Tuple[bytes, ...]:
+    """``obj`` pickled as dumps() does, as the pieces the pickler wrote. A large bytes
+    value it holds (a table a heavy function carries) is passed on as the very object, so
+    nothing is copied: b"".join() of the pieces is dumps(obj), and two pickles of the
+    same unchanged value compare equal at a memcmp's cost."""
+    parts = _Parts()
+    try:
+        pickle.Pickler(parts, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    except Exception:
+        parts = _Parts()
+        _cloudpickler()(parts, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return tuple(parts)
+
+
 _PICKLER: Any = None  # made on first need; a race makes it twice, and either serves
 
 

@@ -9,7 +9,7 @@ are class attributes, so callers ask "does it pickle?" rather than "is it proces
 from __future__ import annotations
 
 from concurrent.futures import Future
-from typing import Any, Callable, ClassVar, NamedTuple, Optional, Sequence
+from typing import Any, Callable, ClassVar, NamedTuple, Optional, Sequence, Tuple
 
 from ..._config import Config
 from ..worker import ChunkResult
@@ -22,14 +22,15 @@ from ..worker import ChunkResult
 LARGE_FUNCTION = 64 * 1024
 
 
-def pickle_function(fn: Callable[..., Any], where: str) -> bytes:
-    """``fn`` pickled for ``where`` (by reference, else by value with cloudpickle); a
-    PicklingFailedError naming the function when neither works."""
+def pickle_function(fn: Callable[..., Any], where: str) -> Tuple[bytes, ...]:
+    """``fn`` pickled for ``where`` (by reference, else by value with cloudpickle), in
+    the pieces the pickler wrote (see worker.dump_parts: a large bytes value the function
+    carries is not copied); a PicklingFailedError naming the function when neither works."""
     from ...errors import PicklingFailedError
-    from ..worker import dumps, function_name
+    from ..worker import dump_parts, function_name
 
     try:
-        return dumps(fn)
+        return dump_parts(fn)
     except Exception as exc:
         raise PicklingFailedError(
             f"the function {function_name(fn)!r} cannot be pickled to run "

@@ -209,10 +209,10 @@ class DaskBackend(Backend):
         # _live_lock guards _live: several caller threads may submit through this backend.
         self._live_lock = threading.Lock()
         self._live: weakref.WeakSet[_Bridge] = weakref.WeakSet()
-        # Large pickled functions scattered to the cluster, newest first, as (bytes, dask
-        # future); guarded by _live_lock. Equal bytes reuse the future: the workers that
-        # hold it already keep their unpickled copy (worker._functions, by payload).
-        self._scattered: List[Tuple[bytes, Any]] = []
+        # Large pickled functions scattered to the cluster, newest first, as (the pickle's
+        # pieces, dask future); guarded by _live_lock. Equal pieces reuse the future: the
+        # workers that hold it already keep their unpickled copy (worker._functions).
+        self._scattered: List[Tuple[Tuple[bytes, ...], Any]] = []
 
     def replacement(self, config: Config, workers: int) -> Optional[Replacement]:
         if self.client.status != "running":
@@ -222,16 +222,16 @@ class DaskBackend(Backend):
         return None  # any worker count: the cluster, not this object, bounds concurrency
 
     def prepare(self, fn: Callable[..., Any], workers: int = 1) -> Any:
-        payload = pickle_function(fn, "on a dask worker")
-        if len(payload) < LARGE_FUNCTION:
-            return payload
+        parts = pickle_function(fn, "on a dask worker")
+        if sum(len(part) for part in parts) < LARGE_FUNCTION:
+            return b"".join(parts)
         with self._live_lock:
             for data, future in self._scattered:
-                if data == payload:
+                if data == parts:
                     return future
-        future = self.client.scatter(payload, hash=False)
+        future = self.client.scatter(b"".join(parts), hash=False)
         with self._live_lock:
-            self._scattered.insert(0, (payload, future))
+            self._scattered.insert(0, (parts, future))
             del self._scattered[KEEP_FUNCTIONS:]  # (a call still using one holds its future)
         return future
 

@@ -142,10 +142,11 @@ class ProcessBackend(Backend):
         return super().replacement(config, workers)
 
     def prepare(self, fn: Callable[..., Any], workers: int = 1) -> Any:
-        payload = pickle_function(fn, "in a process")
-        if len(payload) < LARGE_FUNCTION:
-            return payload
-        return self._functions.ref(payload)
+        parts = pickle_function(fn, "in a process")
+        size = sum(len(part) for part in parts)
+        if size < LARGE_FUNCTION:
+            return b"".join(parts)
+        return self._functions.ref(parts, size)
 
     def _pack(self, values: List[Any], star: bool) -> Tuple[int, Any]:
         """(the buffer threshold, ``values`` packed for a worker).
