@@ -329,6 +329,38 @@ def test_a_cold_pool_too_slow_for_this_call_starts_for_the_next(monkeypatch):
     assert f.last_plan.kind == "process", f.explain()
 
 
+@pytest.mark.parametrize("items, now", [(30, False), (3000, True)])
+def test_workers_for_later_calls_start_beside_a_call_that_outlasts_their_start(
+    monkeypatch, items, now
+):
+    # 2 ms items of Python code on 2 cores, a cold start of 0.15 s: 30 items (60 ms) end
+    # long before the workers would be up, so they start after the call; 3000 items (6 s)
+    # outlast the start many times over, so they start now and the call's rest can move.
+    from autopar._auto import cost_model, pool_costs
+    from autopar.plan import Plan
+
+    started = []
+
+    def start(config, workers, *, prime, after, now=False):
+        started.append((now, prime))
+        return threading.Event()
+
+    monkeypatch.setattr(pool_costs, "warm_in_background", start)
+    m = cost_model.Measurements(wall=2e-3, cpu=2e-3, samples=8)
+    overheads = cost_model.Overheads(
+        cores=2,
+        thread_dispatch=50e-6,
+        thread_start=100e-6,
+        threads_started=0,
+        process_dispatch=3e-4,
+        process_start=0.15,
+    )
+    plan = Plan("serial", 1, 1, "test", items, predicted={"serial": items * 2e-3})
+    ended, ready = planner._start_for_later(m, _config.Config(), plan, overheads, h.burn)
+    assert ended is not None and started == [(now, None if now else h.burn)]
+    assert (ready is not None) == now
+
+
 @pytest.mark.timeout(120)
 def test_work_that_waits_goes_on_while_a_cold_process_pool_starts(monkeypatch):
     # Processes rarely win for waiting work, so the plan is forced here; the pool start

@@ -92,6 +92,34 @@ def test_a_pool_for_later_calls_starts_its_server_now_and_its_workers_after_the_
         autopar.shutdown()
 
 
+@pytest.mark.timeout(60)
+def test_a_pool_started_beside_a_call_is_cold_to_it_until_its_workers_are_up():
+    # Started now (the call is long enough): the workers start before the call ends, and
+    # the pool is cold to every plan until they are up, then warm though the call runs on.
+    import threading
+    import time
+
+    from autopar._execute import registry
+
+    config = _config.current()
+    autopar.shutdown()
+    ended = threading.Event()
+    ready = pool_costs.warm_in_background(config, 2, prime=None, after=ended, now=True)
+    try:
+        assert ready is not None
+        if not ready.is_set():
+            assert not pool_costs.process_warm(config)
+        assert ready.wait(30) and not ended.is_set()
+        assert registry.peek("process") is not None and pool_costs.process_warm(config)
+        deadline = time.monotonic() + 5
+        while registry.warming() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not registry.warming()
+    finally:
+        ended.set()
+        autopar.shutdown()
+
+
 @pytest.mark.timeout(30)
 def test_shutdown_does_not_wait_for_a_call_that_never_ends():
     # A warm-up waits for its call; an abandoned call (an imap never finished) must not

@@ -27,11 +27,11 @@ def fixed_overheads(monkeypatch):
     monkeypatch.setattr(pool_costs, "current", lambda config, **_: OVERHEADS)
 
 
-def _watch(plan_kind, m, left=1000, workers=1):
+def _watch(plan_kind, m, left=1000, workers=1, pool_ready=None):
     plan = Plan(plan_kind, workers, 1, "test", left)
     from autopar import _config
 
-    return replan.Watch(plan, m, _config.current(), left)
+    return replan.Watch(plan, m, _config.current(), left, pool_ready)
 
 
 def _chunk(items, wall, cpu):
@@ -79,6 +79,36 @@ def test_a_switch_needs_a_clear_margin(fixed_overheads):
     watch = _watch("process", slow, workers=2)
     watch.on_chunk(_chunk(5, wall=0.05, cpu=0.05), 5)  # 10 ms each: processes still
     assert not watch.switching()
+
+
+def test_a_pool_up_beside_the_call_has_its_rest_judged_again_within_the_band(monkeypatch):
+    # Items cost what they were planned on (2 ms computing: serial only while the pool
+    # was cold); once the pool started beside the call is up, the rest moves to it.
+    import threading
+
+    computing = CHEAP._replace(wall=2e-3, cpu=2e-3)
+    cold = OVERHEADS._replace(process_start=10.0)
+    overheads = [cold]
+    monkeypatch.setattr(pool_costs, "current", lambda config, **_: overheads[0])
+    ready = threading.Event()
+    watch = _watch("serial", computing, pool_ready=ready)
+    watch.on_chunk(_chunk(5, wall=0.01, cpu=0.01), 5)
+    assert not watch.switching()  # (within the band, and the pool is not up)
+    ready.set()
+    overheads[0] = OVERHEADS  # up: warm
+    watch.on_chunk(_chunk(5, wall=0.01, cpu=0.01), 5)
+    assert watch.switch is not None and watch.switch.kind == "process"
+    assert watch.switch.n_items == 990 and "started beside this call is up" in watch.why
+
+
+def test_a_pool_up_that_would_not_win_leaves_the_plan_alone(fixed_overheads):
+    import threading
+
+    ready = threading.Event()
+    ready.set()
+    watch = _watch("serial", CHEAP, pool_ready=ready)  # near-free items: serial still
+    watch.on_chunk(_chunk(1000, wall=1e-3, cpu=1e-3), 1000)
+    assert not watch.switching() and watch.pool_ready is None  # (judged once)
 
 
 def test_the_whole_call_is_remembered_beyond_the_band():

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Tuple
 
 from .._config import Config
 from .._execute.backends.serial import SERIAL_CHUNK
@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("autopar")
 
 POLL = 0.001  # seconds between the caller's checks on a pool that is starting
+# Workers for later calls start beside a call predicted to take this many times their
+# start, and the call's rest moves to them once they are up (see _start_for_later).
+BESIDE_CALL = 1.0
 
 
 def start(call: Call, state: FunctionState) -> Iterator[List[Any]]:
@@ -87,12 +90,12 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
         plan = _decide(m, config, n_items, overheads)
         plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
         remember_plan(memory, key, plan)
-        ended = _start_for_later(m, config, plan, overheads, call.to_ship)
+        ended, ready = _start_for_later(m, config, plan, overheads, call.to_ship)
     else:
-        ended = None
+        ended = ready = None
     state.last_plan = plan
     log.debug("autopar: %s: %s", call.name, plan.reason)
-    return _then(_watched(call, state, memory, plan, m), ended)
+    return _then(_watched(call, state, memory, plan, m, pool_ready=ready), ended)
 
 
 def _watched(
@@ -102,9 +105,11 @@ def _watched(
     plan: Plan,
     m: cost_model.Measurements,
     start_index: int = 0,
+    pool_ready: Optional[threading.Event] = None,
 ) -> Iterator[List[Any]]:
     """Run the call's items from ``start_index`` on ``plan``, re-planning the rest when
-    they cost far from ``m``; the whole call's cost is remembered for later calls."""
+    they cost far from ``m``, or once ``pool_ready`` (a pool starting beside the call) is
+    set; the whole call's cost is remembered for later calls."""
     config = call.config
 
     def replanned(new: Plan) -> None:
@@ -127,6 +132,7 @@ def _watched(
         plan,
         m,
         start_index=start_index,
+        pool_ready=pool_ready,
         on_replan=replanned,
         on_end=ended,
         settle=settle,
@@ -198,31 +204,40 @@ def _start_for_later(
     plan: Plan,
     overheads: cost_model.Overheads,
     fn: Callable[..., Any],
-) -> Optional[threading.Event]:
+) -> Tuple[Optional[threading.Event], Optional[threading.Event]]:
     """Start the process pool in the background, if a warm one would win a call like this
-    one and a cold one does not; return the event to set once this call has ended (None:
-    nothing started).
+    one and a cold one does not. Return the event to set once this call has ended (None:
+    nothing started) and, where the workers start beside this call, the event that says
+    they are up (the call then moves its rest to them if that finishes sooner).
 
-    The start comes in two steps. The process that forks the workers (the forkserver)
-    starts now: it boots in a process of its own, which costs this call a spawn. The
-    workers start once the call has ended: their start takes this process's GIL many
-    times, and beside a call computing in Python it stretched that call 1.2 to 1.6x. The
-    next call then waits only for the workers (see pool_costs.process_warm). ``fn``, in
-    its shipping form, is loaded into the new workers too, so that the next call does not
-    pay its load.
+    The process that forks the workers (the forkserver) starts now: it boots in a process
+    of its own, which costs this call a spawn. The workers' start takes this process's GIL
+    many times, and beside a call computing in Python it stretched that call 1.2 to 1.6x,
+    so they start once the call has ended, unless the call will outlast their start
+    BESIDE_CALL times over by the plan's prediction; then they start now, and the call's
+    rest can move to them. A later call waits only for the workers (see
+    pool_costs.process_warm). ``fn``, in its shipping form, is loaded into workers
+    started after the call, so that the next call does not pay its load (beside the call,
+    that pickling would hold the GIL, and the call ships it itself if it moves).
     """
     n = ASSUMED_LENGTH if plan.n_items is None else plan.n_items
     if plan.kind in ("process", "dask") or overheads.process_start == 0.0:
-        return None
+        return None, None
     if n * m.wall <= overheads.process_dispatch:
-        return None  # one round trip to a warm pool costs more than the whole call
+        return None, None  # one round trip to a warm pool costs more than the whole call
     warm = cost_model.decide(m, overheads._replace(process_start=0.0), n)
     if warm.kind != "process":
-        return None
-    log.debug("autopar: starting the process pool for later calls")
+        return None, None
+    cold_load = overheads.process_start + m.ship_function + m.setup_process
+    now = plan.predicted.get(plan.kind, 0.0) >= BESIDE_CALL * cold_load
+    log.debug("autopar: starting the process pool for later calls%s", " now" if now else "")
     ended = threading.Event()
-    pool_costs.warm_in_background(config, warm.workers, prime=fn, after=ended)
-    return ended
+    ready = pool_costs.warm_in_background(
+        config, warm.workers, prime=None if now else fn, after=ended, now=now
+    )
+    if ready is None:
+        return None, None
+    return ended, ready if now else None
 
 
 def _then(chunks: Iterator[List[Any]], ended: Optional[threading.Event]) -> Iterator[List[Any]]:
@@ -350,6 +365,7 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
     t0 = time.perf_counter()
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
     ended: Optional[threading.Event] = None
+    ready: Optional[threading.Event] = None
     try:
         calibration = Calibration(probe, config, deadline)
         if deadline is None:
@@ -361,7 +377,7 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
         # With nothing left, the plan shown (and used next time) is for the whole call.
         overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
         plan = _decide(m, config, remaining or n_items, overheads, n_items or ASSUMED_LENGTH)
-        ended = _start_for_later(
+        ended, ready = _start_for_later(
             m, config, dataclasses.replace(plan, n_items=n_items), overheads, call.to_ship
         )
         # (The probe pauses once the costs are known: items left, not items running,
@@ -393,7 +409,7 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
     rest: Optional[Iterator[List[Any]]] = None
     if not finished and probe.failure is None and probe.input_error is None:
         the_rest = call._replace(config=config, items=iterator)
-        rest = _watched(the_rest, state, memory, plan, m, start_index=boundary)
+        rest = _watched(the_rest, state, memory, plan, m, start_index=boundary, pool_ready=ready)
     return _then(_merge(probe, boundary, rest, call.ordered), ended)
 
 

@@ -202,49 +202,63 @@ def warm_in_background(
     *,
     prime: Optional[Callable[..., Any]],
     after: threading.Event,
-) -> None:
-    """Start the process pool for later calls, where that is safe: the process its
-    workers fork from (if any: see autopar._execute.forkserver) now, and the workers on a
-    daemon thread once ``after`` is set (the end of the call that asked), loading
-    ``prime`` (the function in its shipping form) into them.
+    now: bool = False,
+) -> Optional[threading.Event]:
+    """Start the process pool for later calls, where that is safe; return an event set
+    once its workers are up (None: nothing started).
+
+    The process the workers fork from (if any: see autopar._execute.forkserver) starts
+    at once. The workers start on a daemon thread, once ``after`` is set (the end of the
+    call that asked), or at once if ``now``, and load ``prime`` (the function in its
+    shipping form). Either way the pool is cold to that call until the workers are up
+    (see process_warm), and warm to every other call meanwhile.
 
     (Not recorded as the cold start: work running in the caller meanwhile stretches it.
     Where a worker would run the program again, auto leaves processes out anyway.)
     """
-    global _workers_after
+    global _workers_after, _workers_ready
     if not processes_start_cleanly(config.start_method):
-        return
+        return None
     try:
         forkserver.start(config.start_method)
     except Exception as exc:  # (for later calls: never this call's failure; see _warm)
         log.debug("autopar: starting the forkserver failed: %s", exc)
-        return
-    if registry.in_background(lambda: _warm(config, workers, prime, after)):
-        _workers_after = after
+        return None
+    ready = threading.Event()
+    go = None if now else after
+    if not registry.in_background(lambda: _warm(config, workers, prime, go, ready)):
+        return None
+    _workers_after, _workers_ready = after, ready
+    return ready
 
 
-# What the workers of the pool starting in the background wait for: until it is set, that
-# pool is cold to every plan (the call that started it must not wait for it).
+# The call that started the pool now starting in the background, and whether its workers
+# are up: until they are, or until that call ends, the pool is cold to every plan (the call
+# that started it goes on without it, rather than wait).
 _workers_after: Optional[threading.Event] = None
+_workers_ready = threading.Event()
 
 
 def _warm(
     config: Config,
     workers: int,
     prime: Optional[Callable[..., Any]],
-    after: threading.Event,
+    after: Optional[threading.Event],
+    ready: threading.Event,
 ) -> None:
     # (The interpreter's switch interval is left as it is: lowered to 0.5 ms for the
     # start, it slowed a thread computing in Python beside it by 10 to 35%, against 5% at
     # the default, for a start 30% sooner.)
-    if not registry.wait_until(after):
-        return
     try:
+        if after is not None and not registry.wait_until(after):
+            return
         warm_process_pool(config, workers, record_start=False)
         if prime is not None:
             _load_function(config, workers, prime)
     except Exception as exc:  # a call that uses the pool will meet the cause and report it
         log.debug("autopar: warming the process pool failed: %s", exc)
+    finally:
+        ready.set()
 
 
 def _load_function(config: Config, workers: int, fn: Callable[..., Any]) -> None:
@@ -265,11 +279,12 @@ def process_warm(config: Config) -> bool:
     """Whether a process pool fit for ``config`` is running, or starting in the background
     (a call planned on it waits for its workers, its GIL free meanwhile, which lets the
     start finish sooner than beside a call whose items hold the GIL)."""
+    after = _workers_after
+    if after is not None and not after.is_set() and not _workers_ready.is_set():
+        return False  # starting for a call that is still running: see warm_in_background
     backend = registry.peek("process")
     if backend is None:
-        # (Started in the background, between its server and its workers: see _warm.)
-        after = _workers_after
-        return registry.warming() and (after is None or after.is_set())
+        return registry.warming()  # (between the server's start and the workers')
     return backend.replacement(config, 1) is None
 
 

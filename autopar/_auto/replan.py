@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from typing import Any, Callable, Iterator, List, Optional
 
 from .._config import Config
@@ -58,8 +59,12 @@ class Watch:
         m: cost_model.Measurements,
         config: Config,
         left: Optional[int],
+        pool_ready: Optional[threading.Event] = None,
     ) -> None:
         self.plan, self.m, self.config = plan, m, config
+        # Set once a process pool starting beside this call is up: the plan is judged
+        # again then, whatever the costs (it was made with that pool cold).
+        self.pool_ready = pool_ready
         self.planned_wall, self.plan_share = m.wall, m.cpu_fraction  # what it was made on
         self.left = left  # items not yet run when this plan started (None: unknown)
         self.switch: Optional[Plan] = None
@@ -95,11 +100,19 @@ class Watch:
         self._items += done
         self._wall += wall
         self._cpu += cpu
-        if self.switch is None and self._wall >= MIN_OBSERVED:
+        if self.switch is not None:
+            return
+        if self.pool_ready is not None and self.pool_ready.is_set():
+            self.pool_ready = None
+            self._judge(pool_up=True)
+        elif self._wall >= MIN_OBSERVED:
             self._judge()
 
-    def _judge(self) -> None:
-        wall, cpu = self._wall / self._items, self._cpu / self._items
+    def _judge(self, pool_up: bool = False) -> None:
+        if self._items:
+            wall, cpu = self._wall / self._items, self._cpu / self._items
+        else:
+            wall, cpu = self.m.wall, self.m.cpu
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
         ratio = wall / max(self.m.wall, 1e-9)
         # Waiting taken for computing (or the reverse) changes the best kind as surely as
@@ -114,7 +127,7 @@ class Watch:
         crossed = abs(share - self.m.cpu_fraction) > SHARE_CHANGE and (
             (share < waits_under) if not was_waiting else (share >= 0.5)
         )
-        if 1 / BAND <= ratio <= BAND and not crossed:
+        if 1 / BAND <= ratio <= BAND and not crossed and not pool_up:
             return
         seen = self.m._replace(wall=max(wall, 1e-9), cpu=cpu)
         left = (ASSUMED_LENGTH if self.left is None else self.left) - self.done
@@ -135,6 +148,8 @@ class Watch:
             f"items cost {wall / max(self.planned_wall, 1e-9):.1f}x what the "
             f"{self.plan.kind} plan was made on{share_note}"
         )
+        if pool_up:
+            self.why = "the process pool started beside this call is up"
         log.debug("autopar: %s: %s for the %d items left", self.why, again.kind, left)
         self.switch = again
 
@@ -153,6 +168,7 @@ def run_watched(
     m: cost_model.Measurements,
     *,
     start_index: int = 0,
+    pool_ready: Optional[threading.Event] = None,
     on_replan: Callable[[Plan], None],
     on_end: Optional[Callable[[List[Watch]], None]] = None,
     settle: Callable[[Plan], Plan] = lambda plan: plan,
@@ -160,13 +176,14 @@ def run_watched(
     """Run ``call.items`` from ``start_index`` on ``plan``, re-planning the rest whenever
     a :class:`Watch` says so. ``on_replan(plan)`` is told each new plan; ``on_end`` gets
     every plan's Watch once the call ran to its end; ``settle`` applies the user's
-    explicit settings to a plan the model made."""
+    explicit settings to a plan the model made; ``pool_ready``, set once a process pool
+    starting beside the call is up, has the plan judged again then."""
     items = iter(call.items)
     part = call._replace(items=items)
     index, watches = start_index, []
     while True:
         left = None if call.n_items is None else call.n_items - index
-        watch = Watch(plan, m, call.config, left)
+        watch = Watch(plan, m, call.config, left, pool_ready)
         watches.append(watch)
         if plan.kind == "serial" and call.config.chunksize is None:
             # Chunks that start at one item and double while under a few milliseconds
@@ -184,7 +201,7 @@ def run_watched(
             yield chunk
         if watch.switch is None:
             break
-        m = watch.m
+        m, pool_ready = watch.m, watch.pool_ready
         plan = settle(
             dataclasses.replace(
                 watch.switch,
