@@ -357,7 +357,7 @@ def test_workers_for_later_calls_start_beside_a_call_that_outlasts_their_start(
     )
     plan = Plan("serial", 1, 1, "test", items, predicted={"serial": items * 2e-3})
     ended, ready = planner._start_for_later(m, _config.Config(), plan, overheads, h.burn)
-    assert ended is not None and started == [(now, None if now else h.burn)]
+    assert ended is not None and started == [(now, h.burn)]
     assert (ready is not None) == now
 
 
