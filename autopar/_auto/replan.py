@@ -63,7 +63,10 @@ class Watch:
     ) -> None:
         self.plan, self.m, self.config = plan, m, config
         # Set once a process pool starting beside this call is up: the plan is judged
-        # again then, whatever the costs (it was made with that pool cold).
+        # again then, whatever the costs (it was made with that pool cold). The new
+        # workers' per-worker builds go unpriced, as on any warm pool: every process call
+        # owes them once, and this pool started because later calls want it (priced, they
+        # moved the cost to the next call: docs/how-auto-decides.md).
         self.pool_ready = pool_ready
         self.planned_wall, self.plan_share = m.wall, m.cpu_fraction  # what it was made on
         self.left = left  # items not yet run when this plan started (None: unknown)
