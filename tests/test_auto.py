@@ -305,7 +305,8 @@ def test_serial_fast_path_notices_when_items_turn_costly():
 @pytest.mark.timeout(120)
 def test_a_cold_pool_too_slow_for_this_call_starts_for_the_next(monkeypatch):
     # ~60 ms of Python code: a warm pool halves it, a cold start (0.15 s or more) does not
-    # pay. This call runs without it; the pool starts in the background for the next.
+    # pay. These calls run without it until what they missed pays for a start; the pool
+    # then starts in the background, and a later call runs on it.
     import autopar
     from autopar._auto import pool_costs
     from autopar._execute import registry
@@ -316,11 +317,17 @@ def test_a_cold_pool_too_slow_for_this_call_starts_for_the_next(monkeypatch):
     monkeypatch.setitem(pool_costs._measured, "process_dispatch", 3e-4)
     monkeypatch.setitem(pool_costs._measured, "process_worker_start", 4e-3)
     monkeypatch.setitem(pool_costs._measured, "process_handoff", 7e-5)
+    monkeypatch.setattr(pool_costs, "_owed", [0.0])
     f = parallel(h.burn)
     items = [2] * 30
     f.map(items)
     assert f.last_plan.kind == "serial", f.explain()
     assert "starting one" in f.last_plan.reason, f.explain()
+    assert not registry.warming() and registry.peek("process") is None
+    for _ in range(20):  # (each saves about 30 ms of the start's 150 ms)
+        f.map(items)
+        if registry.warming() or registry.peek("process") is not None:
+            break
     deadline = time.monotonic() + 60
     while registry.warming() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -329,23 +336,23 @@ def test_a_cold_pool_too_slow_for_this_call_starts_for_the_next(monkeypatch):
     assert f.last_plan.kind == "process", f.explain()
 
 
-@pytest.mark.parametrize("items, now", [(30, False), (3000, True)])
-def test_workers_for_later_calls_start_beside_a_call_that_outlasts_their_start(
-    monkeypatch, items, now
-):
-    # 2 ms items of Python code on 2 cores, a cold start of 0.15 s: 30 items (60 ms) end
-    # long before the workers would be up, so they start after the call; 3000 items (6 s)
-    # outlast the start many times over, so they start now and the call's rest can move.
+def _start_decisions(monkeypatch, items, calls):
+    """What _start_for_later does over ``calls`` alike calls of ``items`` 2 ms items of
+    Python code, 2 cores, a cold start of 0.15 s: (now, prime) per start, and the result
+    of each call."""
     from autopar._auto import cost_model, pool_costs
     from autopar.plan import Plan
 
     started = []
+    ready = threading.Event()  # (never set: the pool stays starting)
 
     def start(config, workers, *, prime, after, now=False):
         started.append((now, prime))
-        return threading.Event()
+        return ready
 
     monkeypatch.setattr(pool_costs, "warm_in_background", start)
+    monkeypatch.setattr(pool_costs, "starting", lambda: ready if started else None)
+    monkeypatch.setattr(pool_costs, "_owed", [0.0])
     m = cost_model.Measurements(wall=2e-3, cpu=2e-3, samples=8)
     overheads = cost_model.Overheads(
         cores=2,
@@ -356,9 +363,31 @@ def test_workers_for_later_calls_start_beside_a_call_that_outlasts_their_start(
         process_start=0.15,
     )
     plan = Plan("serial", 1, 1, "test", items, predicted={"serial": items * 2e-3})
-    ended, ready = planner._start_for_later(m, _config.Config(), plan, overheads, h.burn)
-    assert ended is not None and started == [(now, h.burn)]
-    assert (ready is not None) == now
+    returned = [
+        planner._start_for_later(m, _config.Config(), plan, overheads, h.burn) for _ in range(calls)
+    ]
+    return started, returned
+
+
+def test_workers_for_later_calls_start_beside_a_call_that_outlasts_their_start(monkeypatch):
+    # 3000 items (6 s) outlast the start many times over: it starts now, and the call's
+    # rest can move to the pool once its workers are up.
+    started, returned = _start_decisions(monkeypatch, 3000, 1)
+    assert started == [(True, h.burn)]
+    ended, ready = returned[0]
+    assert ended is not None and ready is not None
+
+
+def test_short_calls_start_the_pool_once_their_missed_savings_pay_for_it(monkeypatch):
+    # 30 items (60 ms, about 30 ms on a warm pool of 2): one call saves a fifth of the
+    # 0.15 s start, so the pool starts, after its call, at the fifth or sixth such call.
+    started, returned = _start_decisions(monkeypatch, 30, 8)
+    assert started == [(False, h.burn)]
+    first = next(i for i, (ended, _) in enumerate(returned) if ended is not None)
+    assert 3 <= first <= 6, first
+    assert all(ready is None for _, ready in returned[:first])
+    # The calls after it meet the pool starting: they go on, and move once it is up.
+    assert all(ended is None and ready is not None for ended, ready in returned[first + 1 :])
 
 
 @pytest.mark.timeout(120)
@@ -428,10 +457,15 @@ with open(sys.argv[1], "a") as log:  # top-level code: counts how often it runs
 def main():
     f = parallel(h.burn)
     f.map([2] * 30)  # ~60 ms of Python code: a warm pool would win, a cold one not
+    first = f.last_plan.kind
+    for _ in range(20):  # (the pool starts once the calls missed what it costs: ~5)
+        if multiprocessing.active_children():
+            break
+        f.map([2] * 30)
     deadline = time.monotonic() + float(sys.argv[2])
     while not multiprocessing.active_children() and time.monotonic() < deadline:
         time.sleep(0.05)
-    print(f.last_plan.kind, len(multiprocessing.active_children()) > 0)
+    print(first, len(multiprocessing.active_children()) > 0)
 """
 
 
@@ -451,7 +485,7 @@ def test_a_pool_starts_on_spec_only_where_workers_would_not_rerun_the_script(tmp
     env = {"AUTOPAR_START_METHOD": "forkserver"}
     proc = run_file(script, args=(str(log), wait), env=env)
     assert proc.returncode == 0, proc.stderr
-    # The call itself stays off processes (a cold pool would not pay); serial or threads
+    # The first call stays off processes (a cold pool would not pay); serial or threads
     # for its GIL-bound items is a close call that a noisy thread test can tip, and is
     # not what this test is about.
     kind, started = proc.stdout.split()

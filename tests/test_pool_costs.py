@@ -63,32 +63,47 @@ def test_a_pool_warmed_in_the_background_records_no_costs(monkeypatch):
 
 
 @pytest.mark.timeout(60)
-def test_a_pool_for_later_calls_starts_its_server_now_and_its_workers_after_the_call():
-    # The call that asked must not wait for the pool: until it ends, the pool is cold to
-    # every plan; the server its workers fork from is already up (forkserver).
+def test_a_pool_for_later_calls_starts_whole_after_the_call_and_is_cold_until_up(monkeypatch):
+    # Nothing of it starts beside the call that asked (not even the server its workers
+    # fork from); once that call ends it starts, and it is cold to every plan until its
+    # workers are up: a call meanwhile goes on without it and watches for it.
     import threading
     import time
-    from multiprocessing import forkserver
 
-    from autopar._execute import registry
+    from autopar._execute import forkserver, registry
 
+    servers = []
+    start_server = forkserver.start
+    monkeypatch.setattr(forkserver, "start", lambda m: (servers.append(m), start_server(m)))
     config = _config.current()
     autopar.shutdown()
     ended = threading.Event()
-    pool_costs.warm_in_background(config, 2, prime=helpers.square, after=ended)
+    ready = pool_costs.warm_in_background(config, 2, prime=helpers.square, after=ended)
     try:
-        if config.start_method == "forkserver":
-            assert forkserver._forkserver._forkserver_pid is not None
+        assert ready is not None and pool_costs.starting() is ready
         time.sleep(0.2)
-        assert registry.peek("process") is None and not pool_costs.process_warm(config)
+        assert servers == [] and registry.peek("process") is None
+        assert not pool_costs.process_warm(config)
         ended.set()
-        assert pool_costs.process_warm(config)  # starting now: a call would wait for it
-        deadline = time.monotonic() + 30
-        while registry.warming() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert registry.peek("process") is not None and pool_costs.process_warm(config)
+        assert ready.wait(30)
+        assert pool_costs.process_warm(config) and pool_costs.starting() is None
     finally:
         ended.set()
+        autopar.shutdown()
+
+
+def test_what_calls_missed_adds_up_until_a_pool_starts(monkeypatch):
+    import threading
+
+    monkeypatch.setattr(pool_costs, "_owed", [0.0])
+    assert pool_costs.owe(0.03) == pytest.approx(0.03)
+    assert pool_costs.owe(-1.0) == pytest.approx(0.03)  # (a call that lost nothing)
+    assert pool_costs.owe(0.05) == pytest.approx(0.08)
+    never = threading.Event()
+    assert pool_costs.warm_in_background(_config.current(), 2, prime=None, after=never)
+    try:
+        assert pool_costs.owe(0.0) == 0.0
+    finally:
         autopar.shutdown()
 
 
@@ -151,5 +166,12 @@ def test_a_pool_for_later_calls_that_cannot_start_does_not_fail_the_call(monkeyp
 
     monkeypatch.setattr(forkserver, "start", refuse)
     autopar.shutdown()
-    pool_costs.warm_in_background(_config.current(), 2, prime=None, after=threading.Event())
-    assert not registry.warming()
+    config = _config.current()
+    ready = pool_costs.warm_in_background(config, 2, prime=None, after=threading.Event(), now=True)
+    assert ready is None and not registry.warming()
+    ended = threading.Event()  # (after the call: on its thread, which logs and gives up)
+    ready = pool_costs.warm_in_background(config, 2, prime=None, after=ended)
+    ended.set()
+    if ready is not None:
+        assert ready.wait(30)
+    assert registry.peek("process") is None and not pool_costs.process_warm(config)

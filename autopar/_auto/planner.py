@@ -90,9 +90,8 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
         plan = _decide(m, config, n_items, overheads)
         plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
         remember_plan(memory, key, plan)
-        ended, ready = _start_for_later(m, config, plan, overheads, call.to_ship)
-    else:
-        ended = ready = None
+    # (Every call counts toward a start for later calls, a remembered plan's too.)
+    ended, ready = _start_for_later(m, config, plan, overheads, call.to_ship)
     state.last_plan = plan
     log.debug("autopar: %s: %s", call.name, plan.reason)
     return _then(_watched(call, state, memory, plan, m, pool_ready=ready), ended)
@@ -207,36 +206,45 @@ def _start_for_later(
 ) -> Tuple[Optional[threading.Event], Optional[threading.Event]]:
     """Start the process pool in the background, if a warm one would win a call like this
     one and a cold one does not. Return the event to set once this call has ended (None:
-    nothing started) and, where the workers start beside this call, the event that says
-    they are up (the call then moves its rest to them if that finishes sooner).
+    nothing started) and the event set once the workers are up: the call moves its rest
+    to them then, if that finishes sooner.
 
-    The process that forks the workers (the forkserver) starts now: it boots in a process
-    of its own, which costs this call a spawn. The workers' start takes this process's GIL
-    many times, and beside a call computing in Python it stretched that call 1.2 to 1.6x,
-    so they start once the call has ended, unless the call will outlast their start
-    BESIDE_CALL times over by the plan's prediction; then they start now, and the call's
-    rest can move to them. A later call waits only for the workers (see
-    pool_costs.process_warm). ``fn``, in its shipping form, is loaded into the new
-    workers too: a large function's segment is written by a system call that leaves the
-    GIL free (worker.dump_parts copies nothing), and its first writing into fresh memory
-    took 62 ms for 50 MiB: done here, no call waits for it.
+    A call predicted to outlast the start BESIDE_CALL times over starts it at once: its
+    own rest gains from it. The server the workers fork from boots in a process of its
+    own, which costs the call a spawn. A shorter call starts it only once a warm pool
+    would have saved, over the calls that ran without it, what its start costs
+    (pool_costs.owe), and then after its end: beside a call computing in Python the
+    server's boot and the workers' start (which takes this process's GIL many times)
+    stretched it 1.2 to 1.6x, and a short call 3x (sha256 of 2,000 small files, 2 cores).
+
+    ``fn``, in its shipping form, is loaded into the new workers too: a large function's
+    segment is written by a system call that leaves the GIL free (worker.dump_parts
+    copies nothing), and its first writing into fresh memory took 62 ms for 50 MiB: done
+    there, no call waits for it.
     """
     n = ASSUMED_LENGTH if plan.n_items is None else plan.n_items
     if plan.kind in ("process", "dask") or overheads.process_start == 0.0:
         return None, None
+    if pool_costs.starting() is not None:
+        return None, pool_costs.starting()
     if n * m.wall <= overheads.process_dispatch:
         return None, None  # one round trip to a warm pool costs more than the whole call
     warm = cost_model.decide(m, overheads._replace(process_start=0.0), n)
     if warm.kind != "process":
         return None, None
     cold_load = overheads.process_start + m.ship_function + m.setup_process
-    now = plan.predicted.get(plan.kind, 0.0) >= BESIDE_CALL * cold_load
+    took = plan.predicted.get(plan.kind, 0.0)
+    now = took >= BESIDE_CALL * cold_load
+    owed = pool_costs.owe(took - warm.predicted["process"])
+    if not now and owed < cold_load:
+        log.debug("autopar: a warm process pool would have saved %.3f s so far", owed)
+        return None, None
     log.debug("autopar: starting the process pool for later calls%s", " now" if now else "")
     ended = threading.Event()
     ready = pool_costs.warm_in_background(config, warm.workers, prime=fn, after=ended, now=now)
     if ready is None:
         return None, None
-    return ended, ready if now else None
+    return ended, ready
 
 
 def _then(chunks: Iterator[List[Any]], ended: Optional[threading.Event]) -> Iterator[List[Any]]:

@@ -3,6 +3,9 @@
 Thread costs are measured on first need (about a millisecond). A process pool's cold
 start is measured the first time one starts (autopar warms it with no-op tasks and times
 that); until then a prior is used, and ``python -m autopar info`` measures it on demand.
+
+It also starts a process pool in the background for later calls (warm_in_background),
+and keeps what calls missed for the want of one (owe), which says when to.
 """
 
 from __future__ import annotations
@@ -207,36 +210,64 @@ def warm_in_background(
     """Start the process pool for later calls, where that is safe; return an event set
     once its workers are up (None: nothing started).
 
-    The process the workers fork from (if any: see autopar._execute.forkserver) starts
-    at once. The workers start on a daemon thread, once ``after`` is set (the end of the
-    call that asked), or at once if ``now``, and load ``prime`` (the function in its
-    shipping form). Either way the pool is cold to that call until the workers are up
-    (see process_warm), and warm to every other call meanwhile.
+    With ``now``, the process the workers fork from (if any: see
+    autopar._execute.forkserver) starts at once and the workers on a daemon thread
+    beside the call that asked; otherwise both start on that thread once ``after`` is set
+    (the end of that call). The workers load ``prime`` (the function in its shipping
+    form). Until they are up the pool is cold to every plan: a call goes on without it,
+    and moves its rest to it once it is up (see starting).
 
     (Not recorded as the cold start: work running in the caller meanwhile stretches it.
     Where a worker would run the program again, auto leaves processes out anyway.)
     """
-    global _workers_after, _workers_ready
+    global _workers_ready
     if not processes_start_cleanly(config.start_method):
         return None
-    try:
-        forkserver.start(config.start_method)
-    except Exception as exc:  # (for later calls: never this call's failure; see _warm)
-        log.debug("autopar: starting the forkserver failed: %s", exc)
-        return None
+    if now:
+        try:
+            forkserver.start(config.start_method)
+        except Exception as exc:  # (for later calls: never this call's failure; see _warm)
+            log.debug("autopar: starting the forkserver failed: %s", exc)
+            return None
     ready = threading.Event()
     go = None if now else after
     if not registry.in_background(lambda: _warm(config, workers, prime, go, ready)):
         return None
-    _workers_after, _workers_ready = after, ready
+    _workers_ready = ready
+    with _lock:
+        _owed[0] = 0.0
     return ready
 
 
-# The call that started the pool now starting in the background, and whether its workers
-# are up: until they are, or until that call ends, the pool is cold to every plan (the call
-# that started it goes on without it, rather than wait).
-_workers_after: Optional[threading.Event] = None
+# Set once the workers of the pool starting in the background are up (see starting).
 _workers_ready = threading.Event()
+_workers_ready.set()
+
+
+def starting() -> Optional[threading.Event]:
+    """The event set once the process pool starting in the background is up; None if
+    none is starting. Until then that pool is cold to every plan (process_warm)."""
+    ready = _workers_ready
+    return None if ready.is_set() or not registry.warming() else ready
+
+
+# What calls so far would have saved on a warm process pool that none started, in
+# predicted seconds since the last start (guarded by _lock): see owe().
+_owed = [0.0]
+
+
+def owe(seconds: float) -> float:
+    """Add what a call would have saved on a warm process pool; return the sum so far.
+
+    A pool is started for later calls once that sum reaches what starting it costs, as a
+    skier buys skis once the rents paid would have bought them: whatever calls follow,
+    starting then costs at most twice what the best choice made in hindsight would have
+    (the rents, plus one start), where starting at the first such call can cost a start
+    that no later call repays.
+    """
+    with _lock:
+        _owed[0] += max(0.0, seconds)
+        return _owed[0]
 
 
 def _warm(
@@ -250,8 +281,10 @@ def _warm(
     # start, it slowed a thread computing in Python beside it by 10 to 35%, against 5% at
     # the default, for a start 30% sooner.)
     try:
-        if after is not None and not registry.wait_until(after):
-            return
+        if after is not None:
+            if not registry.wait_until(after):
+                return
+            forkserver.start(config.start_method)
         warm_process_pool(config, workers, record_start=False)
         if prime is not None:
             _load_function(config, workers, prime)
@@ -276,16 +309,12 @@ def _load_function(config: Config, workers: int, fn: Callable[..., Any]) -> None
 
 
 def process_warm(config: Config) -> bool:
-    """Whether a process pool fit for ``config`` is running, or starting in the background
-    (a call planned on it waits for its workers, its GIL free meanwhile, which lets the
-    start finish sooner than beside a call whose items hold the GIL)."""
-    after = _workers_after
-    if after is not None and not after.is_set() and not _workers_ready.is_set():
-        return False  # starting for a call that is still running: see warm_in_background
+    """Whether a process pool fit for ``config`` is running, its workers up (one starting
+    in the background is cold to every plan until then: see starting)."""
+    if starting() is not None:
+        return False
     backend = registry.peek("process")
-    if backend is None:
-        return registry.warming()  # (between the server's start and the workers')
-    return backend.replacement(config, 1) is None
+    return backend is not None and backend.replacement(config, 1) is None
 
 
 def cluster_costs(config: Config) -> Tuple[int, float]:
