@@ -98,7 +98,7 @@ def test_a_pool_up_beside_the_call_has_its_rest_judged_again_within_the_band(mon
     overheads[0] = OVERHEADS  # up: warm
     watch.on_chunk(_chunk(5, wall=0.01, cpu=0.01), 5)
     assert watch.switch is not None and watch.switch.kind == "process"
-    assert watch.switch.n_items == 990 and "started beside this call is up" in watch.why
+    assert watch.switch.n_items == 990 and "starting in the background is up" in watch.why
 
 
 def test_a_pool_up_that_would_not_win_leaves_the_plan_alone(fixed_overheads):

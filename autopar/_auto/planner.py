@@ -107,8 +107,8 @@ def _watched(
     pool_ready: Optional[threading.Event] = None,
 ) -> Iterator[List[Any]]:
     """Run the call's items from ``start_index`` on ``plan``, re-planning the rest when
-    they cost far from ``m``, or once ``pool_ready`` (a pool starting beside the call) is
-    set; the whole call's cost is remembered for later calls."""
+    they cost far from ``m``, or once ``pool_ready`` (set when a process pool starting in
+    the background is up) is set; the whole call's cost is remembered for later calls."""
     config = call.config
 
     def replanned(new: Plan) -> None:

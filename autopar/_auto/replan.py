@@ -2,7 +2,8 @@
 
     plan -> execute(plan, rest, on_chunk=watch, stop_after=watch.switching)
               each chunk's timing -> Watch: the recent per-item cost, far outside the
-              band around what the plan was made on? -> decide again for the items left
+              band around what the plan was made on (or a process pool starting in
+              the background now up)? -> decide again for the items left
               -> another kind finishes them sooner by SWITCH_MARGIN: stop handing out
                  chunks; those out come back; the rest runs on the new plan
          -> the call ends: the whole call's cost is what later calls remember
@@ -62,7 +63,7 @@ class Watch:
         pool_ready: Optional[threading.Event] = None,
     ) -> None:
         self.plan, self.m, self.config = plan, m, config
-        # Set once a process pool starting beside this call is up: the plan is judged
+        # Set once a process pool starting in the background is up: the plan is judged
         # again then, whatever the costs (it was made with that pool cold). The new
         # workers' per-worker builds go unpriced, as on any warm pool: every process call
         # owes them once, and this pool started because later calls want it (priced, they
@@ -152,7 +153,7 @@ class Watch:
             f"{self.plan.kind} plan was made on{share_note}"
         )
         if pool_up:
-            self.why = "the process pool started beside this call is up"
+            self.why = "the process pool starting in the background is up"
         log.debug("autopar: %s: %s for the %d items left", self.why, again.kind, left)
         self.switch = again
 
@@ -180,7 +181,7 @@ def run_watched(
     a :class:`Watch` says so. ``on_replan(plan)`` is told each new plan; ``on_end`` gets
     every plan's Watch once the call ran to its end; ``settle`` applies the user's
     explicit settings to a plan the model made; ``pool_ready``, set once a process pool
-    starting beside the call is up, has the plan judged again then."""
+    starting in the background is up, has the plan judged again then."""
     items = iter(call.items)
     part = call._replace(items=items)
     index, watches = start_index, []
