@@ -161,6 +161,11 @@ def test_serial_reasons_name_what_each_other_kind_lost_to():
         "shipping an item to a process costs more than running it"
     )
     assert decide(gil_bound, WARM, 1).reason == "one item: nothing to run beside it"
+    # Items cheaper than any hand-off, but enough of them to fill chunks that a running
+    # pool would gain from: the pool's start is what loses, not the hand-off.
+    cheap_many = decide(items(25e-6, 25e-6), MACHINE._replace(process_start=0.15), 2000)
+    assert cheap_many.kind == "serial" and "cheap" not in cheap_many.reason
+    assert "a running process pool would win" in cheap_many.reason
     assert decide(gil_bound, WARM, 500, allowed=["serial"]).reason == "no other kind allowed"
 
 

@@ -311,8 +311,14 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
     if len(options) == 1:
         # (A first call's plan covers what its probe left: at times a single item.)
         return "one item: nothing to run beside it" if n <= 1 else "no other kind allowed"
+    warm_wins = (
+        "process" in options
+        and process_time(m, o._replace(process_start=0.0), n)[0] * SIMPLER_BIAS
+        < options["serial"][0]
+    )
     if m.wall < o.thread_dispatch and m.wall + m.ship_worker < o.process_dispatch:
-        return "items are too cheap for any pool's hand-off to pay off"
+        if not warm_wins:  # (many items to a chunk can make a running pool pay)
+            return "items are too cheap for any pool's hand-off to pay off"
     on = f" on {n} items"
     why = []
     if "thread" in options:
@@ -328,8 +334,7 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
         else:  # (items too brief for calibration's thread test)
             why.append("items compute, and threads only help code that releases the GIL")
     if "process" in options:
-        warm = process_time(m, o._replace(process_start=0.0), n)[0]
-        if warm * SIMPLER_BIAS < options["serial"][0]:
+        if warm_wins:
             why.append(
                 f"a running process pool would win, but starting one "
                 f"({o.process_start * 1e3:.0f} ms) costs more than it saves{on}"
