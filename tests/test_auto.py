@@ -374,8 +374,8 @@ def test_workers_for_later_calls_start_beside_a_call_that_outlasts_their_start(m
     # rest can move to the pool once its workers are up.
     started, returned = _start_decisions(monkeypatch, 3000, 1)
     assert started == [(True, h.burn)]
-    ended, ready = returned[0]
-    assert ended is not None and ready is not None
+    ended, ready, note = returned[0]
+    assert ended is not None and ready is not None and "beside this call" in note
 
 
 def test_short_calls_start_the_pool_once_their_missed_savings_pay_for_it(monkeypatch):
@@ -383,11 +383,13 @@ def test_short_calls_start_the_pool_once_their_missed_savings_pay_for_it(monkeyp
     # 0.15 s start, so the pool starts, after its call, at the fifth or sixth such call.
     started, returned = _start_decisions(monkeypatch, 30, 8)
     assert started == [(False, h.burn)]
-    first = next(i for i, (ended, _) in enumerate(returned) if ended is not None)
+    first = next(i for i, later in enumerate(returned) if later.ended is not None)
     assert 3 <= first <= 6, first
-    assert all(ready is None for _, ready in returned[:first])
+    assert all(later.ready is None for later in returned[:first])
+    # The reason says how far the calls got, and when the pool starts.
+    assert "would have saved" in returned[0].note and "after this call" in returned[first].note
     # The calls after it meet the pool starting: they go on, and move once it is up.
-    assert all(ended is None and ready is not None for ended, ready in returned[first + 1 :])
+    assert all(later.ended is None and later.ready is not None for later in returned[first + 1 :])
 
 
 @pytest.mark.timeout(120)

@@ -316,9 +316,10 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
         and process_time(m, o._replace(process_start=0.0), n)[0] * SIMPLER_BIAS
         < options["serial"][0]
     )
-    if m.wall < o.thread_dispatch and m.wall + m.ship_worker < o.process_dispatch:
-        if not warm_wins:  # (many items to a chunk can make a running pool pay)
-            return "items are too cheap for any pool's hand-off to pay off"
+    # (Many items to a chunk can make a running pool pay where no single hand-off does.)
+    cheap = m.wall < o.thread_dispatch and m.wall + m.ship_worker < o.process_dispatch
+    if cheap and not warm_wins:
+        return "items are too cheap for any pool's hand-off to pay off"
     on = f" on {n} items"
     why = []
     if "thread" in options:

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, NamedTuple, Optional
 
 from .._config import Config
 from .._execute.backends.serial import SERIAL_CHUNK
@@ -91,10 +91,10 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
         plan = dataclasses.replace(plan, reason=f"{plan.reason} (remembered from an earlier call)")
         remember_plan(memory, key, plan)
     # (Every call counts toward a start for later calls, a remembered plan's too.)
-    ended, ready = _start_for_later(m, config, plan, overheads, call.to_ship)
-    state.last_plan = plan
+    later = _start_for_later(m, config, plan, overheads, call.to_ship)
+    plan = state.last_plan = _noted(plan, later.note)
     log.debug("autopar: %s: %s", call.name, plan.reason)
-    return _then(_watched(call, state, memory, plan, m, pool_ready=ready), ended)
+    return _then(_watched(call, state, memory, plan, m, pool_ready=later.ready), later.ended)
 
 
 def _watched(
@@ -203,11 +203,11 @@ def _start_for_later(
     plan: Plan,
     overheads: cost_model.Overheads,
     fn: Callable[..., Any],
-) -> Tuple[Optional[threading.Event], Optional[threading.Event]]:
+) -> Later:
     """Start the process pool in the background, if a warm one would win a call like this
     one and a cold one does not. Return the event to set once this call has ended (None:
-    nothing started) and the event set once the workers are up: the call moves its rest
-    to them then, if that finishes sooner.
+    nothing started), the event set once the workers are up (the call moves its rest to
+    them then, if that finishes sooner) and what the plan's reason should add.
 
     A call predicted to outlast the start BESIDE_CALL times over starts it at once: its
     own rest gains from it. The server the workers fork from boots in a process of its
@@ -224,27 +224,43 @@ def _start_for_later(
     """
     n = ASSUMED_LENGTH if plan.n_items is None else plan.n_items
     if plan.kind in ("process", "dask") or overheads.process_start == 0.0:
-        return None, None
+        return Later()
     if pool_costs.starting() is not None:
-        return None, pool_costs.starting()
+        return Later(ready=pool_costs.starting(), note="a process pool is starting")
     if n * m.wall <= overheads.process_dispatch:
-        return None, None  # one round trip to a warm pool costs more than the whole call
+        return Later()  # one round trip to a warm pool costs more than the whole call
     warm = cost_model.decide(m, overheads._replace(process_start=0.0), n)
     if warm.kind != "process":
-        return None, None
+        return Later()
     cold_load = overheads.process_start + m.ship_function + m.setup_process
     took = plan.predicted.get(plan.kind, 0.0)
     now = took >= BESIDE_CALL * cold_load
     owed = pool_costs.owe(took - warm.predicted["process"])
     if not now and owed < cold_load:
-        log.debug("autopar: a warm process pool would have saved %.3f s so far", owed)
-        return None, None
+        return Later(
+            note=f"so far a running pool would have saved {owed * 1e3:.0f} ms; one starts "
+            f"after the call that brings that to its start, {cold_load * 1e3:.0f} ms"
+        )
     log.debug("autopar: starting the process pool for later calls%s", " now" if now else "")
     ended = threading.Event()
     ready = pool_costs.warm_in_background(config, warm.workers, prime=fn, after=ended, now=now)
     if ready is None:
-        return None, None
-    return ended, ready
+        return Later()
+    if now:
+        return Later(ended, ready, "a process pool starts beside this call, for its rest")
+    return Later(ended, ready, "a process pool starts after this call")
+
+
+class Later(NamedTuple):
+    """What _start_for_later did: see there."""
+
+    ended: Optional[threading.Event] = None
+    ready: Optional[threading.Event] = None
+    note: str = ""
+
+
+def _noted(plan: Plan, note: str) -> Plan:
+    return dataclasses.replace(plan, reason=f"{plan.reason}; {note}") if note else plan
 
 
 def _then(chunks: Iterator[List[Any]], ended: Optional[threading.Event]) -> Iterator[List[Any]]:
@@ -371,8 +387,7 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
     probe = Probe(call.fn, iterator, call.star, limit if n_items is None else min(limit, n_items))
     t0 = time.perf_counter()
     deadline = None if config.timeout is None else time.monotonic() + config.timeout
-    ended: Optional[threading.Event] = None
-    ready: Optional[threading.Event] = None
+    later = Later()
     try:
         calibration = Calibration(probe, config, deadline)
         if deadline is None:
@@ -384,9 +399,10 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
         # With nothing left, the plan shown (and used next time) is for the whole call.
         overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
         plan = _decide(m, config, remaining or n_items, overheads, n_items or ASSUMED_LENGTH)
-        ended, ready = _start_for_later(
+        later = _start_for_later(
             m, config, dataclasses.replace(plan, n_items=n_items), overheads, call.to_ship
         )
+        plan = _noted(plan, later.note)
         # (The probe pauses once the costs are known: items left, not items running,
         # say whether there is work to go on with while the pool starts.)
         left = not probe.exhausted and (n_items is None or probe.read < n_items)
@@ -396,8 +412,8 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
         boundary = probe.stop()
     except BaseException:
         probe.stop(abandon=True)
-        if ended is not None:
-            ended.set()  # (the pool for later calls need not wait for this call)
+        if later.ended is not None:
+            later.ended.set()  # (the pool for later calls need not wait for this call)
         raise
     memory = learned_costs.keep(call.fn, state, m)
     # (The caller may have gone on running its own slow item long after that.)
@@ -416,8 +432,10 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
     rest: Optional[Iterator[List[Any]]] = None
     if not finished and probe.failure is None and probe.input_error is None:
         the_rest = call._replace(config=config, items=iterator)
-        rest = _watched(the_rest, state, memory, plan, m, start_index=boundary, pool_ready=ready)
-    return _then(_merge(probe, boundary, rest, call.ordered), ended)
+        rest = _watched(
+            the_rest, state, memory, plan, m, start_index=boundary, pool_ready=later.ready
+        )
+    return _then(_merge(probe, boundary, rest, call.ordered), later.ended)
 
 
 def _start_processes(
