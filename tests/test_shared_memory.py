@@ -32,7 +32,7 @@ def test_a_segment_is_private_and_read_back_whole():
 
 
 def _ref(shipped, data):
-    return shipped.ref((data,), len(data))
+    return shipped.ref((data,))
 
 
 def test_equal_payloads_share_one_segment_and_idle_ones_are_dropped():
@@ -59,11 +59,11 @@ def test_a_segment_in_use_is_kept_past_the_limit():
 
 def test_a_pickle_in_pieces_is_written_whole_and_matched_piece_by_piece():
     shipped = shared_memory.SharedFunctions()
-    ref = shipped.ref((b"ab", b"cd", b"e"), 5)
+    ref = shipped.ref((b"ab", b"cd", b"e"))
     try:
         assert shared_memory.read(ref.name, ref.size, bytes) == b"abcde"
-        assert shipped.ref((b"ab", b"cd", b"e"), 5).name == ref.name
-        assert shipped.ref((b"ab", b"cx", b"e"), 5).name != ref.name
+        assert ref.size == 5 and shipped.ref((b"ab", b"cd", b"e")).name == ref.name
+        assert shipped.ref((b"ab", b"cx", b"e")).name != ref.name
     finally:
         shipped.close()
 

@@ -254,16 +254,16 @@ class SharedFunctions:
         self._lock = threading.Lock()
         self._shipped: List[_Shipped] = []
 
-    def ref(self, parts: Tuple[bytes, ...], size: int) -> FunctionRef:
-        """A lease on a segment holding the pickle whose pieces are ``parts`` (``size``
-        bytes in all), made or reused."""
+    def ref(self, parts: Tuple[bytes, ...]) -> FunctionRef:
+        """A lease on a segment holding the pickle whose pieces are ``parts``, made or
+        reused."""
         with self._lock:
             entry = next((e for e in self._shipped if e.data == parts), None)
             if entry is None:
                 entry = _Shipped(parts, create(*parts))
                 self._shipped.insert(0, entry)
                 self._evict()
-            lease = FunctionRef(entry.name, size)
+            lease = FunctionRef(entry.name, sum(len(part) for part in parts))
             entry.users.add(lease)
             return lease
 

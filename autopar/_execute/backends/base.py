@@ -38,6 +38,14 @@ def pickle_function(fn: Callable[..., Any], where: str) -> Tuple[bytes, ...]:
         ) from exc
 
 
+def small_pickle(parts: Tuple[bytes, ...]) -> Optional[bytes]:
+    """The pickle whose pieces are ``parts``, whole, if it is small enough to travel with
+    each chunk (under LARGE_FUNCTION); None if it must reach each worker once."""
+    if sum(len(part) for part in parts) < LARGE_FUNCTION:
+        return b"".join(parts)
+    return None
+
+
 class Replacement(NamedTuple):
     """Why a live pool cannot serve a call and must be replaced."""
 

@@ -47,7 +47,7 @@ from ...errors import AutoparError, PicklingFailedError, WorkerCrashedError
 from .. import worker
 from ..shared_memory import KEEP_FUNCTIONS
 from ..worker import ChunkResult, dumps, find_unpicklable, run_chunk_pickled
-from .base import LARGE_FUNCTION, Backend, Replacement, pickle_function
+from .base import Backend, Replacement, pickle_function, small_pickle
 
 NO_CLUSTER = (
     "kind='dask' found no dask cluster: create a distributed.Client in this process before "
@@ -223,8 +223,9 @@ class DaskBackend(Backend):
 
     def prepare(self, fn: Callable[..., Any], workers: int = 1) -> Any:
         parts = pickle_function(fn, "on a dask worker")
-        if sum(len(part) for part in parts) < LARGE_FUNCTION:
-            return b"".join(parts)
+        small = small_pickle(parts)
+        if small is not None:
+            return small
         with self._live_lock:
             for data, future in self._scattered:
                 if data == parts:

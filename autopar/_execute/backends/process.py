@@ -41,7 +41,7 @@ from ..main_guard import processes_start_cleanly, unguarded_error
 from ..segment_pool import SegmentPool
 from ..shared_memory import SharedFunctions, unlink_all
 from ..worker import ChunkResult, dumps, find_unpicklable, init_process, run_chunk_pickled
-from .base import LARGE_FUNCTION, Backend, Replacement, pickle_function
+from .base import Backend, Replacement, pickle_function, small_pickle
 
 log = logging.getLogger("autopar")
 
@@ -143,10 +143,8 @@ class ProcessBackend(Backend):
 
     def prepare(self, fn: Callable[..., Any], workers: int = 1) -> Any:
         parts = pickle_function(fn, "in a process")
-        size = sum(len(part) for part in parts)
-        if size < LARGE_FUNCTION:
-            return b"".join(parts)
-        return self._functions.ref(parts, size)
+        small = small_pickle(parts)
+        return small if small is not None else self._functions.ref(parts)
 
     def _pack(self, values: List[Any], star: bool) -> Tuple[int, Any]:
         """(the buffer threshold, ``values`` packed for a worker).
