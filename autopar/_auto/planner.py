@@ -225,8 +225,9 @@ def _start_for_later(
     n = ASSUMED_LENGTH if plan.n_items is None else plan.n_items
     if plan.kind in ("process", "dask") or overheads.process_start == 0.0:
         return Later()
-    if pool_costs.starting() is not None:
-        return Later(ready=pool_costs.starting(), note="a process pool is starting")
+    starting = pool_costs.starting()
+    if starting is not None:
+        return Later(ready=starting, note="a process pool is starting")
     if n * m.wall <= overheads.process_dispatch:
         return Later()  # one round trip to a warm pool costs more than the whole call
     warm = cost_model.decide(m, overheads._replace(process_start=0.0), n)

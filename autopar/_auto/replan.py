@@ -113,10 +113,7 @@ class Watch:
             self._judge()
 
     def _judge(self, pool_up: bool = False) -> None:
-        if self._items:
-            wall, cpu = self._wall / self._items, self._cpu / self._items
-        else:
-            wall, cpu = self.m.wall, self.m.cpu
+        wall, cpu = self._wall / self._items, self._cpu / self._items
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
         ratio = wall / max(self.m.wall, 1e-9)
         # Waiting taken for computing (or the reverse) changes the best kind as surely as
