@@ -126,3 +126,44 @@ def test_a_reading_of_two_threads_taking_turns_is_taken_again(monkeypatch):
     m = f.last_plan.measured
     assert len(opened) >= 2
     assert m.get("thread_speedup", 0) >= 1.9, f.explain()
+
+
+class _SeenProbe:
+    """What a probe had seen: finished (wall, CPU, phase) samples and running items."""
+
+    def __init__(self, samples, running):
+        self.samples = samples
+        self._running = running
+
+    def running_costs(self):
+        return list(self._running)
+
+
+def _cpu_share(costs):
+    return sum(c for _, c in costs) / sum(w for w, _ in costs)
+
+
+def test_a_running_item_starved_of_the_gil_is_not_read_as_waiting():
+    # Caught in a fresh program (bench_heavy's table row): four one-thread items computed
+    # throughout; the item running on the probe's second thread had 31 ms of wall and
+    # 0.17 ms of CPU while two threads kept the process busy. Read as is, the items
+    # "spent 85% of their time waiting", and the plan went to threads.
+    done = [(1.5e-3, 1.5e-3, 1)] * 4 + [(3.0e-3, 1.6e-3, 2)] * 2
+    probe = _SeenProbe(done, [(31e-3, 0.17e-3)])
+    costs = calibration.item_costs(probe, 1.0, rates={1: 1.0, 2: 1.0})
+    assert _cpu_share(costs) >= 0.5
+
+
+def test_a_running_item_beside_items_that_wait_in_part_keeps_its_reading():
+    # Items that wait half their time: a running one reading idle may well be waiting.
+    done = [(2e-3, 1e-3, 1)] * 4
+    probe = _SeenProbe(done, [(31e-3, 0.17e-3)])
+    costs = calibration.item_costs(probe, 1.0, rates={1: 0.6, 2: 1.0})
+    assert costs[-1] == (31e-3, 0.17e-3)
+
+
+def test_a_running_item_in_an_idle_process_keeps_its_reading():
+    done = [(1.5e-3, 1.5e-3, 1)] * 4
+    probe = _SeenProbe(done, [(31e-3, 0.17e-3)])
+    costs = calibration.item_costs(probe, 0.2, rates={1: 0.2, 2: 0.2})
+    assert costs[-1] == (31e-3, 0.17e-3)
