@@ -30,6 +30,8 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List
 
+from benchmarks.bytecode import compile_sources
+
 TABLE_BYTES = 50 * 2**20
 TABLE_ITEMS = 200
 MODEL_ITEMS = 500
@@ -236,6 +238,7 @@ def main() -> None:
         print(json.dumps(_auto_child(args.child)))
         return
     print(f"cores: {os.cpu_count()}, python {sys.version.split()[0]}")
+    compile_sources()
     with tempfile.TemporaryDirectory() as tmp:
         # Before any pool starts: workers inherit the loop counts and the log's path.
         _calibrate()

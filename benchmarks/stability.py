@@ -47,6 +47,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import stability_report as report  # noqa: E402  (needs ROOT on sys.path)
+from benchmarks.bytecode import compile_sources  # noqa: E402
 from benchmarks.stability_base import Calibration, Entry, calibrate  # noqa: E402
 from benchmarks.stability_child import MARK  # noqa: E402
 from benchmarks.stability_workloads import DRAWS, QUICK_DRAWS, SUITES, entries  # noqa: E402
@@ -239,6 +240,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     workloads = selected(args)
     runnable = [e for e in workloads if e.skip is None]
     skipped = [e for e in workloads if e.skip is not None]
+    compile_sources()
     load_start = _load()
     calibration = calibrate()
     spec = {

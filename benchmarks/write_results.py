@@ -42,6 +42,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import autopar  # noqa: E402  (needs ROOT on sys.path, set just above)
+from benchmarks.bytecode import compile_sources  # noqa: E402
 from benchmarks.sections import other_lines  # noqa: E402
 from benchmarks.workloads import (  # noqa: E402
     WORKLOADS,
@@ -528,6 +529,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     reps = args.reps or (2 if args.quick else 3)
     budget = 1.0 if args.quick else 3.0
     rows: List[Row] = []
+    compile_sources()
     load_start = _load()
     try:
         warm_pools()
