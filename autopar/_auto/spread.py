@@ -24,6 +24,11 @@ from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
 from ..errors import WorkerCrashedError
 
 
+def probe_spots(max_threads: int) -> int:
+    """How many items a first call's probe reads, and the spread order puts first."""
+    return max(64, 2 * max_threads)
+
+
 @functools.lru_cache(maxsize=64)
 def _progressive(count: int) -> Tuple[int, ...]:
     return tuple(progressive(count))
@@ -105,12 +110,13 @@ class SpreadOrder:
         at = bisect.bisect_left(self.sorted_spots, index)
         return at < len(self.sorted_spots) and self.sorted_spots[at] == index
 
-    def fix_error(self, exc: BaseException, done: Sequence[Any]) -> None:
+    def fix_error(self, exc: BaseException, done: Sequence[Any], offset: int = 0) -> None:
         """Rewrite the item indices an error carries from view to input order; ``done``
-        holds the results handed back so far, in view order, from index 0."""
+        holds the results handed back so far, in view order, from index 0. The error's
+        own indices count from view index ``offset`` (where the run that raised began)."""
         index = getattr(exc, "autopar_index", None)
         if isinstance(index, int):
-            real = self.original(index)
+            real = self.original(offset + index)
             with contextlib.suppress(AttributeError):
                 exc.autopar_index = real  # type: ignore[attr-defined]
             notes = getattr(exc, "__notes__", None)
@@ -124,6 +130,6 @@ class SpreadOrder:
                 ]
         if isinstance(exc, WorkerCrashedError):
             partial: Dict[int, Any] = dict(enumerate(done))
-            partial.update(exc.partial_results)
+            partial.update((offset + i, v) for i, v in exc.partial_results.items())
             exc.partial_results = {self.original(i): v for i, v in partial.items()}
-            exc.items = tuple(sorted(self.original(i) for i in exc.items))
+            exc.items = tuple(sorted(self.original(offset + i) for i in exc.items))
