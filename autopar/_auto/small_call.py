@@ -66,7 +66,7 @@ def run(call: Call, state: FunctionState) -> Iterator[List[Any]]:
     done: List[Any] = []
     spent, size = 0.0, 1
     while len(done) < n and spent < SMALL_CALL:
-        result = run_chunk(call.fn, len(done), list(itertools.islice(view, size)), star=call.star)
+        result = run_chunk(call.fn, len(done), itertools.islice(view, size), star=call.star)
         if result.failure is not None:
             exc = annotate(result.failure.exc, result.failure.index, "serial worker")
             order.fix_error(exc, done + result.results)
