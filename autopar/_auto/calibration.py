@@ -376,11 +376,13 @@ def item_costs(
     busy = rate is not None and rate >= WAITING_RATE
     threads = max(rates, default=1)
     # Where the finished items computed throughout and several threads kept the process
-    # busy, a running item's own clock lags by the turns the others held the GIL: that
-    # lag is not waiting (a starved thread read 31 ms of wall and 0.17 ms of CPU beside
-    # items that all computed: tests/test_calibration.py::
-    # test_a_running_item_starved_of_the_gil_is_not_read_as_waiting). Its share is then
-    # at least each thread's. Items that wait in part keep their own reading.
+    # busy, a running item's wall beyond its own CPU is time it waited for the GIL, not
+    # its cost: a starved thread read 31 ms of wall and 0.17 ms of CPU beside items that
+    # all computed in 1.5 ms (read as waiting, the plan went to threads), and another
+    # 10.9 ms and 0.61 ms beside 0.6 ms items (the mean doubled, and a pool started beside
+    # a call it could not help). Its cost so far is then its CPU
+    # (tests/test_calibration.py::test_a_running_item_starved_of_the_gil_is_not_read_as_waiting).
+    # Items that wait in part keep their own reading.
     starved = (
         busy
         and threads > 1
@@ -390,8 +392,8 @@ def item_costs(
     for wall, cpu in probe.running_costs() if running is None else running:
         if cpu is None:
             cpu = wall if busy else 0.0
-        elif starved and rate is not None:
-            cpu = max(cpu, wall * min(1.0, rate / threads))
+        elif starved:
+            wall = cpu
         costs.append((wall, cpu))
     return costs
 

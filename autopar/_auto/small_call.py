@@ -93,8 +93,9 @@ def _planned_rest(
     from .planner import start
 
     offset, n = len(done), call.n_items or 0
-    chunks = start(call._replace(items=view, n_items=n - offset), state)
+    chunks = None
     try:
+        chunks = start(call._replace(items=view, n_items=n - offset), state)
         done.extend(itertools.chain.from_iterable(chunks))
     except BaseException as exc:
         order.fix_error(exc, done, offset=offset)
