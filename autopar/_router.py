@@ -67,10 +67,6 @@ def route(call: Call, state: FunctionState) -> Iterator[List[Any]]:
             "so workers are not multiplied and the pool cannot deadlock on itself",
         )
     elif config.kind == "auto":
-        from ._auto import small_call
-
-        if small_call.eligible(call, state):
-            return small_call.run(call, state)
         from ._auto.planner import start
 
         return start(call, state)

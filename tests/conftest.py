@@ -109,17 +109,6 @@ def _nothing_learned():
         memory._learned.clear()
 
 
-@pytest.fixture(autouse=True)
-def _first_calls_planned(request, monkeypatch):
-    # Whether a call's work stays under small_call.SMALL_CALL depends on this machine's
-    # speed, and no test may: every first call is planned, however small, except in
-    # tests marked small_calls (tests/test_small_call.py).
-    from autopar._auto import small_call
-
-    if "small_calls" not in request.keywords:
-        monkeypatch.setattr(small_call, "SMALL_CALL", 0.0)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _no_worker_outlives_the_session():
     yield

@@ -127,13 +127,12 @@ class SpreadOrder:
         at = bisect.bisect_left(self.sorted_spots, index)
         return at < len(self.sorted_spots) and self.sorted_spots[at] == index
 
-    def fix_error(self, exc: BaseException, done: Sequence[Any], offset: int = 0) -> None:
+    def fix_error(self, exc: BaseException, done: Sequence[Any]) -> None:
         """Rewrite the item indices an error carries from view to input order; ``done``
-        holds the results handed back so far, in view order, from index 0. The error's
-        own indices count from view index ``offset`` (where the run that raised began)."""
+        holds the results handed back so far, in view order, from index 0."""
         index = getattr(exc, "autopar_index", None)
         if isinstance(index, int):
-            real = self.original(offset + index)
+            real = self.original(index)
             with contextlib.suppress(AttributeError):
                 exc.autopar_index = real  # type: ignore[attr-defined]
             notes = getattr(exc, "__notes__", None)
@@ -147,6 +146,6 @@ class SpreadOrder:
                 ]
         if isinstance(exc, WorkerCrashedError):
             partial: Dict[int, Any] = dict(enumerate(done))
-            partial.update((offset + i, v) for i, v in exc.partial_results.items())
+            partial.update(exc.partial_results)
             exc.partial_results = {self.original(i): v for i, v in partial.items()}
-            exc.items = tuple(sorted(self.original(offset + i) for i in exc.items))
+            exc.items = tuple(sorted(self.original(i) for i in exc.items))
