@@ -37,7 +37,7 @@ from .calibration import WAITING_RATE, Calibration
 from .memory import LearnedCosts, check_drift, lock, open_fast_path, remember_plan
 from .probe import Probe
 from .replan import ASSUMED_LENGTH
-from .spread import SpreadOrder, probe_spots
+from .spread import SpreadOrder
 
 if TYPE_CHECKING:
     from .._router import FunctionState
@@ -364,7 +364,7 @@ def _calibrated(call: Call, state: FunctionState) -> Iterator[List[Any]]:
 
 def _probe_limit(config: Config) -> int:
     """The most items the probe may read."""
-    return probe_spots(config.max_threads)
+    return max(64, 2 * config.max_threads)
 
 
 def _restored(order: SpreadOrder, chunks: Iterator[List[Any]]) -> Iterator[List[Any]]:

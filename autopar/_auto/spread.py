@@ -24,11 +24,6 @@ from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
 from ..errors import WorkerCrashedError
 
 
-def probe_spots(max_threads: int) -> int:
-    """How many items a first call's probe reads, and the spread order puts first."""
-    return max(64, 2 * max_threads)
-
-
 @functools.lru_cache(maxsize=64)
 def _progressive(count: int) -> Tuple[int, ...]:
     return tuple(progressive(count))

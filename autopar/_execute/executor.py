@@ -1,7 +1,6 @@
 """Run a plan: the call record, and the path from a plan to result chunks.
 
     Call + Plan -> execute() -> serial in one go (run_inline)
-                             -> serial in slices, watched (run_inline_sliced)
                              -> or a PoolRun on the program-wide pool of the plan's kind
 
 Nothing here decides anything: the plan arrives made (by :mod:`autopar._router` for a
@@ -10,20 +9,13 @@ named kind, by :mod:`autopar._auto` for ``kind="auto"``).
 
 from __future__ import annotations
 
-import itertools
 from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 from .._config import Config
 from ..errors import WorkerCrashedError, annotate
 from ..plan import Plan
 from . import registry
-from .chunking import (
-    MAX_ADAPTIVE_CHUNK,
-    MAX_INLINE_CHUNK,
-    SHRINK_AFTER,
-    TARGET_CHUNK_SECONDS,
-    Chunker,
-)
+from .chunking import MAX_ADAPTIVE_CHUNK, MAX_INLINE_CHUNK, Chunker
 from .outcomes import Policy
 from .pool_run import PoolRun
 from .worker import ChunkResult, function_name, run_chunk
@@ -75,20 +67,8 @@ def execute(
         from .supervised import run_supervised
 
         return run_supervised(plan, call)
-    if registry.backend_class(plan.kind).inline and unchunked(call):
-        if stop_after is None:
-            return run_inline(
-                call.fn, call.items, star=call.star, start=start_index, on_chunk=on_chunk
-            )
-        return run_inline_sliced(
-            call.fn,
-            call.items,
-            star=call.star,
-            start=start_index,
-            size=plan.chunksize,
-            on_chunk=on_chunk,
-            stop_after=stop_after,
-        )
+    if registry.backend_class(plan.kind).inline and unchunked(call) and stop_after is None:
+        return run_inline(call.fn, call.items, star=call.star, start=start_index, on_chunk=on_chunk)
     backend = registry.acquire(plan.kind, config, plan.workers)  # PoolRun releases it
     run = PoolRun(
         backend,
@@ -156,48 +136,6 @@ def run_inline(
     if on_chunk is not None:
         on_chunk(result, len(result.results))
     yield result.results
-
-
-def run_inline_sliced(
-    fn: Callable[..., Any],
-    items: Iterable[Any],
-    *,
-    star: bool,
-    start: int,
-    size: Optional[int],
-    on_chunk: Optional[Callable[[ChunkResult, int], None]],
-    stop_after: Callable[[], bool],
-) -> Iterator[List[Any]]:
-    """A serial plan that is watched as it runs (auto's re-planning): the items in slices
-    read straight from the input, ``stop_after()`` asked and ``on_chunk`` told between
-    them; what is left stays unread in ``items`` (an iterator) once it says stop.
-
-    No chunk list is built: on items of tens of nanoseconds, copying each into a chunk
-    cost as much as running it. With ``size`` None a slice starts at one item and doubles
-    while it runs under TARGET_CHUNK_SECONDS, up to MAX_INLINE_CHUNK items, and halves
-    once one runs SHRINK_AFTER times past it, so the checks come every few milliseconds
-    whatever the items cost.
-    """
-    iterator = iter(items)
-    adaptive, size = size is None, size or 1
-    index = start
-    while not stop_after():
-        result = run_chunk(fn, index, itertools.islice(iterator, size), star=star)
-        if result.failure is not None:
-            raise annotate(result.failure.exc, result.failure.index, "serial worker")
-        count = len(result.results)
-        if count == 0:
-            return
-        if on_chunk is not None:
-            on_chunk(result, count)
-        index += count
-        yield result.results
-        if count < size:
-            return
-        if adaptive and result.wall > SHRINK_AFTER * TARGET_CHUNK_SECONDS:
-            size = max(1, size // 2)
-        elif adaptive and result.wall < TARGET_CHUNK_SECONDS:
-            size = min(2 * size, MAX_INLINE_CHUNK)
 
 
 def checked_items(items: Iterable[Any], *, materialize: bool) -> Iterable[Any]:
