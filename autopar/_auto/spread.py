@@ -72,8 +72,6 @@ class SpreadOrder:
 
     def restore(self, results: Iterable[Any]) -> List[Any]:
         """Results in view order (``n`` of them) -> results in input order, in one pass."""
-        if isinstance(results, list):
-            return self._restore_list(results)
         rest = iter(results)
         by_spot = dict(zip(self.first, itertools.islice(rest, len(self.first))))
         out: List[Any] = []
@@ -83,21 +81,6 @@ class SpreadOrder:
             out.append(by_spot[spot])
             previous = spot + 1
         out.extend(rest)
-        return out
-
-    def _restore_list(self, results: List[Any]) -> List[Any]:
-        # Slices copied by slice assignment: half the time of reading them item by item
-        # (0.43 against 0.86 ms for 200,000 results, 2 cores).
-        count = len(self.first)
-        by_spot = dict(zip(self.first, results[:count]))
-        out: List[Any] = [None] * self.n
-        previous, at = 0, count
-        for spot in self.sorted_spots:
-            out[previous:spot] = results[at : at + spot - previous]
-            at += spot - previous
-            out[spot] = by_spot[spot]
-            previous = spot + 1
-        out[previous:] = results[at:]
         return out
 
     def original(self, index: int) -> int:
