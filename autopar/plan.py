@@ -56,9 +56,21 @@ def _blas_line(kind: str, workers: int) -> Optional[str]:
 
 
 def _fmt(name: str, value: float) -> str:
-    if name.endswith(("fraction", "speedup")) or name == "items_sampled":
-        return f"{value:.2f}" if name != "items_sampled" else f"{int(value)}"
+    if name.endswith(("fraction", "speedup")):
+        return f"{value:.2f}"
+    if name == "items_sampled":
+        return f"{int(value)}"
+    if name.endswith("_bytes"):
+        return _size(value)
     return _seconds(value)
+
+
+def _size(value: float) -> str:
+    if value >= 2**20:
+        return f"{value / 2**20:.1f} MiB"
+    if value >= 2**10:
+        return f"{value / 2**10:.1f} KiB"
+    return f"{int(value)} B"
 
 
 def _seconds(value: float) -> str:

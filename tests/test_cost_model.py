@@ -212,6 +212,7 @@ def test_a_function_dearer_to_ship_than_its_work_saves_keeps_processes_out():
     assert plan.kind == "serial"
     assert "shipping the function (500.0 MiB pickled)" in plan.reason
     assert plan.measured["function_bytes"] == 500 * 2**20
+    assert "function_bytes         500.0 MiB" in plan.explain()  # a size, not seconds
 
 
 def test_shipping_the_function_is_priced_once_per_call_not_per_item():
