@@ -108,11 +108,11 @@ class _Window:
                 start = self._open.get(clock)
                 used += now - (at_join if start is None else start)
         if self._queueing:
-            for clock, (queue, at_join) in self._probe.queue_clocks().items():
-                now, start = queue.total(), self._queued.get(clock)
-                opened = at_join if start is None else start
-                if now is not None and opened is not None:
-                    used += now - opened
+            for clock, (queue, joined_at) in self._probe.queue_clocks().items():
+                queued, start = queue.total(), self._queued.get(clock)
+                opened = joined_at if start is None else start
+                if queued is not None and opened is not None:
+                    used += queued - opened
         return used / max(self.age(), 1e-9)
 
 
