@@ -128,6 +128,16 @@ def read(root: str = "/", cpus: Optional[Tuple[int, str]] = None) -> CpuBudget:
     return CpuBudget(allowed, f"{where} = {quota:g} CPUs -> {allowed} (of {count}: {source})")
 
 
+def running_now(root: str = "/") -> Optional[int]:
+    """Tasks running or ready to run on the whole system at this instant, the caller
+    included (the fourth field of /proc/loadavg, "running/all"); None where unknown."""
+    text = _read(os.path.join(root, "proc/loadavg")) or ""
+    try:
+        return int(text.split()[3].split("/")[0])
+    except (IndexError, ValueError):
+        return None
+
+
 def gil_enabled() -> bool:
     """False on a free-threaded CPython (3.13t and later) running with the GIL disabled:
     there, Python code runs on threads in parallel."""

@@ -336,10 +336,10 @@ def test_a_cold_pool_too_slow_for_this_call_starts_for_the_next(monkeypatch):
     assert f.last_plan.kind == "process", f.explain()
 
 
-def _start_decisions(monkeypatch, items, calls):
+def _start_decisions(monkeypatch, items, calls, cores=2):
     """What _start_for_later does over ``calls`` alike calls of ``items`` 2 ms items of
-    Python code, 2 cores, a cold start of 0.15 s: (now, prime) per start, and the result
-    of each call."""
+    Python code, on ``cores`` cores, a cold start of 0.15 s: (now, prime) per start, and
+    the result of each call."""
     from autopar._auto import cost_model, pool_costs
     from autopar.plan import Plan
 
@@ -355,7 +355,7 @@ def _start_decisions(monkeypatch, items, calls):
     monkeypatch.setattr(pool_costs, "_owed", [0.0])
     m = cost_model.Measurements(wall=2e-3, cpu=2e-3, samples=8)
     overheads = cost_model.Overheads(
-        cores=2,
+        cores=cores,
         thread_dispatch=50e-6,
         thread_start=100e-6,
         threads_started=0,
@@ -390,6 +390,25 @@ def test_short_calls_start_the_pool_once_their_missed_savings_pay_for_it(monkeyp
     assert "would have saved" in returned[0].note and "after this call" in returned[first].note
     # The calls after it meet the pool starting: they go on, and move once it is up.
     assert all(later.ended is None and later.ready is not None for later in returned[first + 1 :])
+
+
+def test_a_short_call_with_idle_cores_beside_it_starts_the_pool_at_once(monkeypatch):
+    # 8 cores, and only this call running: the start gets cores of its own, so the first
+    # short call starts it beside itself, not once missed savings pay for it. With the
+    # cores busy (7 tasks running), short calls wait for that as on 2 cores (two calls of
+    # 60 ms save about 100 ms of the 150 ms start).
+    from autopar import _cpus
+
+    monkeypatch.setattr(_cpus, "running_now", lambda: 1)
+    started, returned = _start_decisions(monkeypatch, 30, 3, cores=8)
+    assert started == [(True, h.burn)]
+    assert returned[0].ready is not None and "beside this call" in returned[0].note
+    monkeypatch.setattr(_cpus, "running_now", lambda: 7)
+    started, returned = _start_decisions(monkeypatch, 30, 2, cores=8)
+    assert started == [] and all(later.ready is None for later in returned)
+    monkeypatch.setattr(_cpus, "running_now", lambda: None)  # the system does not say
+    started, returned = _start_decisions(monkeypatch, 30, 2, cores=8)
+    assert started == []
 
 
 @pytest.mark.timeout(120)

@@ -121,3 +121,12 @@ def test_the_budget_is_read_once(monkeypatch):
     monkeypatch.setattr(_cpus, "read", lambda: reads.append(1) or _cpus.CpuBudget(5, "x"))
     assert _cpus.budget().cpus == 5 and _cpus.budget().cpus == 5
     assert reads == [1]
+
+
+def test_running_now_reads_the_running_field_of_loadavg(tmp_path):
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "loadavg").write_text("0.52 0.40 0.31 3/412 9876\n")
+    assert _cpus.running_now(str(tmp_path)) == 3
+    (tmp_path / "proc" / "loadavg").write_text("garbage\n")
+    assert _cpus.running_now(str(tmp_path)) is None
+    assert _cpus.running_now(str(tmp_path / "nowhere")) is None

@@ -25,6 +25,7 @@ import time
 import warnings
 from typing import TYPE_CHECKING, Any, Callable, Iterator, List, NamedTuple, Optional
 
+from .. import _cpus
 from .._config import Config
 from .._execute.backends.serial import SERIAL_CHUNK
 from .._execute.executor import Call, execute, run_inline, unchunked
@@ -48,6 +49,14 @@ POLL = 0.001  # seconds between the caller's checks on a pool that is starting
 # Workers for later calls start beside a call predicted to take this many times their
 # start, and the call's rest moves to them once they are up (see _start_for_later).
 BESIDE_CALL = 1.0
+# A serial call whose items a warm pool would run sooner starts the pool beside itself
+# at once, whatever it would save, where at least this many cores sit idle besides its
+# own: the server's boot and the workers' starts then run on cores nothing else wants,
+# not on the call's (on 2 cores, where there is at most one, they stretched a call
+# computing in Python 1.2 to 1.6x: see _start_for_later). On 16 cores, waiting for the
+# savings to pay for the start left three later calls of 0.2 s serial at 7.6x a warm
+# pool's time (benchmarks/results/cores.md).
+SPARE_FOR_START = 2
 
 
 def start(call: Call, state: FunctionState) -> Iterator[List[Any]]:
@@ -216,6 +225,8 @@ def _start_for_later(
     (pool_costs.owe), and then after its end: beside a call computing in Python the
     server's boot and the workers' start (which takes this process's GIL many times)
     stretched it 1.2 to 1.6x, and a short call 3x (sha256 of 2,000 small files, 2 cores).
+    Where SPARE_FOR_START cores sit idle besides a serial call's own, the start has cores
+    of its own, and it starts beside that call however short.
 
     ``fn``, in its shipping form, is loaded into the new workers too: a large function's
     segment is written by a system call that leaves the GIL free (worker.dump_parts
@@ -235,7 +246,9 @@ def _start_for_later(
         return Later()
     cold_load = overheads.process_start + m.ship_function + m.setup_process
     took = plan.predicted.get(plan.kind, 0.0)
-    now = took >= BESIDE_CALL * cold_load
+    now = took >= BESIDE_CALL * cold_load or (
+        plan.kind == "serial" and _idle_cores(overheads.cores) >= SPARE_FOR_START
+    )
     owed = pool_costs.owe(took - warm.predicted["process"])
     if not now and owed < cold_load:
         return Later(
@@ -250,6 +263,13 @@ def _start_for_later(
     if now:
         return Later(ended, ready, "a process pool starts beside this call, for its rest")
     return Later(ended, ready, "a process pool starts after this call")
+
+
+def _idle_cores(cores: int) -> int:
+    """Cores no task runs on at this instant, of the ``cores`` this process may use (0
+    where the system does not say)."""
+    running = _cpus.running_now()
+    return 0 if running is None else max(0, cores - running)
 
 
 class Later(NamedTuple):
