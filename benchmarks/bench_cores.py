@@ -184,14 +184,16 @@ MATRIX_ROWS = [
 ]  # fmt: skip
 
 
-def matrix_lines(programs: int) -> List[str]:
-    """write_results' summary and stability's results, run here, as one section part."""
+def matrix_lines(programs: int, keep: Optional[str] = None) -> List[str]:
+    """write_results' summary and stability's results, run here, as one section part;
+    their whole reports are kept in folder ``keep`` if given."""
     import tempfile
     from pathlib import Path
 
     here = Path(__file__).resolve().parent
     lines: List[str] = []
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = keep or temporary
         results, stability = Path(folder, "results.md"), Path(folder, "stability.md")
         suite = ["--suite", "matrix", "--programs", str(programs), "--out", str(stability)]
         runs = [
@@ -248,6 +250,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--matrix", action="store_true", help="add write_results' and stability's tables"
     )
     parser.add_argument("--programs", type=int, default=2, help="stability: programs a row")
+    parser.add_argument("--reports", help="keep the --matrix runs' whole reports here")
     args = parser.parse_args(argv)
     scale = 0.25 if args.quick else 1.0
     cpus = _cpus.budget().cpus
@@ -270,7 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     finally:
         autopar.shutdown()
     if args.matrix:
-        lines += matrix_lines(args.programs)
+        lines += matrix_lines(args.programs, args.reports)
     print("\n".join(lines))
     if args.write:
         sections.write("cores", lines)
