@@ -4,7 +4,6 @@ import functools
 import hashlib
 import threading
 import time
-import types
 
 import pytest
 
@@ -82,9 +81,6 @@ def test_the_thread_test_counts_only_the_probes_threads():
         def cpu_clocks(self):
             return {clock: time.clock_gettime(clock)}
 
-        def queue_clocks(self):
-            return {}
-
     stop = threading.Event()
     data = bytes(1 << 20)
 
@@ -101,43 +97,6 @@ def test_the_thread_test_counts_only_the_probes_threads():
     finally:
         stop.set()
         other.join()
-
-
-def test_time_queued_for_a_core_counts_in_the_thread_test(monkeypatch):
-    # Two threads of GIL-free work beside a busy program: over a 1 s window each computed
-    # 0.4 s and sat queued for a core 0.5 s. They wanted 1.8 cores (threads holding the
-    # GIL want one between them), so the reading is 1.8, not the 0.8 they got. A thread
-    # that joined after the window opened counts from its reading at joining.
-    now, cpu, queued = [0.0], {1: 0.0, 2: 0.0, 3: 0.0}, {1: 0.0, 2: 0.0, 3: 0.0}
-    joined = [1, 2]
-
-    class Queue:
-        def __init__(self, clock):
-            self.clock = clock
-
-        def total(self):
-            return queued[self.clock]
-
-    class Probe:
-        def cpu_clocks(self):
-            return {c: 0.0 for c in joined}
-
-        def queue_clocks(self):
-            return {c: (Queue(c), 0.0) for c in joined}
-
-    fake_time = types.SimpleNamespace(perf_counter=lambda: now[0], process_time=lambda: 0.0)
-    monkeypatch.setattr(calibration, "time", fake_time)
-    monkeypatch.setattr(calibration, "_read", lambda clock: cpu[clock])
-    monkeypatch.setattr(calibration, "cpu_count", lambda: 3)
-    two = calibration._Window(2, Probe())
-    many = calibration._Window(4, Probe())  # more threads than the 3 cores
-    joined.append(3)  # joins after both windows opened
-    now[0] = 1.0
-    cpu.update({1: 0.4, 2: 0.4, 3: 0.1})
-    queued.update({1: 0.5, 2: 0.5, 3: 0.1})
-    assert two.rate() == pytest.approx(0.4 + 0.5 + 0.4 + 0.5 + 0.1 + 0.1)
-    # With more threads than cores, waiting for a core is their own doing: not counted.
-    assert many.rate() == pytest.approx(0.4 + 0.4 + 0.1)
 
 
 @pytest.mark.skipif(_config.cpu_count() < 2, reason="the thread test needs two cores")

@@ -226,9 +226,6 @@ class _QueuedThroughout:
     def since_mark(self):
         return 0.0
 
-    def total(self):
-        return 0.0
-
 
 def test_time_the_caller_sat_queued_for_a_core_counts_as_computing(monkeypatch):
     # An item's own CPU clock does not show time queued for a core, so on a busy machine

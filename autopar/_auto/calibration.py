@@ -75,14 +75,6 @@ class _Window:
     rate and hide a speed-up (tests/test_calibration.py::
     test_the_thread_test_counts_only_the_probes_threads). Where threads' clocks cannot be
     read, the process's CPU clock stands in.
-
-    With no more threads than cores, the time they sat queued for a core counts too: it
-    is time they wanted to compute, and other programs took it. Left out, two threads of
-    GIL-free hashing beside a busy process reached 0.8x one thread's rate, read as the GIL,
-    and the program kept a serial plan at 1.9x the threads' time
-    (tests/test_calibration.py::test_time_queued_for_a_core_counts_in_the_thread_test).
-    With more threads than cores, queueing is their own doing (waking from waits
-    together), and is not counted.
     """
 
     def __init__(self, workers: int, probe: Probe) -> None:
@@ -90,8 +82,6 @@ class _Window:
         self._probe = probe
         self.at = time.perf_counter()
         self._open = {c: _read(c) for c in probe.cpu_clocks()}
-        self._queueing = workers <= cpu_count()
-        self._queued = {c: q.total() for c, (q, _) in probe.queue_clocks().items()}
         self._process = time.process_time()
 
     def age(self) -> float:
@@ -107,12 +97,6 @@ class _Window:
             if now is not None:
                 start = self._open.get(clock)
                 used += now - (at_join if start is None else start)
-        if self._queueing:
-            for clock, (queue, joined_at) in self._probe.queue_clocks().items():
-                queued, start = queue.total(), self._queued.get(clock)
-                opened = joined_at if start is None else start
-                if queued is not None and opened is not None:
-                    used += queued - opened
         return used / max(self.age(), 1e-9)
 
 

@@ -83,8 +83,6 @@ class Probe:
         # reading when the thread joined: the thread test reads the CPU of these threads
         # only (see cpu_seconds).
         self._clocks: Dict[int, float] = {}
-        # ... and each one's queue clock with its reading then (see queue_clocks).
-        self._queues: Dict[int, Tuple[QueueClock, Optional[float]]] = {}
         _measure_clock_cost()
 
     # -- worker side -------------------------------------------------------------------
@@ -134,12 +132,8 @@ class Probe:
         caller = should_stop is not None
         clock = _thread_clock()
         if clock is not None:
-            queue = self._caller_queue if caller else for_this_thread()
-            queued = queue.total() if queue is not None else None
             with self._cond:
                 self._clocks.setdefault(clock, time.clock_gettime(clock))
-                if queue is not None and queued is not None:
-                    self._queues.setdefault(clock, (queue, queued))
         batch, cheap_in_a_row = 1, 0
         # The caller counts its time queued for a core (see autopar._auto.queued_time).
         queue = self._caller_queue if caller else None
@@ -168,13 +162,6 @@ class Probe:
         reading when the thread joined (empty where threads' clocks cannot be read)."""
         with self._cond:
             return dict(self._clocks)
-
-    def queue_clocks(self) -> Dict[int, Tuple[QueueClock, Optional[float]]]:
-        """The queue clock of each thread in cpu_clocks(), by its CPU clock, with its
-        reading when the thread joined, where the system gives one (see
-        autopar._auto.queued_time)."""
-        with self._cond:
-            return dict(self._queues)
 
     def add_caller(self) -> None:
         """Count the calling thread as a worker from now on; it then calls work_here().

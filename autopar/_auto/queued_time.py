@@ -60,11 +60,6 @@ class QueueClock:
         mark, self.mark = self.mark, self._read()
         return 0.0 if mark is None or self.mark is None else max(0.0, self.mark - mark)
 
-    def total(self) -> Optional[float]:
-        """Seconds queued since the thread started (None where unknown). Read from
-        another thread it lags by the wait going on, if any."""
-        return self._read()
-
     def since_mark(self) -> float:
         mark = self.mark
         now = self._read() if mark is not None else None
