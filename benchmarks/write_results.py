@@ -405,14 +405,11 @@ first call < 5 ms (plain map takes ~0.2 ms there, so no calibration can be withi
 **How auto holds up at its worst** (each workload in several fresh programs, quiet and
 with one busy process per core, on the matrix, on drawn workloads and on real libraries:
 first call, worst and median later call) is in [STABILITY.md](STABILITY.md), written by
-`benchmarks/stability.py`. **Many cores**: every figure here and there comes from the
-2-core machine named below; no figures from a machine with more cores exist yet.
-
-**No many-core figures exist yet.** No machine with 16 to 128 cores has run these
-benchmarks. The cost model's many-core terms (each further worker's start, the caller's
-share of a chunk hand-off, no more workers than a call can feed) use priors measured on
-the 2-core machine below, and are tested only from injected figures
-(`tests/test_many_cores.py`); how auto chooses on a big machine is not yet measured.
+`benchmarks/stability.py`. **Many cores**: the summary and the per-workload tables
+come from the 2-core machine named below. One lent 16-core machine ran
+`benchmarks/bench_cores.py` (named kinds at 1 to 16 workers, auto beside them, and this
+report's and the stability table's rows on that machine): its section, "How autopar
+scales with cores", is near the end of this file.
 """
 
 
