@@ -255,6 +255,10 @@ class Contender:
     fresh: bool = False
     warm_up: bool = False
     keeps_pool: bool = False
+    # It forks this process (multiprocessing's default on Linux): for a second or more
+    # after such a pool ends, two threads hashing here took 1.5-2x as long (sha256_1mib on
+    # 2 cores, whatever ran them), so these columns run after all the others.
+    forks: bool = False
 
 
 def _serial(fn: Fn) -> Runner:
@@ -322,12 +326,14 @@ def contenders() -> List[Contender]:
         Contender("autopar thread", partial(_autopar, "thread"), fixed=True, keeps_pool=True),
         Contender("ThreadPool()", _threadpool, fixed=True),
         Contender("autopar process", partial(_autopar, "process"), fixed=True, keeps_pool=True),
-        Contender("Pool()", _mp_pool, fixed=True),
+        Contender(
+            "Pool()", _mp_pool, fixed=True, forks=multiprocessing.get_start_method() == "fork"
+        ),
     ]
     if _installed("joblib"):
         found.append(Contender("joblib", _joblib, keeps_pool=True))
     if _installed("mpire"):
-        found.append(Contender("mpire", _mpire))
+        found.append(Contender("mpire", _mpire, forks=True))  # (its default start method)
     # autopar's own floor for a first call: the kind named, so nothing is measured (a
     # row's "auto first" cannot be cheaper than the call path this column pays).
     found.append(Contender("serial named first", partial(_autopar, "serial"), fresh=True))

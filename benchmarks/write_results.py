@@ -139,19 +139,21 @@ def measure_row(workload: Workload, scale: float, reps: int, budget: float) -> R
         return row
     runners = _prepare(workload, items, row)
     expected: Optional[List[Any]] = None
-    every = contenders()
-    for rep in range(reps):
-        # Each repetition starts one column further along: a column that always ran right
-        # after the fork pools (Pool(), mpire) would always meet their exit, which keeps a
-        # core busy for some 100 ms (two threads of hashing then took 1.5-2x as long). The
-        # first repetition starts with plain map, whose results the others are checked by.
-        shift = rep * len(every) // max(1, reps)
-        for contender in every[shift:] + every[:shift]:
-            cell = row.cells[contender.name]
-            if cell.error is None and (rep == 0 or cell.spent < budget):
-                result = _time_cell(workload, contender, items, runners, cell, expected)
-                if contender.name == "serial" and result is not None:
-                    expected = result
+    # Columns that fork this process run after all the others (see Contender.forks): what
+    # follows a fork pool's end runs slower for a second or more, whatever it is.
+    passes = [[c for c in contenders() if not c.forks], [c for c in contenders() if c.forks]]
+    for columns in passes:
+        for rep in range(reps):
+            # Each repetition starts one column further along, so that no column always
+            # runs right after the same one. The first starts with plain map, whose results
+            # the others are checked against.
+            shift = rep * len(columns) // max(1, reps)
+            for contender in columns[shift:] + columns[:shift]:
+                cell = row.cells[contender.name]
+                if cell.error is None and (rep == 0 or cell.spent < budget):
+                    result = _time_cell(workload, contender, items, runners, cell, expected)
+                    if contender.name == "serial" and result is not None:
+                        expected = result
     return row
 
 
