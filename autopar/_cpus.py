@@ -130,12 +130,16 @@ def read(root: str = "/", cpus: Optional[Tuple[int, str]] = None) -> CpuBudget:
 
 def running_now(root: str = "/") -> Optional[int]:
     """Tasks running or ready to run on the whole system at this instant, the caller
-    included (the fourth field of /proc/loadavg, "running/all"); None where unknown."""
+    included (the fourth field of /proc/loadavg, "running/all"); None where unknown.
+
+    A count under one cannot be true (the caller runs as it reads): some sandboxes write
+    zeros there, and reading them as idle cores would count every core idle."""
     text = _read(os.path.join(root, "proc/loadavg")) or ""
     try:
-        return int(text.split()[3].split("/")[0])
+        running = int(text.split()[3].split("/")[0])
     except (IndexError, ValueError):
         return None
+    return running if running >= 1 else None
 
 
 def gil_enabled() -> bool:

@@ -127,6 +127,8 @@ def test_running_now_reads_the_running_field_of_loadavg(tmp_path):
     (tmp_path / "proc").mkdir()
     (tmp_path / "proc" / "loadavg").write_text("0.52 0.40 0.31 3/412 9876\n")
     assert _cpus.running_now(str(tmp_path)) == 3
+    (tmp_path / "proc" / "loadavg").write_text("0.00 0.00 0.00 0/0 0\n")  # a sandbox's
+    assert _cpus.running_now(str(tmp_path)) is None
     (tmp_path / "proc" / "loadavg").write_text("garbage\n")
     assert _cpus.running_now(str(tmp_path)) is None
     assert _cpus.running_now(str(tmp_path / "nowhere")) is None
