@@ -53,9 +53,9 @@ BESIDE_CALL = 1.0
 # at once, whatever it would save, where at least this many cores sit idle besides its
 # own: the server's boot and the workers' starts then run on cores nothing else wants,
 # not on the call's (on 2 cores, where there is at most one, they stretched a call
-# computing in Python 1.2 to 1.6x: see _start_for_later). On 16 cores, waiting for the
-# savings to pay for the start left three later calls of 0.2 s serial at 7.6x a warm
-# pool's time (benchmarks/results/cores.md).
+# computing in Python 1.2 to 1.6x: see _start_for_later). Waiting for the savings to pay
+# for the start costs more calls there, and each runs up to `cores` times a warm pool's
+# time (16 cores, 2 programs a row: benchmarks/results/cores.md).
 SPARE_FOR_START = 2
 
 
@@ -267,7 +267,8 @@ def _start_for_later(
 
 def _idle_cores(cores: int) -> int:
     """Cores no task runs on at this instant, of the ``cores`` this process may use (0
-    where the system does not say)."""
+    where the system does not say). The count of running tasks is the whole system's:
+    on a host wider than this process's budget it can only count too few idle."""
     running = _cpus.running_now()
     return 0 if running is None else max(0, cores - running)
 
