@@ -33,6 +33,45 @@ def test_view_restore_and_original_agree(n, spots):
     assert list(order.view(tuple(items))) == view
 
 
+@pytest.mark.parametrize("n", [1, 10, 257, 3000])
+@pytest.mark.parametrize("spots", [1, 64, 256])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_view_read_by_items_and_by_chunks_keeps_one_order(n, spots, seed):
+    # The probe reads the view an item at a time, the chunk reader by take(n); any mix of
+    # the two must go on where the other stopped: the first spots, then every other item
+    # in input order.
+    import random
+
+    order = SpreadOrder(n, spots)
+    spread = set(order.first)
+    expected = order.first + [i for i in range(n) if i not in spread]
+    rng = random.Random(seed)
+    view, got = order.view(list(range(n))), []
+    while len(got) < n:
+        if rng.random() < 0.5:
+            got.append(next(view))
+        else:
+            got += view.take(rng.choice([1, 7, 64, 1000]))
+    assert got == expected
+    assert view.take(5) == [] and next(view, None) is None
+
+
+def test_the_chunk_reader_takes_whole_chunks_from_the_view():
+    from autopar._execute.chunking import Chunker
+
+    order = SpreadOrder(1000, 64)
+    view = order.view(list(range(1000)))
+    taken = []
+    take = view.take
+    view.take = lambda count: taken.append(count) or take(count)  # type: ignore[method-assign]
+    chunker, chunks = Chunker(view, 300), []
+    while (chunk := chunker.next()) is not None:
+        chunks.append(chunk)
+    assert taken[:4] == [300, 300, 300, 300]
+    assert [start for start, _ in chunks] == [0, 300, 600, 900]
+    assert order.restore(x for _, c in chunks for x in c) == list(range(1000))
+
+
 def test_the_view_starts_with_items_from_every_part_of_the_input():
     order = SpreadOrder(1000, 256)
     first = list(order.view(range(1000)))[:16]

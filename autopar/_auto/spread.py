@@ -10,16 +10,19 @@ come back in view order and :meth:`SpreadOrder.restore` puts them back in input 
 :meth:`SpreadOrder.original` maps a view index (in an error) back to the input's.
 
 Building the view and restoring the results copy slices, not items one by one: a few
-hundred slices cost microseconds next to any call worth measuring.
+hundred slices cost microseconds next to any call worth measuring. The view hands a
+chunk reader (autopar._execute.chunking) whole chunks by ``take``: 200,000 cheap items
+read through nested iterators cost 2.8 ms, sliced 0.8 ms, against 9.4 ms of work.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
 import contextlib
 import functools
 import itertools
-from typing import Any, Dict, Iterable, Iterator, List, Sequence, Tuple
+from typing import Any, Deque, Dict, Iterable, List, Sequence, Tuple
 
 from ..errors import WorkerCrashedError
 
@@ -53,22 +56,10 @@ class SpreadOrder:
         count = len(self.sorted_spots)
         self.first = [self.sorted_spots[k] for k in _progressive(count)]  # (25 us uncached)
 
-    def view(self, items: Sequence[Any]) -> Iterator[Any]:
+    def view(self, items: Sequence[Any]) -> SpreadView:
         """The items in view order, read lazily (a range is never turned into a list, and
         a list is copied a slice at a time as the call reaches it)."""
-        gaps = itertools.chain.from_iterable(self._gaps(items))  # (items pass in C, not here)
-        return itertools.chain(map(items.__getitem__, self.first), gaps)
-
-    def _gaps(self, items: Sequence[Any]) -> Iterator[Iterator[Any]]:
-        # One pass over the input, skipping the spread items (already read first): no
-        # slice is copied.
-        rest = iter(items)
-        previous = 0
-        for spot in self.sorted_spots:
-            yield itertools.islice(rest, spot - previous)
-            next(rest, None)
-            previous = spot + 1
-        yield rest
+        return SpreadView(items, self.first, self.sorted_spots)
 
     def restore(self, results: Iterable[Any]) -> List[Any]:
         """Results in view order (``n`` of them) -> results in input order, in one pass."""
@@ -127,3 +118,64 @@ class SpreadOrder:
             partial.update(exc.partial_results)
             exc.partial_results = {self.original(i): v for i, v in partial.items()}
             exc.items = tuple(sorted(self.original(i) for i in exc.items))
+
+
+class SpreadView:
+    """An iterator over ``items`` in view order: the ``first`` positions, then every
+    position not in ``sorted_spots``, in input order. ``take(n)`` returns the next ``n``
+    (fewer at the end) as a list built from slices of the input.
+
+    Items read one at a time come from a small read-ahead buffer that ``take`` empties
+    first, so both ways of reading share one position.
+    """
+
+    READ_AHEAD = 64
+
+    def __init__(self, items: Sequence[Any], first: List[int], sorted_spots: List[int]) -> None:
+        self._items = items
+        self._first = first
+        self._spots = sorted_spots
+        self._n = len(items)
+        self._taken_first = 0  # positions of ``first`` read so far
+        # The next input position of the gaps, and the index in ``sorted_spots`` of the
+        # first spot at or after it (invariant: _spots[_next_spot] >= _at, if any).
+        self._at = 0
+        self._next_spot = 0
+        self._ahead: Deque[Any] = collections.deque()
+
+    def __iter__(self) -> SpreadView:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._ahead:
+            self._ahead.extend(self._read(self.READ_AHEAD))
+            if not self._ahead:
+                raise StopIteration
+        return self._ahead.popleft()
+
+    def take(self, count: int) -> List[Any]:
+        """The next ``count`` items in view order (fewer once the view ends)."""
+        ahead = self._ahead
+        out = [ahead.popleft() for _ in range(min(count, len(ahead)))]
+        if len(out) < count:
+            out += self._read(count - len(out))
+        return out
+
+    def _read(self, count: int) -> List[Any]:
+        items = self._items
+        out: List[Any] = []
+        if self._taken_first < len(self._first):
+            end = min(len(self._first), self._taken_first + count)
+            out.extend(map(items.__getitem__, self._first[self._taken_first : end]))
+            self._taken_first = end
+        spots, n = self._spots, self._n
+        while len(out) < count and self._at < n:
+            stop = spots[self._next_spot] if self._next_spot < len(spots) else n
+            if self._at == stop:  # a spread position: it was read first
+                self._at += 1
+                self._next_spot += 1
+                continue
+            end = min(stop, self._at + count - len(out))
+            out.extend(items[self._at : end])
+            self._at = end
+        return out

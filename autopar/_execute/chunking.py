@@ -78,7 +78,10 @@ class Chunker:
         size = self.size
         if self._shrink_tail is not None:
             size = self._shrunk(size, *self._shrink_tail)
-        chunk = list(itertools.islice(self._items, size))
+        # An input that hands out whole chunks (autopar._auto.spread.SpreadView) is read
+        # by them: slices of a list, not items one by one through nested iterators.
+        take = getattr(self._items, "take", None)
+        chunk = take(size) if take is not None else list(itertools.islice(self._items, size))
         if len(chunk) < size:
             self.exhausted = True
         if not chunk:
