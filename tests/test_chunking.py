@@ -176,3 +176,25 @@ def test_footprint_scales_a_sample_to_the_whole_chunk(monkeypatch):
     # Every item is sized the same here: the sample's mean times the count.
     monkeypatch.setattr(chunking, "sys", types.SimpleNamespace(getsizeof=lambda value: 10))
     assert chunking._footprint(list(range(1000))) == 10_000
+
+
+def test_an_input_with_a_take_method_of_its_own_is_read_item_by_item():
+    # Only autopar's own chunk sources are read by take(): a user's stream may have a
+    # method of that name that means something else.
+    class Stream:
+        def __init__(self):
+            self._items = iter(range(10))
+
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            return next(self._items)
+
+        def take(self, count):
+            return ["not an item"] * count
+
+    chunker, chunks = Chunker(Stream(), 4), []
+    while (chunk := chunker.next()) is not None:
+        chunks.append(chunk[1])
+    assert chunks == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]

@@ -24,6 +24,7 @@ import functools
 import itertools
 from typing import Any, Deque, Dict, Iterable, List, Sequence, Tuple
 
+from .._execute.chunking import ChunkSource
 from ..errors import WorkerCrashedError
 
 
@@ -120,7 +121,7 @@ class SpreadOrder:
             exc.items = tuple(sorted(self.original(i) for i in exc.items))
 
 
-class SpreadView:
+class SpreadView(ChunkSource):
     """An iterator over ``items`` in view order: the ``first`` positions, then every
     position not in ``sorted_spots``, in input order. ``take(n)`` returns the next ``n``
     (fewer at the end) as a list built from slices of the input.

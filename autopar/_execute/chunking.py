@@ -30,6 +30,15 @@ SHRINK_AFTER = 8
 MAX_CHUNK_BYTES = 4 * 2**20
 
 
+class ChunkSource:
+    """An input iterator that also hands out whole chunks: ``take(n)`` returns its next
+    ``n`` items as a list (fewer at its end), faster than reading them one at a time
+    (autopar._auto.spread.SpreadView slices its input)."""
+
+    def take(self, count: int) -> List[Any]:
+        raise NotImplementedError
+
+
 def _footprint(values: Sequence[Any]) -> int:
     """Bytes ``values`` hold, estimated from the shallow sizes of a sample of 8 to 15.
 
@@ -78,10 +87,10 @@ class Chunker:
         size = self.size
         if self._shrink_tail is not None:
             size = self._shrunk(size, *self._shrink_tail)
-        # An input that hands out whole chunks (autopar._auto.spread.SpreadView) is read
-        # by them: slices of a list, not items one by one through nested iterators.
-        take = getattr(self._items, "take", None)
-        chunk = take(size) if take is not None else list(itertools.islice(self._items, size))
+        if isinstance(self._items, ChunkSource):
+            chunk = self._items.take(size)
+        else:
+            chunk = list(itertools.islice(self._items, size))
         if len(chunk) < size:
             self.exhausted = True
         if not chunk:
