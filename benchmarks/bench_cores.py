@@ -25,7 +25,6 @@ own tables, for a machine with more cores. About 5 minutes on 16 cores.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import autopar
 from autopar import _cpus, parallel
 from benchmarks.bytecode import compile_sources
+from benchmarks.cold import first_call as cold_first_call
 from benchmarks.workloads import SPIN_2MS, SPIN_100US, _buffers, nap, sha256_hex, spin
 
 REPS = 3
@@ -96,33 +96,12 @@ def _best(call: Callable[[], Any]) -> float:
     return best
 
 
-_COLD = """
-import json, sys, time
-sys.path.insert(0, {root!r})
-from autopar import parallel
-from benchmarks.bench_cores import ROWS
-fn, items, _ = ROWS[{row!r}]
-items = items({scale!r})
-f = parallel(fn)
-t0 = time.perf_counter(); f.map(items); first = time.perf_counter() - t0
-t0 = time.perf_counter(); list(map(fn, items)); plain = time.perf_counter() - t0
-p = f.last_plan
-print(json.dumps({{"first": first, "plain": plain, "plan": f"{{p.kind}} x{{p.workers}}"}}))
-"""
-
-
-def cold(row: str, scale: float) -> Dict[str, Any]:
-    """auto's first call in a fresh interpreter, and plain ``map`` after it there."""
-    from pathlib import Path
-
-    root = str(Path(__file__).resolve().parent.parent)
-    script = _COLD.format(root=root, row=row, scale=scale)
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+def _cold(row: str, scale: float) -> Dict[str, Any]:
+    return cold_first_call(
+        "from benchmarks.bench_cores import ROWS\n"
+        f"fn, make, _ = ROWS[{row!r}]\n"
+        f"items = make({scale!r})"
     )
-    if done.returncode != 0:
-        return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1]}
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def measure(row: str, scale: float, cpus: int) -> List[str]:
@@ -147,7 +126,7 @@ def measure(row: str, scale: float, cpus: int) -> List[str]:
         times["auto first"] = min(times["auto first"], time.perf_counter() - t0)
     plans["auto later"] = _plan(later.last_plan)
     plans["auto first"] = _plan(first.last_plan)
-    coldrun = cold(row, scale)
+    coldrun = _cold(row, scale)
     serial = times["serial"]
     best_name = min(named, key=lambda n: times[n])
     best = times[best_name]
@@ -167,7 +146,8 @@ def measure(row: str, scale: float, cpus: int) -> List[str]:
         lines.append(
             f"- cold first call (fresh interpreter, no pools): "
             f"{coldrun['first'] / coldrun['plain']:.2f}x plain `map` there, "
-            f"{coldrun['first'] / best:.2f}x best named here; chose {coldrun['plan']}"
+            f"{coldrun['first'] / best:.2f}x best named here; "
+            f"chose {coldrun['kind']} x{coldrun['workers']}"
         )
     lines.append(
         f"- best named: {best_name}; auto later {times['auto later'] / best:.2f}x, "

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import math
 import multiprocessing
 import os
@@ -43,6 +42,7 @@ if str(ROOT) not in sys.path:
 
 import autopar  # noqa: E402  (needs ROOT on sys.path, set just above)
 from benchmarks.bytecode import compile_sources  # noqa: E402
+from benchmarks.cold import first_call as cold_first_call  # noqa: E402
 from benchmarks.sections import other_lines  # noqa: E402
 from benchmarks.workloads import (  # noqa: E402
     WORKLOADS,
@@ -203,37 +203,14 @@ def _time_cell(
     return list(result)
 
 
-_COLD_SCRIPT = """
-import json, sys, time
-sys.path.insert(0, {root!r})
-from autopar import parallel
-from benchmarks.workloads import WORKLOADS
-w = WORKLOADS[{name!r}]
-items = w.items({scale!r})
-f = parallel(w.fn)
-t0 = time.perf_counter(); f.map(items); first = time.perf_counter() - t0
-t0 = time.perf_counter(); list(map(w.fn, items)); serial = time.perf_counter() - t0
-plan = f.last_plan
-print(json.dumps({{"first": first, "serial": serial, "kind": plan.kind,
-                  "workers": plan.workers, "reason": plan.reason}}))
-"""
-
-
 def measure_cold(workload: Workload, scale: float) -> Dict[str, Any]:
-    """auto's first call in a fresh interpreter (no pools, nothing measured yet).
-
-    Plain ``map`` runs in the same subprocess afterwards, as the side-by-side reference.
-    """
-    script = _COLD_SCRIPT.format(root=str(ROOT), name=workload.name, scale=scale)
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
-        )
-        if done.returncode != 0:
-            return {"error": done.stderr.strip().splitlines()[-1:] or ["no output"]}
-        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-    except Exception as exc:
-        return {"error": _failure(exc)}
+    """auto's first call in a fresh interpreter (no pools, nothing measured yet), and
+    plain ``map`` in the same interpreter afterwards, as the side-by-side reference."""
+    return cold_first_call(
+        "from benchmarks.workloads import WORKLOADS\n"
+        f"fn = WORKLOADS[{workload.name!r}].fn\n"
+        f"items = WORKLOADS[{workload.name!r}].items({scale!r})"
+    )
 
 
 # --- judging ------------------------------------------------------------------------------
@@ -486,7 +463,7 @@ def _cold_line(row: Row) -> str:
     vs_fixed = fmt_ratio(cold["first"] / fixed[1]) if fixed else "-"
     return (
         f"cold first call (fresh interpreter, no pools): {fmt_time(cold['first'])}, "
-        f"{cold['first'] / cold['serial']:.2f}x plain map in that interpreter, "
+        f"{cold['first'] / cold['plain']:.2f}x plain map in that interpreter, "
         f"{vs_fixed} best fixed above; chose {cold['kind']} x{cold['workers']}"
     )
 
