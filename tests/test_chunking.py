@@ -1,4 +1,4 @@
-"""The Chunker: fixed sizes, adaptive doubling and halving, the shrinking tail (no clock)."""
+"""The Chunker: fixed sizes, adaptive doubling and shrinking, the shrinking tail (no clock)."""
 
 import types
 
@@ -99,6 +99,24 @@ def test_an_open_size_never_passes_the_adaptive_cap():
     for _ in range(20):  # 2**20 items, had nothing capped it
         chunker.observe(done([0]), chunker.size)
     assert chunker.size == MAX_ADAPTIVE_CHUNK
+
+
+def test_a_chunk_far_past_the_target_shrinks_to_what_fills_it():
+    # 64 cheap items, then items 20x the target each: the next chunk holds about one
+    # target's work (so a watcher hears of the change soon), not half of 64 items.
+    chunker = Chunker(iter(range(1000)), None)
+    for _ in range(6):
+        chunker.observe(done([0] * chunker.size), chunker.size)
+    assert chunker.size == 64
+    chunker.observe(done([0] * 64, wall=64 * TARGET_CHUNK_SECONDS / 4), 64)  # 4 a target
+    assert chunker.size == 4
+    chunker.observe(done([0] * 4, wall=4 * 20 * TARGET_CHUNK_SECONDS), 4)
+    assert chunker.size == 1  # never below one item
+    # Just past the target is not far past it: the size holds.
+    chunker = Chunker(iter(range(1000)), None)
+    chunker.observe(done([0]), 1)
+    chunker.observe(done([0, 1], wall=2 * TARGET_CHUNK_SECONDS), 2)
+    assert chunker.size == 2
 
 
 def test_results_over_the_byte_cap_halve_the_size():

@@ -21,7 +21,7 @@ MAX_ADAPTIVE_CHUNK = 4096
 # ... or this many where the chunks run in the caller's thread and all results are kept
 # anyway (a serial map): only the clock checks between chunks bound the size there.
 MAX_INLINE_CHUNK = 65_536
-# ... and halve once a chunk runs this many times longer than that.
+# ... and shrink once a chunk runs this many times longer than that.
 SHRINK_AFTER = 8
 # ... and stop growing before a chunk's items or results pass this many bytes, so that
 # streaming large items (imap over a generator of 1 MiB blobs) keeps memory flat: with
@@ -59,7 +59,8 @@ class Chunker:
     An adaptive size (no chunksize named, input of unknown length) doubles while a chunk
     runs in under TARGET_CHUNK_SECONDS and its items and results stay under half of
     MAX_CHUNK_BYTES, up to MAX_ADAPTIVE_CHUNK items; it halves when a chunk holds more
-    than MAX_CHUNK_BYTES. So at most about ``window x MAX_CHUNK_BYTES`` of input (and as
+    than MAX_CHUNK_BYTES, and falls to about one target's worth of items when a chunk
+    runs SHRINK_AFTER times past it. So at most about ``window x MAX_CHUNK_BYTES`` of input (and as
     much of results) is in flight, however large the items are.
     """
 
@@ -120,7 +121,13 @@ class Chunker:
         if not self.adaptive:
             return
         nbytes = _footprint(result.results)
-        if nbytes > MAX_CHUNK_BYTES or result.wall > SHRINK_AFTER * TARGET_CHUNK_SECONDS:
+        if result.wall > SHRINK_AFTER * TARGET_CHUNK_SECONDS:
+            # Down to what the items just read would fill the target with, not halved:
+            # items that turned costly mid-input (a watcher of the run is waiting to hear
+            # of it) are read again within about one target's work.
+            fits = int(len(result.results) * TARGET_CHUNK_SECONDS / result.wall)
+            self.size = max(1, min(self.size // 2, fits))
+        elif nbytes > MAX_CHUNK_BYTES:
             self.size = max(1, self.size // 2)
         elif (
             self._roomy
