@@ -38,16 +38,23 @@ def _chunk(items, wall, cpu):
     return ChunkResult([0] * items, wall, cpu, None)
 
 
+def _twice(watch, items, wall, cpu):
+    """Two readings alike: a switch rests on more than one (replan.CONFIRM)."""
+    watch.on_chunk(_chunk(items, wall, cpu), items)
+    assert not watch.switching()  # (one reading is not enough)
+    watch.on_chunk(_chunk(items, wall, cpu), items)
+
+
 def test_items_far_costlier_than_planned_switch_serial_to_processes(fixed_overheads):
     watch = _watch("serial", CHEAP)
-    watch.on_chunk(_chunk(10, wall=0.02, cpu=0.02), 10)  # 2 ms of computing each
+    _twice(watch, 10, wall=0.02, cpu=0.02)  # 2 ms of computing each
     assert watch.switching()
-    assert watch.switch.kind == "process" and watch.switch.n_items == 990
+    assert watch.switch.kind == "process" and watch.switch.n_items == 980
 
 
 def test_items_far_costlier_and_waiting_switch_serial_to_threads(fixed_overheads):
     watch = _watch("serial", CHEAP)
-    watch.on_chunk(_chunk(10, wall=0.05, cpu=0.0001), 10)  # 5 ms waits
+    _twice(watch, 10, wall=0.05, cpu=0.0001)  # 5 ms waits
     assert watch.switch is not None and watch.switch.kind == "thread"
 
 
@@ -69,8 +76,31 @@ def test_waiting_taken_for_computing_is_corrected_on_a_pool(fixed_overheads):
     # pool's chunks show they wait. The same wall time, another share: threads.
     computing = cost_model.Measurements(wall=0.02, cpu=0.02, samples=1)
     watch = _watch("process", computing, left=40, workers=2)
-    watch.on_chunk(_chunk(2, wall=0.04, cpu=0.0002), 2)
+    _twice(watch, 2, wall=0.04, cpu=0.0002)
     assert watch.switch is not None and watch.switch.kind == "thread"
+
+
+def test_one_stalled_chunk_does_not_move_the_call(fixed_overheads):
+    # 10 ms waits on threads; one chunk held a full garbage collection in its thread
+    # (76 ms of that thread's CPU): read alone, it calls for processes. The readings
+    # after it are the waits again, and the plan stays.
+    waits = cost_model.Measurements(wall=0.01, cpu=0.0001, samples=8)
+    watch = _watch("thread", waits, left=200, workers=64)
+    watch.on_chunk(_chunk(1, wall=0.089, cpu=0.076), 1)
+    for _ in range(20):
+        watch.on_chunk(_chunk(1, wall=0.0101, cpu=0.0001), 1)
+    assert not watch.switching()
+    # Readings that call for another kind but not the same one do not add up either.
+    watch = _watch("serial", CHEAP)
+    watch.on_chunk(_chunk(10, wall=0.02, cpu=0.02), 10)  # processes
+    watch.on_chunk(_chunk(10, wall=0.05, cpu=0.0001), 10)  # threads
+    assert not watch.switching()
+    watch.on_chunk(_chunk(10, wall=0.05, cpu=0.0001), 10)  # threads again
+    assert watch.switch is not None and watch.switch.kind == "thread"
+    # A reading longer than any stall is judged alone.
+    watch = _watch("serial", CHEAP)
+    watch.on_chunk(_chunk(100, wall=replan.LONG_READING, cpu=replan.LONG_READING), 100)
+    assert watch.switch is not None and watch.switch.kind == "process"
 
 
 def test_a_switch_needs_a_clear_margin(fixed_overheads):

@@ -4,8 +4,9 @@
               each chunk's timing -> Watch: the recent per-item cost, far outside the
               band around what the plan was made on (or a process pool starting in
               the background now up)? -> decide again for the items left
-              -> another kind finishes them sooner by SWITCH_MARGIN: stop handing out
-                 chunks; those out come back; the rest runs on the new plan
+              -> another kind finishes them sooner by SWITCH_MARGIN, read so by two
+                 readings in a row: stop handing out chunks; those out come back; the
+                 rest runs on the new plan
          -> the call ends: the whole call's cost is what later calls remember
 
 Every kind runs in chunks that it can stop between, serial included (chunks of about
@@ -48,6 +49,15 @@ SHARE_CHANGE = 0.3
 POOL_WAITING_SHARE = 0.2
 # Judge only on this much observed work at least: shorter readings are timer noise.
 MIN_OBSERVED = 0.001
+# A switch is made on this many readings in a row that each call for it. One reading can
+# be one chunk, and one chunk can hold a stall that is not the items' cost: a full
+# garbage collection (tens of milliseconds of CPU, in whichever thread allocated), a
+# core taken away. Two in a row cost one reading's delay and keep such a stall from
+# moving the rest of a call to a kind several times worse.
+CONFIRM = 2
+# ... unless the reading spans this much work: a stall would have to last as long to
+# take it out of the band (garbage collections of large heaps run to about 0.1 s).
+LONG_READING = 0.25
 ASSUMED_LENGTH = 10_000  # items assumed for input of unknown length (imap on a generator)
 
 
@@ -73,6 +83,8 @@ class Watch:
         self.left = left  # items not yet run when this plan started (None: unknown)
         self.switch: Optional[Plan] = None
         self.why = ""  # what made the switch, in words
+        self._calls_for: Optional[str] = None  # the kind the last readings called for
+        self._readings = 0  # ... and how many readings in a row did
         self.done = 0  # items run on this plan
         # Since the last judgement: items, wall and CPU seconds.
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
@@ -114,6 +126,7 @@ class Watch:
 
     def _judge(self, pool_up: bool = False) -> None:
         wall, cpu = self._wall / self._items, self._cpu / self._items
+        long_reading = self._wall >= LONG_READING
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
         ratio = wall / max(self.m.wall, 1e-9)
         # Waiting taken for computing (or the reverse) changes the best kind as surely as
@@ -129,6 +142,7 @@ class Watch:
             (share < waits_under) if not was_waiting else (share >= 0.5)
         )
         if 1 / BAND <= ratio <= BAND and not crossed and not pool_up:
+            self._calls_for, self._readings = None, 0
             return
         seen = self.m._replace(wall=max(wall, 1e-9), cpu=cpu)
         left = (ASSUMED_LENGTH if self.left is None else self.left) - self.done
@@ -138,11 +152,19 @@ class Watch:
             self.config, time_threads=pool_costs.threads_in_question(seen.wall)
         )
         again = cost_model.decide(seen, overheads, left)
-        self.m = seen  # judged from here on against what was seen
         now = again.predicted.get(self.plan.kind)
         best = again.predicted[again.kind]
         if now is None or again.kind == self.plan.kind or best * SWITCH_MARGIN >= now:
+            self.m = seen  # judged from here on against what was seen
+            self._calls_for, self._readings = None, 0
             return
+        # A pool coming up is an event, not a reading: it needs no second one.
+        if not pool_up and not long_reading:
+            same = self._calls_for == again.kind
+            self._calls_for, self._readings = again.kind, (self._readings + 1 if same else 1)
+            if self._readings < CONFIRM:
+                return  # (self.m stays: the next reading is judged as this one was)
+        self.m = seen
         share_note = ", and waited" if share < 0.5 <= self.plan_share else ""
         share_note = ", and computed" if self.plan_share < 0.5 <= share else share_note
         self.why = (
