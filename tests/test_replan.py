@@ -142,12 +142,32 @@ def test_a_pool_up_that_would_not_win_leaves_the_plan_alone(fixed_overheads):
 
 
 def test_the_whole_call_is_remembered_beyond_the_band():
+    # The probe's reading gives way to the first whole call beyond its band.
+    learned = memory.LearnedCosts(CHEAP)
+    learned.plans[(10, None)] = Plan("serial", 1, 10, "old", 10)
+    memory.learn_from_call(learned, CHEAP._replace(wall=1e-3, cpu=1e-3))
+    assert learned.measurements.wall == 1e-3 and not learned.plans
+
+
+def test_one_call_off_the_learned_costs_is_not_remembered_until_the_next_agrees():
     learned = memory.LearnedCosts(CHEAP)
     learned.plans[(10, None)] = Plan("serial", 1, 10, "old", 10)
     memory.learn_from_call(learned, CHEAP._replace(wall=1.5e-6, cpu=1.5e-6))
     assert learned.measurements is CHEAP and learned.plans  # within 2x: kept
+    # A whole call read the costs: one call far off them (a busy moment) is held back...
     memory.learn_from_call(learned, CHEAP._replace(wall=1e-3, cpu=1e-3))
-    assert learned.measurements.wall == 1e-3 and not learned.plans
+    assert learned.measurements is CHEAP and learned.plans
+    # ... and dropped when the next reads as before.
+    memory.learn_from_call(learned, CHEAP)
+    memory.learn_from_call(learned, CHEAP._replace(wall=1e-3, cpu=1e-3))
+    assert learned.measurements is CHEAP
+    # Two calls off the band in a row, alike: the items changed.
+    memory.learn_from_call(learned, CHEAP._replace(wall=1.2e-3, cpu=1.2e-3))
+    assert learned.measurements.wall == 1.2e-3 and not learned.plans
+    # Two calls off the band but unlike each other confirm nothing.
+    memory.learn_from_call(learned, CHEAP._replace(wall=1e-1, cpu=1e-1))
+    memory.learn_from_call(learned, CHEAP._replace(wall=1e-5, cpu=1e-5))
+    assert learned.measurements.wall == 1.2e-3
 
 
 def _waits_after_300(x):

@@ -52,13 +52,18 @@ class LearnedCosts:
 
     ``serial_always`` caches, per (max_threads, dask address), whether serial wins at any
     call size: then later calls skip the cost model and the pools (see SerialFastPath).
+    ``settled`` says whether a whole call has read ``measurements`` (took them or agreed
+    with them), not only the probe; ``unconfirmed`` holds a whole call's reading outside
+    their band until the next call confirms or refutes it (see learn_from_call).
     (A plain class: a dataclass costs a millisecond to define, on every first call.)
     """
 
-    __slots__ = ("measurements", "plans", "serial_always", "stale")
+    __slots__ = ("measurements", "plans", "serial_always", "settled", "stale", "unconfirmed")
 
-    def __init__(self, measurements: cost_model.Measurements) -> None:
+    def __init__(self, measurements: cost_model.Measurements, settled: bool = False) -> None:
         self.measurements = measurements
+        self.settled = settled
+        self.unconfirmed: Optional[cost_model.Measurements] = None
         self.stale = False
         self.plans: Dict[Tuple[Optional[int], Optional[cost_model.Overheads]], Plan] = {}
         # (max_threads, dask address) -> why serial wins at any size, or "" if it does not
@@ -89,21 +94,37 @@ def keep(fn: Callable[..., Any], state: FunctionState, m: cost_model.Measurement
     return learned
 
 
+def _within(a: cost_model.Measurements, b: cost_model.Measurements) -> bool:
+    return 1 / LEARN_BAND <= a.wall / max(b.wall, 1e-9) <= LEARN_BAND
+
+
 def learn_from_call(learned: LearnedCosts, observed: Optional[cost_model.Measurements]) -> None:
     """After a call ran to its end: remember its whole cost per item where it left the
-    band around what was learned (hysteresis: a call like the last gets the same plan,
-    and one noisy chunk cannot move what later calls plan on)."""
+    band around what was learned. Hysteresis: a call like the last gets the same plan.
+    A whole call replaces the probe's reading at once (it read every item, the probe a
+    few); once a whole call has read the costs, one that leaves their band is kept only
+    when the next call reads alike, so one call on a briefly busy machine cannot move
+    what later calls plan on (each is watched, and re-plans within itself if its items
+    did change)."""
     if observed is None:
         return
     with lock:
         m = learned.measurements
-        ratio = observed.wall / max(m.wall, 1e-9)
-        if 1 / LEARN_BAND <= ratio <= LEARN_BAND:
+        if _within(observed, m):
+            learned.settled, learned.unconfirmed = True, None
             return
+        if learned.settled:
+            seen, learned.unconfirmed = learned.unconfirmed, observed
+            if seen is None or not _within(observed, seen):
+                return
         learned.measurements = m._replace(wall=observed.wall, cpu=observed.cpu)
+        learned.settled, learned.unconfirmed = True, None
         learned.plans = {}
         learned.serial_always = {}
-    log.debug("autopar: a whole call cost %.1fx what was learned; remembering it", ratio)
+    log.debug(
+        "autopar: whole calls cost %.1fx what was learned; remembering it",
+        observed.wall / max(m.wall, 1e-9),
+    )
 
 
 def forget(fn: Callable[..., Any]) -> None:

@@ -67,7 +67,7 @@ def start(call: Call, state: FunctionState) -> Iterator[List[Any]]:
         if learned is not None and not learned.stale:
             # Learned by another wrapper of it: its costs, and its verdicts on them (each
             # wrapper plans with its own options).
-            memory = LearnedCosts(learned.measurements)
+            memory = LearnedCosts(learned.measurements, learned.settled)
             memory.serial_always = learned.serial_always
             state.learned = memory
     if call.n_items is not None and call.n_items <= 1:
