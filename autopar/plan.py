@@ -56,6 +56,12 @@ def _blas_line(kind: str, workers: int) -> Optional[str]:
 
 
 def _fmt(name: str, value: float) -> str:
+    if value != value:  # NaN: a quantity the plan did not need and did not measure
+        return (
+            "not measured (processes were not in question)"
+            if name == "function_bytes"
+            else "unknown"
+        )
     if name.endswith(("fraction", "speedup")):
         return f"{value:.2f}"
     if name == "items_sampled":

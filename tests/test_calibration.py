@@ -8,7 +8,17 @@ import time
 import pytest
 
 from autopar import _config
-from autopar._auto import calibration
+from autopar._auto import calibration, cost_model
+
+# Pools as a quiet 2-core machine runs them warm.
+WARM = cost_model.Overheads(
+    cores=2,
+    thread_dispatch=50e-6,
+    thread_start=100e-6,
+    threads_started=0,
+    process_dispatch=300e-6,
+    process_start=0.0,
+)
 
 
 class _BigBytes(bytes):
@@ -35,18 +45,42 @@ def test_small_or_structured_items_are_pickled_to_price_them():
 
 
 def test_ship_costs_add_item_and_result_on_each_side():
-    picklable, caller, worker, _, _ = calibration._ship_costs(len, (bytes(1 << 20), 7))
+    picklable, caller, worker = calibration._item_costs((bytes(1 << 20), 7))
     assert picklable
     assert caller > 0 and worker > 0
-    assert calibration._ship_costs(len, (threading.Lock(), 1))[0] is False
+    assert calibration._item_costs((threading.Lock(), 1))[0] is False
 
 
 def test_ship_costs_measure_the_function_itself():
     table = bytes(4 << 20)
-    *_, seconds, size = calibration._ship_costs(functools.partial(max, table), (1, 1))
-    assert size > len(table) and seconds > 0
-    *_, small_size = calibration._ship_costs(len, (1, 1))
-    assert small_size < 100
+    picklable, seconds, size = calibration._function_costs(functools.partial(max, table))
+    assert picklable and size > len(table) and seconds > 0
+    assert calibration._function_costs(len)[2] < 100
+    assert calibration._function_costs(functools.partial(max, threading.Lock()))[0] is False
+
+
+def test_the_function_is_pickled_only_once_processes_are_in_question(monkeypatch):
+    # Pickling a function from the main script loads cloudpickle (milliseconds): not for
+    # a call that processes could not win even with the function free to ship.
+    dumped = []
+    real = calibration.dump_parts
+    monkeypatch.setattr(calibration, "dump_parts", lambda fn: dumped.append(fn) or real(fn))
+    table = bytes(4 << 20)
+    heavy = functools.partial(max, table)
+    cheap = cost_model.Measurements(wall=1e-6, cpu=1e-6, samples=64, function_priced=False)
+    assert calibration.priced(cheap, heavy, WARM, 1000) is cheap and not dumped
+    # 10 ms of computing an item, 200 items: processes are in question; now the function
+    # is measured, and its 4 MiB is what the decision weighs.
+    dear = cheap._replace(wall=0.01, cpu=0.01)
+    m = calibration.priced(dear, heavy, WARM, 200)
+    assert dumped == [heavy] and m.function_priced and m.function_bytes > len(table)
+    assert calibration.priced(m, heavy, WARM, 200) is m and len(dumped) == 1
+    # A function that does not pickle rules processes out once measured.
+    locked = functools.partial(max, threading.Lock())
+    assert not calibration.priced(dear, locked, WARM, 200).picklable
+    assert (
+        cost_model.decide(calibration.priced(dear, locked, WARM, 200), WARM, 200).kind != "process"
+    )
 
 
 def _sha256_hex(buffer):

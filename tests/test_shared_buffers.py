@@ -326,7 +326,7 @@ def test_shared_buffers_are_priced_at_the_copy_rate_without_the_pipe():
     assert (dump, load, pipe_bytes) == (copy, copy, 0)
     piped = calibration._pickle_cost(array[::2])  # not contiguous: pickled, piped
     assert piped[2] == array.nbytes // 2
-    _, caller, worker, _, _ = calibration._ship_costs(len, (array, 7))
+    _, caller, worker = calibration._item_costs((array, 7))
     dump_rate, _ = calibration._buffer_rates()
     by_pipe = array.nbytes * (dump_rate + 1 / calibration.PIPE_BYTES_PER_SECOND)
     assert caller < by_pipe and worker < by_pipe

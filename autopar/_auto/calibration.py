@@ -312,11 +312,11 @@ class Calibration:
         self.probe.grow(workers)
         self._window = _Window(workers, self.probe)
 
-    def measurements(self, to_ship: Callable[..., Any]) -> cost_model.Measurements:
+    def measurements(self) -> cost_model.Measurements:
         rates = dict(self.rates)
         if self._first_reading is not None and 2 in rates:
             rates[2] = max(rates[2], self._first_reading)
-        return measure(self.probe, to_ship, rates)
+        return measure(self.probe, rates)
 
 
 def _idle(costs: List[Tuple[float, float]]) -> bool:
@@ -398,11 +398,7 @@ def item_costs(
     return costs
 
 
-def measure(
-    probe: Probe,
-    to_ship: Callable[..., Any],
-    rates: Dict[int, float],
-) -> cost_model.Measurements:
+def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
     """Per-item costs from what the probe saw, corrected for contention and load."""
     # The most threads measured (the probe may be winding down by now).
     threads = max(rates, default=probe.workers)
@@ -440,9 +436,7 @@ def measure(
         # Near-free items: their CPU clock reads are timer resolution, not a share of
         # waiting. Counted as computing, so that no thread count is planned on noise.
         cpu = wall
-    picklable, ship_caller, ship_worker, ship_function, function_bytes = _ship_costs(
-        to_ship, probe.example
-    )
+    picklable, ship_caller, ship_worker = _item_costs(probe.example)
     handles = per_worker.used_since(probe.handles_before)
     # The thread speed-up: the CPU rate two threads reached over one thread's (the GIL
     # holds it near 1). Per-item CPU clocks cannot tell: a thread waiting for the GIL
@@ -460,36 +454,68 @@ def measure(
         ship_caller=ship_caller,
         ship_worker=ship_worker,
         picklable=picklable,
-        ship_function=ship_function,
-        function_bytes=function_bytes,
+        function_priced=False,  # (see priced)
         setup_process=sum(h.build_seconds or 0.0 for h in handles),
         setup_thread=sum(h.build_seconds or 0.0 for h in handles if not h.thread_safe),
     )
 
 
-def _ship_costs(
-    to_ship: Callable[..., Any], example: Optional[Tuple[Any, Any]]
-) -> Tuple[bool, float, float, float, int]:
-    """Whether the function and an example item/result pickle, and what shipping costs:
-    (picklable, seconds in the caller and in a worker per item, seconds to ship the
-    function once, its pickled size)."""
+def _item_costs(example: Optional[Tuple[Any, Any]]) -> Tuple[bool, float, float]:
+    """Whether an example item and its result pickle, and what shipping one costs: in
+    the caller and in a worker, per item (0 with no example)."""
+    if example is None:
+        return True, 0.0, 0.0
     try:
-        t0 = time.perf_counter()
-        size = sum(len(part) for part in dump_parts(to_ship))
-        function = time.perf_counter() - t0
-        if size >= BIG_BUFFER:
-            # The pieces hold a large bytes value uncopied (worker.dump_parts): shipping
-            # copies it once, into shared memory, and each new worker copies it out.
-            function += size * _buffer_rates()[0]
-        if example is None:
-            return True, 0.0, 0.0, function, size
         item_dump, item_load, item_size = _pickle_cost(example[0])
         result_dump, result_load, result_size = _pickle_cost(example[1])
     except Exception:
-        return False, math.inf, math.inf, 0.0, 0
+        return False, math.inf, math.inf
     transfer = (item_size + result_size) / PIPE_BYTES_PER_SECOND
-    caller, worker = item_dump + result_load + transfer, item_load + result_dump + transfer
-    return True, caller, worker, function, size
+    return True, item_dump + result_load + transfer, item_load + result_dump + transfer
+
+
+def priced(
+    m: cost_model.Measurements,
+    to_ship: Callable[..., Any],
+    overheads: cost_model.Overheads,
+    n: int,
+) -> cost_model.Measurements:
+    """``m`` with the function's shipping measured, if processes (or a cluster) could win
+    ``n`` items with the function free to ship and a warm pool allowed; else ``m``.
+
+    Pickling the function is the one step of a decision whose cost does not scale with
+    the items: for a function defined in the main script it loads cloudpickle (about
+    3 ms, more than a whole call of cheap items). Processes priced with the function free
+    are a lower bound on their cost, so where they lose even so, the function's cost
+    cannot change the plan.
+    """
+    if m.function_priced:
+        return m
+    warm = overheads._replace(process_start=0.0, processes=True)
+    if cost_model.decide(m, warm, n).kind not in ("process", "dask"):
+        return m
+    picklable, seconds, size = _function_costs(to_ship)
+    return m._replace(
+        picklable=m.picklable and picklable,
+        ship_function=seconds,
+        function_bytes=size,
+        function_priced=True,
+    )
+
+
+def _function_costs(to_ship: Callable[..., Any]) -> Tuple[bool, float, int]:
+    """Whether the function pickles, the seconds shipping it once costs, its pickled size."""
+    try:
+        t0 = time.perf_counter()
+        size = sum(len(part) for part in dump_parts(to_ship))
+        seconds = time.perf_counter() - t0
+    except Exception:
+        return False, 0.0, 0
+    if size >= BIG_BUFFER:
+        # The pieces hold a large bytes value uncopied (worker.dump_parts): shipping
+        # copies it once, into shared memory, and each new worker copies it out.
+        seconds += size * _buffer_rates()[0]
+    return True, seconds, size
 
 
 def _pickle_cost(value: Any) -> Tuple[float, float, int]:

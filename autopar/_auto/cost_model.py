@@ -59,6 +59,11 @@ class Measurements(NamedTuple):
     picklable: bool = True  # function, a sample item and its result all pickle
     ship_function: float = 0.0  # seconds to pickle the function itself (each call does)
     function_bytes: int = 0  # its pickled size
+    # False until the function's pickle is measured (calibration.priced): only once
+    # processes are in question. Till then the three fields above hold what the items
+    # alone say, the function priced free and picklable: a lower bound on what processes
+    # cost, so a verdict against them stands whatever the function turns out to cost.
+    function_priced: bool = True
     # Seconds to build the per-worker values (autopar.per_worker) the items use: what a
     # new process worker spends once, and what a new thread spends on those that are
     # built once per thread.
@@ -83,7 +88,9 @@ class Measurements(NamedTuple):
         }
         if self.thread_speedup is not None:
             table["thread_speedup"] = self.thread_speedup
-        if self.function_bytes:
+        if not self.function_priced:
+            table["function_bytes"] = math.nan  # not measured: processes not in question
+        elif self.function_bytes:
             table["ship_function"] = self.ship_function
             table["function_bytes"] = float(self.function_bytes)
         if self.setup_process:

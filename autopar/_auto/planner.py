@@ -34,7 +34,7 @@ from ..errors import AutoparTimeoutError
 from ..plan import Plan
 from . import cost_model, pool_costs, replan
 from . import memory as learned_costs
-from .calibration import WAITING_RATE, Calibration
+from .calibration import WAITING_RATE, Calibration, priced
 from .memory import LearnedCosts, check_drift, lock, open_fast_path, remember_plan
 from .probe import Probe
 from .replan import ASSUMED_LENGTH
@@ -92,6 +92,7 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
     ):
         return _serial_here(call, state, memory, m, why)
     overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
+    m = _priced(memory, m, call, overheads)
     key = (n_items, overheads)
     with lock:
         plan = memory.plans.get(key)
@@ -104,6 +105,22 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
     plan = state.last_plan = _noted(plan, later.note)
     log.debug("autopar: %s: %s", call.name, plan.reason)
     return _then(_watched(call, state, memory, plan, m, pool_ready=later.ready), later.ended)
+
+
+def _priced(
+    memory: LearnedCosts, m: cost_model.Measurements, call: Call, overheads: cost_model.Overheads
+) -> cost_model.Measurements:
+    """``m``, with the function's shipping measured if processes are in question for this
+    call (calibration.priced); what was measured is remembered."""
+    done = priced(
+        m, call.to_ship, overheads, ASSUMED_LENGTH if call.n_items is None else call.n_items
+    )
+    if done is not m:
+        with lock:
+            if memory.measurements is m:
+                memory.measurements = done
+                memory.plans = {}  # (made on the function priced free)
+    return done
 
 
 def _watched(
@@ -416,10 +433,11 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
             calibration.run_beside_caller()
         else:
             calibration.run()
-        m = calibration.measurements(call.to_ship)
+        m = calibration.measurements()
         remaining = None if n_items is None else n_items - probe.read
         # With nothing left, the plan shown (and used next time) is for the whole call.
         overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
+        m = priced(m, call.to_ship, overheads, n_items or ASSUMED_LENGTH)
         plan = _decide(m, config, remaining or n_items, overheads, n_items or ASSUMED_LENGTH)
         later = _start_for_later(
             m, config, dataclasses.replace(plan, n_items=n_items), overheads, call.to_ship

@@ -28,6 +28,7 @@ from .._execute.executor import Call, execute
 from .._execute.worker import ChunkResult
 from ..plan import Plan
 from . import cost_model, pool_costs
+from .calibration import priced
 from .queued_time import for_this_thread
 
 log = logging.getLogger("autopar")
@@ -71,8 +72,10 @@ class Watch:
         config: Config,
         left: Optional[int],
         pool_ready: Optional[threading.Event] = None,
+        to_ship: Optional[Callable[..., Any]] = None,
     ) -> None:
         self.plan, self.m, self.config = plan, m, config
+        self.to_ship = to_ship  # the function as processes get it (to price: see _judge)
         # Set once a process pool starting in the background is up: the plan is judged
         # again then, whatever the costs (it was made with that pool cold). The new
         # workers' per-worker builds go unpriced, as on any warm pool: every process call
@@ -151,6 +154,8 @@ class Watch:
         overheads = pool_costs.current(
             self.config, time_threads=pool_costs.threads_in_question(seen.wall)
         )
+        if self.to_ship is not None:
+            seen = priced(seen, self.to_ship, overheads, left)
         again = cost_model.decide(seen, overheads, left)
         now = again.predicted.get(self.plan.kind)
         best = again.predicted[again.kind]
@@ -206,7 +211,7 @@ def run_watched(
     index, watches = start_index, []
     while True:
         left = None if call.n_items is None else call.n_items - index
-        watch = Watch(plan, m, call.config, left, pool_ready)
+        watch = Watch(plan, m, call.config, left, pool_ready, call.to_ship)
         watches.append(watch)
         if plan.kind == "serial" and call.config.chunksize is None:
             # Chunks that start at one item and double while under a few milliseconds
