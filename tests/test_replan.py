@@ -142,17 +142,40 @@ def test_a_pool_up_that_would_not_win_leaves_the_plan_alone(fixed_overheads):
 
 
 def test_the_whole_call_is_remembered_beyond_the_band():
-    # The probe's reading gives way to the first whole call beyond its band.
+    # The probe's reading (64 items) gives way to the first call's beyond its band: the
+    # probe's items and the rest's (192 here), each weighed by its items.
     learned = memory.LearnedCosts(CHEAP)
     learned.plans[(10, None)] = Plan("serial", 1, 10, "old", 10)
-    memory.learn_from_call(learned, CHEAP._replace(wall=1e-3, cpu=1e-3))
-    assert learned.measurements.wall == 1e-3 and not learned.plans
+    memory.learn_from_call(learned, CHEAP._replace(wall=1e-3, cpu=1e-3, samples=192))
+    assert learned.measurements.wall == pytest.approx((64 * 1e-6 + 192 * 1e-3) / 256)
+    assert not learned.plans and learned.settled
+
+
+def test_a_few_items_after_the_probe_cannot_swing_what_it_read():
+    # 12 items left after 88 read by the probe, in one chunk stretched 100x (a thread
+    # preempted while holding the GIL): held back, not learned ...
+    probe = CHEAP._replace(samples=88)
+    stretched = CHEAP._replace(wall=1e-4, cpu=1e-6, samples=12)
+    learned = memory.LearnedCosts(probe)
+    memory.learn_from_call(learned, stretched)
+    assert learned.measurements is probe
+    memory.learn_from_call(learned, CHEAP._replace(samples=100))  # ... a call like the probe
+    assert learned.measurements is probe and learned.settled
+    # A call whose own items outnumber the probe's is its own confirmation.
+    learned = memory.LearnedCosts(probe)
+    memory.learn_from_call(learned, stretched._replace(samples=100))
+    assert learned.measurements.wall > 10 * CHEAP.wall
+    # Or one the next call reads alike.
+    learned = memory.LearnedCosts(probe)
+    memory.learn_from_call(learned, stretched)
+    memory.learn_from_call(learned, stretched._replace(samples=100))
+    assert learned.measurements.wall > 10 * CHEAP.wall
 
 
 def test_one_call_off_the_learned_costs_is_not_remembered_until_the_next_agrees():
     learned = memory.LearnedCosts(CHEAP)
     learned.plans[(10, None)] = Plan("serial", 1, 10, "old", 10)
-    memory.learn_from_call(learned, CHEAP._replace(wall=1.5e-6, cpu=1.5e-6))
+    memory.learn_from_call(learned, CHEAP._replace(wall=1.5e-6, cpu=1.5e-6))  # (the probe's)
     assert learned.measurements is CHEAP and learned.plans  # within 2x: kept
     # A whole call read the costs: one call far off them (a busy moment) is held back...
     memory.learn_from_call(learned, CHEAP._replace(wall=1e-3, cpu=1e-3))

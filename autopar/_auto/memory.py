@@ -101,19 +101,32 @@ def _within(a: cost_model.Measurements, b: cost_model.Measurements) -> bool:
 def learn_from_call(learned: LearnedCosts, observed: Optional[cost_model.Measurements]) -> None:
     """After a call ran to its end: remember its whole cost per item where it left the
     band around what was learned. Hysteresis: a call like the last gets the same plan.
-    A whole call replaces the probe's reading at once (it read every item, the probe a
-    few); once a whole call has read the costs, one that leaves their band is kept only
-    when the next call reads alike, so one call on a briefly busy machine cannot move
-    what later calls plan on (each is watched, and re-plans within itself if its items
-    did change)."""
+    Until a call has read them, the costs are the probe's, and the call that follows the
+    probe read the items the probe left: together they read the whole call, each weighed
+    by its items. Where the rest read at least as many items as the probe, that sum
+    replaces the probe's reading at once. Otherwise, and once a whole call has read the
+    costs, a reading that leaves their band is kept only when the next call reads alike:
+    a few items after the probe (one chunk, which a thread preempted while holding the
+    GIL can stretch 100x), or one call on a briefly busy machine, cannot move what later
+    calls plan on (each is watched, and re-plans within itself if its items did change).
+    """
     if observed is None:
         return
     with lock:
         m = learned.measurements
+        outweighs = learned.settled
+        if not learned.settled:
+            k, j = m.samples, observed.samples
+            outweighs = j < k
+            observed = observed._replace(
+                wall=(m.wall * k + observed.wall * j) / (k + j),
+                cpu=(m.cpu * k + observed.cpu * j) / (k + j),
+                samples=k + j,
+            )
         if _within(observed, m):
             learned.settled, learned.unconfirmed = True, None
             return
-        if learned.settled:
+        if outweighs:  # (what is learned rests on more than this call's own reading)
             seen, learned.unconfirmed = learned.unconfirmed, observed
             if seen is None or not _within(observed, seen):
                 return
