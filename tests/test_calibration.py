@@ -9,16 +9,7 @@ import pytest
 
 from autopar import _config
 from autopar._auto import calibration, cost_model
-
-# Pools as a quiet 2-core machine runs them warm.
-WARM = cost_model.Overheads(
-    cores=2,
-    thread_dispatch=50e-6,
-    thread_start=100e-6,
-    threads_started=0,
-    process_dispatch=300e-6,
-    process_start=0.0,
-)
+from tests.test_cost_model import WARM  # (a quiet 2-core machine's pools, warm)
 
 
 class _BigBytes(bytes):
