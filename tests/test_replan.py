@@ -103,6 +103,23 @@ def test_one_stalled_chunk_does_not_move_the_call(fixed_overheads):
     assert watch.switch is not None and watch.switch.kind == "process"
 
 
+def test_the_function_is_pickled_once_over_the_readings_of_a_call(fixed_overheads, monkeypatch):
+    # Serial items turn dear: processes come into question on the first reading, which
+    # measures the function; the second, which makes the switch, does not again.
+    from autopar import _config
+    from autopar._auto import calibration
+
+    dumped = []
+    real = calibration.dump_parts
+    monkeypatch.setattr(calibration, "dump_parts", lambda fn: dumped.append(fn) or real(fn))
+    unpriced = CHEAP._replace(function_priced=False)
+    plan = Plan("serial", 1, 1, "test", 1000)
+    watch = replan.Watch(plan, unpriced, _config.current(), 1000, None, len)
+    _twice(watch, 10, wall=0.02, cpu=0.02)
+    assert watch.switch is not None and watch.switch.kind == "process"
+    assert dumped == [len] and watch.m.function_priced
+
+
 def test_a_switch_needs_a_clear_margin(fixed_overheads):
     # Items twice as costly as planned, on a plan that stays best for them: no switch.
     slow = CHEAP._replace(wall=2e-3, cpu=2e-3)

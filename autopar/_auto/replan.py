@@ -154,8 +154,12 @@ class Watch:
         overheads = pool_costs.current(
             self.config, time_threads=pool_costs.threads_in_question(seen.wall)
         )
-        if self.to_ship is not None:
+        if self.to_ship is not None and not seen.function_priced:
             seen = priced(seen, self.to_ship, overheads, left)
+            if seen.function_priced:
+                # Pickled once: the readings after this one start from what it measured,
+                # whether or not this one moves the plan.
+                self.m = seen._replace(wall=self.m.wall, cpu=self.m.cpu)
         again = cost_model.decide(seen, overheads, left)
         now = again.predicted.get(self.plan.kind)
         best = again.predicted[again.kind]
@@ -168,7 +172,7 @@ class Watch:
             same = self._calls_for == again.kind
             self._calls_for, self._readings = again.kind, (self._readings + 1 if same else 1)
             if self._readings < CONFIRM:
-                return  # (self.m stays: the next reading is judged as this one was)
+                return  # (self.m's costs stay: the next reading is judged as this one was)
         self.m = seen
         share_note = ", and waited" if share < 0.5 <= self.plan_share else ""
         share_note = ", and computed" if self.plan_share < 0.5 <= share else share_note
