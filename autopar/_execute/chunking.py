@@ -60,8 +60,8 @@ class Chunker:
     runs in under TARGET_CHUNK_SECONDS and its items and results stay under half of
     MAX_CHUNK_BYTES, up to MAX_ADAPTIVE_CHUNK items; it halves when a chunk holds more
     than MAX_CHUNK_BYTES, and falls to about one target's worth of items when a chunk
-    runs SHRINK_AFTER times past it. So at most about ``window x MAX_CHUNK_BYTES`` of input (and as
-    much of results) is in flight, however large the items are.
+    runs SHRINK_AFTER times past it. So at most about ``window x MAX_CHUNK_BYTES`` of
+    input (and as much of results) is in flight, however large the items are.
     """
 
     def __init__(
