@@ -216,3 +216,31 @@ def test_an_input_with_a_take_method_of_its_own_is_read_item_by_item():
     while (chunk := chunker.next()) is not None:
         chunks.append(chunk[1])
     assert chunks == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def _lags(f, count):
+    """How far the input was read ahead of each item as it ran, for ``f.imap``."""
+    yielded, lags = [], []
+
+    def source():
+        for i in range(count):
+            yielded.append(i)
+            yield i
+
+    def work(x):
+        lags.append(len(yielded) - x)
+        return x
+
+    assert list(f(work).imap(source())) == list(range(count))
+    return lags
+
+
+def test_serial_chunks_read_each_item_only_as_it_runs():
+    # A serial plan runs its chunks in the caller's thread at once: they are read from the
+    # input as they run, never gathered into a list first (a stream of large items would
+    # be held a chunk at a time, and cheap items cost a copy each).
+    from autopar import parallel
+
+    assert max(_lags(lambda fn: parallel(fn, kind="serial"), 20_000)) == 1
+    # Under auto, past the items the probe read ahead: near-free items run serially.
+    assert max(_lags(parallel, 20_000)[1_000:]) == 1

@@ -36,24 +36,29 @@ def test_view_restore_and_original_agree(n, spots):
 @pytest.mark.parametrize("n", [1, 10, 257, 3000])
 @pytest.mark.parametrize("spots", [1, 64, 256])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_view_read_by_items_and_by_chunks_keeps_one_order(n, spots, seed):
-    # The probe reads the view an item at a time, the chunk reader by take(n); any mix of
-    # the two must go on where the other stopped: the first spots, then every other item
-    # in input order.
+@pytest.mark.parametrize("container", [list, tuple, range])
+def test_the_view_read_by_items_and_by_chunks_keeps_one_order(n, spots, seed, container):
+    # The probe reads the view an item at a time, the chunk reader by take(n) or, for a
+    # chunk run at once, take_lazily(n); any mix must go on where the others stopped: the
+    # first spots, then every other item in input order.
     import random
 
     order = SpreadOrder(n, spots)
     spread = set(order.first)
     expected = order.first + [i for i in range(n) if i not in spread]
     rng = random.Random(seed)
-    view, got = order.view(list(range(n))), []
+    items = range(n) if container is range else container(range(n))
+    view, got = order.view(items), []
     while len(got) < n:
-        if rng.random() < 0.5:
+        draw = rng.random()
+        if draw < 0.4:
             got.append(next(view))
-        else:
+        elif draw < 0.7:
             got += view.take(rng.choice([1, 7, 64, 1000]))
+        else:
+            got += view.take_lazily(rng.choice([1, 7, 64, 1000]))
     assert got == expected
-    assert view.take(5) == [] and next(view, None) is None
+    assert len(view.take(5)) == 0 and list(view.take_lazily(5)) == [] and next(view, None) is None
 
 
 def test_the_chunk_reader_takes_whole_chunks_from_the_view():

@@ -63,16 +63,23 @@ class SpreadOrder:
         return SpreadView(items, self.first, self.sorted_spots)
 
     def restore(self, results: Iterable[Any]) -> List[Any]:
-        """Results in view order (``n`` of them) -> results in input order, in one pass."""
-        rest = iter(results)
-        by_spot = dict(zip(self.first, itertools.islice(rest, len(self.first))))
+        """Results in view order (``n`` of them) -> results in input order.
+
+        Copied a slice at a time between the spread positions: for cheap items, stepping
+        through the results one by one cost a fifth of plain map's time.
+        """
+        flat = results if isinstance(results, list) else list(results)
+        count = len(self.first)
+        by_spot = dict(zip(self.first, flat[:count]))
         out: List[Any] = []
-        previous = 0
+        previous, at = 0, count  # (at: the next result of the gaps, in view order)
         for spot in self.sorted_spots:
-            out.extend(itertools.islice(rest, spot - previous))
+            gap = spot - previous
+            out += flat[at : at + gap]
             out.append(by_spot[spot])
+            at += gap
             previous = spot + 1
-        out.extend(rest)
+        out += flat[at:]
         return out
 
     def original(self, index: int) -> int:
@@ -121,6 +128,11 @@ class SpreadOrder:
             exc.items = tuple(sorted(self.original(i) for i in exc.items))
 
 
+# Inputs whose slices can be handed out as chunks: a slice of one of these is a new
+# object that nothing else holds, or cannot change.
+_SLICED_WHOLE = (list, tuple, range)
+
+
 class SpreadView(ChunkSource):
     """An iterator over ``items`` in view order: the ``first`` positions, then every
     position not in ``sorted_spots``, in input order. ``take(n)`` returns the next ``n``
@@ -154,29 +166,61 @@ class SpreadView(ChunkSource):
                 raise StopIteration
         return self._ahead.popleft()
 
-    def take(self, count: int) -> List[Any]:
+    def take(self, count: int) -> Sequence[Any]:
         """The next ``count`` items in view order (fewer once the view ends)."""
         ahead = self._ahead
+        if not ahead:
+            return self._read(count)
         out = [ahead.popleft() for _ in range(min(count, len(ahead)))]
         if len(out) < count:
             out += self._read(count - len(out))
         return out
 
-    def _read(self, count: int) -> List[Any]:
+    def take_lazily(self, count: int) -> Iterable[Any]:
+        items = self._items
+        if self._ahead or self._taken_first < len(self._first) or type(items) not in _SLICED_WHOLE:
+            return self.take(count)
+        # Past the spread positions, the gaps between them are read in place: a range's
+        # slice makes each item as it is read, and a list's or tuple's iterator started
+        # at the gap copies nothing.
+        pieces: List[Iterable[Any]] = []
+        wanted = count
+        while wanted and self._at < self._n:
+            at, end = self._gap(wanted)
+            if type(items) is range:
+                pieces.append(items[at:end])
+            else:
+                reader = iter(items)
+                reader.__setstate__(at)  # type: ignore[attr-defined]
+                pieces.append(itertools.islice(reader, end - at))
+            wanted -= end - at
+        return itertools.chain.from_iterable(pieces)
+
+    def _gap(self, count: int) -> Tuple[int, int]:
+        """The input positions [at, end) of up to ``count`` items from the current position
+        to the next spread position (skipped: it was read first), and move past them."""
+        spots, n = self._spots, self._n
+        while self._next_spot < len(spots) and spots[self._next_spot] == self._at:
+            self._at += 1
+            self._next_spot += 1
+        stop = spots[self._next_spot] if self._next_spot < len(spots) else n
+        at = self._at
+        self._at = end = min(stop, at + count)
+        return at, end
+
+    def _read(self, count: int) -> Sequence[Any]:
+        """The next ``count`` items past the read-ahead: a slice of the input itself
+        where they lie in one gap between spread positions (a list's slice is a fresh
+        list; a range's or tuple's is immutable), a fresh list otherwise."""
         items = self._items
         out: List[Any] = []
         if self._taken_first < len(self._first):
             end = min(len(self._first), self._taken_first + count)
             out.extend(map(items.__getitem__, self._first[self._taken_first : end]))
             self._taken_first = end
-        spots, n = self._spots, self._n
-        while len(out) < count and self._at < n:
-            stop = spots[self._next_spot] if self._next_spot < len(spots) else n
-            if self._at == stop:  # a spread position: it was read first
-                self._at += 1
-                self._next_spot += 1
-                continue
-            end = min(stop, self._at + count - len(out))
-            out.extend(items[self._at : end])
-            self._at = end
+        while len(out) < count and self._at < self._n:
+            at, end = self._gap(count - len(out))
+            if not out and end - at == count and type(items) in _SLICED_WHOLE:
+                return items[at:end]  # one slice is the whole chunk: no second copy
+            out.extend(items[at:end])
         return out

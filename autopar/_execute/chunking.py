@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import sys
-from typing import Any, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Iterable, Optional, Sequence, Tuple
 
 from .worker import ChunkResult
 
@@ -32,11 +32,16 @@ MAX_CHUNK_BYTES = 4 * 2**20
 
 class ChunkSource:
     """An input iterator that also hands out whole chunks: ``take(n)`` returns its next
-    ``n`` items as a list (fewer at its end), faster than reading them one at a time
-    (autopar._auto.spread.SpreadView slices its input)."""
+    ``n`` items as a sequence of its own (fewer at its end), faster than reading them one
+    at a time (autopar._auto.spread.SpreadView slices its input)."""
 
-    def take(self, count: int) -> List[Any]:
+    def take(self, count: int) -> Sequence[Any]:
         raise NotImplementedError
+
+    def take_lazily(self, count: int) -> Iterable[Any]:
+        """The same items as ``take(count)``, as an iterable that may make them only as
+        it is read (a range's items): for a chunk that runs at once and is not kept."""
+        return self.take(count)
 
 
 def _footprint(values: Sequence[Any]) -> int:
@@ -82,12 +87,13 @@ class Chunker:
         self._roomy = True  # the last chunk read could double and stay within the byte cap
         self._shrink_tail = shrink_tail
 
-    def next(self) -> Optional[Tuple[int, List[Any]]]:
+    def next(self) -> Optional[Tuple[int, Sequence[Any]]]:
         if self.exhausted:
             return None
         size = self.size
         if self._shrink_tail is not None:
             size = self._shrunk(size, *self._shrink_tail)
+        chunk: Sequence[Any]
         if isinstance(self._items, ChunkSource):
             chunk = self._items.take(size)
         else:
@@ -101,6 +107,24 @@ class Chunker:
         start = self.next_index
         self.next_index += len(chunk)
         return start, chunk
+
+    def next_lazily(self) -> Optional[Tuple[int, int, Iterable[Any]]]:
+        """The next chunk as (start, size asked, items read only as they run), for a chunk
+        that runs at once in the caller's thread: its items are never held in a list (for
+        items of a few tens of nanoseconds, making and copying that list cost a quarter of
+        their work). The runner reports how many ran with :meth:`ran`."""
+        if self.exhausted:
+            return None
+        size = self.size
+        if isinstance(self._items, ChunkSource):
+            return self.next_index, size, self._items.take_lazily(size)
+        return self.next_index, size, itertools.islice(self._items, size)
+
+    def ran(self, asked: int, count: int) -> None:
+        """``count`` items of a lazy chunk of ``asked`` ran (fewer: the input has ended)."""
+        self.next_index += count
+        if count < asked:
+            self.exhausted = True
 
     def _shrunk(self, size: int, total: int, workers: int) -> int:
         """Near the end of ``total`` items: chunks of what is left / (2 x workers), down to

@@ -69,6 +69,13 @@ def execute(
         return run_supervised(plan, call)
     if registry.backend_class(plan.kind).inline and unchunked(call) and stop_after is None:
         return run_inline(call.fn, call.items, star=call.star, start=start_index, on_chunk=on_chunk)
+    if registry.backend_class(plan.kind).inline and config.timeout is None and call.policy is None:
+        return run_inline_chunks(
+            call,
+            Chunker(call.items, plan.chunksize, start_index, most=_most(call, inline=True)),
+            on_chunk=on_chunk,
+            stop_after=stop_after,
+        )
     backend = registry.acquire(plan.kind, config, plan.workers)  # PoolRun releases it
     run = PoolRun(
         backend,
@@ -78,7 +85,7 @@ def execute(
             plan.chunksize,
             start_index,
             shrink_tail=_shrink_tail(plan, call) if backend.shrinks_tail else None,
-            most=MAX_INLINE_CHUNK if backend.inline and call.eager else MAX_ADAPTIVE_CHUNK,
+            most=_most(call, inline=backend.inline),
         ),
         workers=plan.workers,
         star=call.star,
@@ -88,6 +95,12 @@ def execute(
         policy=call.policy,
     )
     return run.ordered() if call.ordered else run.unordered()
+
+
+def _most(call: Call, *, inline: bool) -> int:
+    """The largest adaptive chunk: chunks run in the caller's thread for a caller that
+    keeps every result anyway (a map) are bounded only by the checks between them."""
+    return MAX_INLINE_CHUNK if inline and call.eager else MAX_ADAPTIVE_CHUNK
 
 
 def _shrink_tail(plan: Plan, call: Call) -> Optional[Tuple[int, int]]:
@@ -136,6 +149,34 @@ def run_inline(
     if on_chunk is not None:
         on_chunk(result, len(result.results))
     yield result.results
+
+
+def run_inline_chunks(
+    call: Call,
+    chunker: Chunker,
+    *,
+    on_chunk: Optional[Callable[[ChunkResult, int], None]],
+    stop_after: Optional[Callable[[], bool]],
+) -> Iterator[List[Any]]:
+    """A serial plan in chunks in the caller's thread, each read from the input as it
+    runs (see Chunker.next_lazily), with ``on_chunk`` and ``stop_after`` between chunks
+    as on a pool. Without a timeout: one is checked between items (see PoolRun)."""
+    while stop_after is None or not stop_after():
+        chunk = chunker.next_lazily()
+        if chunk is None:
+            return
+        start, asked, items = chunk
+        result = run_chunk(call.fn, start, items, star=call.star)
+        if result.failure is not None:
+            raise annotate(result.failure.exc, result.failure.index, "serial worker")
+        count = len(result.results)
+        chunker.ran(asked, count)
+        if count == 0:
+            return
+        chunker.observe(result, count)
+        if on_chunk is not None:
+            on_chunk(result, count)
+        yield result.results
 
 
 def checked_items(items: Iterable[Any], *, materialize: bool) -> Iterable[Any]:
