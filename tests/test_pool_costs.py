@@ -175,3 +175,48 @@ def test_a_pool_for_later_calls_that_cannot_start_does_not_fail_the_call(monkeyp
     if ready is not None:
         assert ready.wait(30)
     assert registry.peek("process") is None and not pool_costs.process_warm(config)
+
+
+def _costs(**fields):
+    from autopar._auto.cost_model import Measurements
+
+    return Measurements(**{"samples": 32, **fields})
+
+
+def test_thread_costs_are_timed_only_where_threads_could_win_with_them_free(monkeypatch):
+    timed = []
+
+    def timing():
+        timed.append(True)
+        return [1e-4] * 5, 5e-5
+
+    monkeypatch.setattr(pool_costs, "_measured", {})
+    monkeypatch.setattr(pool_costs, "_time_thread_costs", timing)
+    config = _config.Config()
+    # Python code that two threads ran no faster than one: threads lose even for free.
+    holds_gil = _costs(wall=1e-4, cpu=1e-4, thread_speedup=1.0)
+    o = pool_costs.for_items(config, holds_gil, 2_000)
+    assert not timed and not o.threads_measured
+    assert o.thread_dispatch == pool_costs.PRIOR_THREAD_DISPATCH
+    # Waiting items: threads win if their costs allow it, so those are timed.
+    waits = _costs(wall=1e-3, cpu=1e-5)
+    o = pool_costs.for_items(config, waits, 2_000)
+    assert timed == [True] and o.threads_measured
+    # Once measured, they stand for every plan after, timed no more.
+    assert pool_costs.for_items(config, holds_gil, 2_000).threads_measured
+    assert timed == [True]
+
+
+def test_a_serial_reason_cites_no_thread_cost_that_was_not_measured(monkeypatch):
+    from autopar._auto import cost_model
+
+    monkeypatch.setattr(pool_costs, "_measured", {})
+    config = _config.Config()
+    # Under the prior hand-off of 50 us, and dear to ship to a process.
+    cheap = _costs(wall=2e-5, cpu=2e-5, ship_worker=5e-4)
+    unmeasured = pool_costs.current(config, time_threads=False)
+    plan = cost_model.decide(cheap, unmeasured, 100)
+    assert plan.kind == "serial"
+    assert "handing it to a thread" not in plan.reason, plan.reason
+    measured = unmeasured._replace(threads_measured=True)
+    assert "handing it to a thread" in cost_model.decide(cheap, measured, 100).reason

@@ -117,6 +117,8 @@ class Overheads(NamedTuple):
     gil: bool = True
     process_worker_start: float = 0.0  # each further worker of a cold pool, one at a time
     process_handoff: float = 0.0  # the caller's own time per chunk: p workers share it
+    # False while priors stand in for the thread costs (see pool_costs.for_items)
+    threads_measured: bool = True
 
 
 Choice = Tuple[float, int, int]  # predicted seconds, workers, chunksize
@@ -330,10 +332,15 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
     on = f" on {n} items"
     why = []
     if "thread" in options:
-        if m.wall < o.thread_dispatch:
+        if o.threads_measured and m.wall < o.thread_dispatch:
             why.append("an item costs less than handing it to a thread")
         elif m.cpu_fraction < 0.5 or _parallel_on_threads(m, o):
-            why.append(f"threads' start and hand-offs cost more than they save{on}")
+            why.append(
+                f"threads' start and hand-offs cost more than they save{on}"
+                if o.threads_measured
+                else f"threads would not be faster{on} even if their start and hand-offs "
+                "cost nothing (so those were not measured)"
+            )
         elif m.thread_speedup is not None:
             why.append(
                 f"items hold the GIL, so threads would take turns (two ran "

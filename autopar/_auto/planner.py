@@ -90,7 +90,7 @@ def _remembered(call: Call, state: FunctionState, memory: LearnedCosts) -> Itera
         and (why := _serial_always(memory, m, config))
     ):
         return _serial_here(call, state, memory, m, why)
-    overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
+    overheads = pool_costs.for_items(config, m, n_items or ASSUMED_LENGTH)
     m = _priced(memory, m, call, overheads)
     key = (n_items, overheads)
     with lock:
@@ -176,7 +176,7 @@ def _serial_always(memory: LearnedCosts, m: cost_model.Measurements, config: Con
     with lock:
         known = memory.serial_always.get(key) if memory.measurements is m else None
     if known is None:
-        current = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
+        current = pool_costs.for_items(config, m, 10**9)
         warm = current._replace(
             thread_start=0.0,
             threads_started=0,
@@ -331,10 +331,8 @@ def _decide(
     main guard is told whether processes would have sped up the call it made (the probe
     may have run most of it by now).
     """
-    overheads = overheads or pool_costs.current(
-        config, time_threads=pool_costs.threads_in_question(m.wall)
-    )
     size = ASSUMED_LENGTH if n is None else n
+    overheads = overheads or pool_costs.for_items(config, m, size)
     plan = cost_model.decide(m, overheads, size)
     reason = plan.reason
     if not overheads.processes:
@@ -436,7 +434,7 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
         m = calibration.measurements()
         remaining = None if n_items is None else n_items - probe.read
         # With nothing left, the plan shown (and used next time) is for the whole call.
-        overheads = pool_costs.current(config, time_threads=pool_costs.threads_in_question(m.wall))
+        overheads = pool_costs.for_items(config, m, remaining or n_items or ASSUMED_LENGTH)
         m = priced(m, call.to_ship, overheads, n_items or ASSUMED_LENGTH)
         plan = _decide(m, config, remaining or n_items, overheads, n_items or ASSUMED_LENGTH)
         later = _start_for_later(

@@ -21,7 +21,8 @@ from .._config import Config, cpu_count
 from .._execute import forkserver, registry, thread_pool
 from .._execute.main_guard import processes_start_cleanly
 from .._execute.outcomes import policy_of
-from .cost_model import Overheads
+from . import cost_model
+from .cost_model import Measurements, Overheads
 
 log = logging.getLogger("autopar")
 
@@ -118,6 +119,23 @@ NO_THREAD_HELPS = 1e-5
 def threads_in_question(wall: float) -> bool:
     """Whether items of ``wall`` seconds could gain from threads at all."""
     return wall >= NO_THREAD_HELPS
+
+
+def for_items(config: Config, m: Measurements, n: int) -> Overheads:
+    """The overheads to plan ``n`` items of costs ``m`` on.
+
+    Thread costs are timed (about 1.5 ms, once per program) only where threads could win
+    with them. A thread's start and hand-off priced at nothing is a lower bound on what
+    threads cost: where threads lose even then, their real costs cannot change the plan,
+    and priors stand in (``threads_measured`` is False, and no reason cites them).
+    """
+    found = current(config, time_threads=False)
+    if found.threads_measured or not threads_in_question(m.wall):
+        return found
+    free = found._replace(thread_dispatch=0.0, thread_start=0.0)
+    if cost_model.decide(m, free, n).kind != "thread":
+        return found
+    return current(config)
 
 
 def _thread_costs_or_priors() -> Dict[str, float]:
@@ -344,9 +362,8 @@ def cluster_costs(config: Config) -> Tuple[int, float]:
 def current(config: Config, *, time_threads: bool = True) -> Overheads:
     """The overheads a decision should use now (cold start is 0 when a pool is running).
 
-    ``time_threads=False``: priors stand in for thread costs not yet measured, for items
-    too cheap for any thread hand-off (see threads_in_question), so that a first call
-    on near-free items does not pay milliseconds to time thread starts.
+    ``time_threads=False``: priors stand in for thread costs not yet measured (see
+    for_items, which plans with this where threads cannot win).
     """
     threads = thread_costs() if time_threads else _thread_costs_or_priors()
     cluster_threads, cluster_dispatch = cluster_costs(config)
@@ -371,6 +388,7 @@ def current(config: Config, *, time_threads: bool = True) -> Overheads:
         gil=_cpus.gil_enabled(),
         process_worker_start=_or(_get("process_worker_start"), PRIOR_PROCESS_WORKER_START),
         process_handoff=_or(_get("process_handoff"), PRIOR_PROCESS_HANDOFF),
+        threads_measured=_get("thread_dispatch") is not None,
     )
 
 

@@ -151,9 +151,7 @@ class Watch:
         left = (ASSUMED_LENGTH if self.left is None else self.left) - self.done
         if left < 2:
             return
-        overheads = pool_costs.current(
-            self.config, time_threads=pool_costs.threads_in_question(seen.wall)
-        )
+        overheads = pool_costs.for_items(self.config, seen, left)
         if self.to_ship is not None and not seen.function_priced:
             seen = priced(seen, self.to_ship, overheads, left)
             if seen.function_priced:
