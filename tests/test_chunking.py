@@ -244,3 +244,35 @@ def test_serial_chunks_read_each_item_only_as_it_runs():
     assert max(_lags(lambda fn: parallel(fn, kind="serial"), 20_000)) == 1
     # Under auto, past the items the probe read ahead: near-free items run serially.
     assert max(_lags(parallel, 20_000)[1_000:]) == 1
+
+
+def _fails_at_5000(x):
+    if x == 5000:
+        raise ValueError(x)
+    return x
+
+
+def test_serial_chunks_that_share_one_list_keep_each_chunks_index_and_results():
+    # An eager serial run appends every chunk's results to one list (no copy per chunk):
+    # the results come back once, in order, and a failure names its item's own index.
+    import pytest
+
+    from autopar._config import Config
+    from autopar._execute.executor import Call, run_inline_chunks
+
+    def call(fn, n):
+        return Call(fn, fn, Config(), iter(range(n)), n, ordered=True, star=False, eager=True)
+
+    seen = []
+    ok = call(abs, 5_000)
+    out = list(
+        run_inline_chunks(
+            ok, Chunker(ok.items, None), on_chunk=lambda r, n: seen.append(n), stop_after=None
+        )
+    )
+    assert out == [list(range(5_000))]  # one list, handed out once
+    assert len(seen) > 5 and sum(seen) == 5_000  # ... though watched chunk by chunk
+    bad = call(_fails_at_5000, 10_000)
+    with pytest.raises(ValueError) as raised:
+        list(run_inline_chunks(bad, Chunker(bad.items, None), on_chunk=None, stop_after=None))
+    assert raised.value.autopar_index == 5000

@@ -107,7 +107,9 @@ class Watch:
         return self.switch is not None
 
     def on_chunk(self, result: ChunkResult, count: int) -> None:
-        done = len(result.results)
+        # (Fewer results than items: the chunk failed. More: results shared with earlier
+        # chunks, run_chunk's ``into``.)
+        done = min(count, len(result.results))
         queued = 0.0 if self._queue is None else self._queue.after_item(result.wall)
         if done == 0:
             return

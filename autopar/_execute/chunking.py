@@ -44,16 +44,18 @@ class ChunkSource:
         return self.take(count)
 
 
-def _footprint(values: Sequence[Any]) -> int:
-    """Bytes ``values`` hold, estimated from the shallow sizes of a sample of 8 to 15.
+def _footprint(values: Sequence[Any], first: int = 0) -> int:
+    """Bytes ``values[first:]`` hold, estimated from the shallow sizes of a sample of 8
+    to 15 (read in place: the tail of a list is not copied).
 
     Shallow sizes see bytes, str and numpy buffers, the large items that matter here, and
     a sample keeps the estimate cheap next to the work of a chunk.
     """
-    if not values:
+    count = len(values) - first
+    if count <= 0:
         return 0
-    sample = values[:: max(1, len(values) // 8)]
-    return sum(map(sys.getsizeof, sample)) * len(values) // len(sample)
+    sample = values[first :: max(1, count // 8)]
+    return sum(map(sys.getsizeof, sample)) * count // len(sample)
 
 
 class Chunker:
@@ -138,18 +140,20 @@ class Chunker:
         if nbytes > MAX_CHUNK_BYTES:
             self.size = max(1, self.size // 2)
 
-    def observe(self, result: ChunkResult, count: int) -> None:
+    def observe(self, result: ChunkResult, count: int, first: int = 0) -> None:
         """Grow an adaptive chunk size while chunks are cheap next to their hand-off;
         halve it when a chunk held too many bytes or ran far past the target (items
-        grew costlier: a chunk is also how often a watcher of the run learns of it)."""
+        grew costlier: a chunk is also how often a watcher of the run learns of it).
+        ``first``: where the chunk's results start in ``result.results`` (see
+        run_chunk's ``into``)."""
         if not self.adaptive:
             return
-        nbytes = _footprint(result.results)
+        nbytes = _footprint(result.results, first)
         if result.wall > SHRINK_AFTER * TARGET_CHUNK_SECONDS:
             # Down to what the items just read would fill the target with, not halved:
             # items that turned costly mid-input (a watcher of the run is waiting to hear
             # of it) are read again within about one target's work.
-            fits = int(len(result.results) * TARGET_CHUNK_SECONDS / result.wall)
+            fits = int((len(result.results) - first) * TARGET_CHUNK_SECONDS / result.wall)
             self.size = max(1, min(self.size // 2, fits))
         elif nbytes > MAX_CHUNK_BYTES:
             self.size = max(1, self.size // 2)

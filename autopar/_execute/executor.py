@@ -160,23 +160,36 @@ def run_inline_chunks(
 ) -> Iterator[List[Any]]:
     """A serial plan in chunks in the caller's thread, each read from the input as it
     runs (see Chunker.next_lazily), with ``on_chunk`` and ``stop_after`` between chunks
-    as on a pool. Without a timeout: one is checked between items (see PoolRun)."""
+    as on a pool. Without a timeout: one is checked between items (see PoolRun).
+
+    For a caller that takes every result at once (a map with no progress bar), every
+    chunk appends to one list, handed out when the run ends or stops: copying each
+    chunk's results into the call's list cost cheap items a tenth of plain map's time.
+    """
+    whole = call.eager and not call.config.progress
+    results: List[Any] = []
     while stop_after is None or not stop_after():
         chunk = chunker.next_lazily()
         if chunk is None:
-            return
+            break
         start, asked, items = chunk
-        result = run_chunk(call.fn, start, items, star=call.star)
+        if not whole:
+            results = []
+        first = len(results)
+        result = run_chunk(call.fn, start, items, star=call.star, into=results)
         if result.failure is not None:
             raise annotate(result.failure.exc, result.failure.index, "serial worker")
-        count = len(result.results)
+        count = len(results) - first
         chunker.ran(asked, count)
         if count == 0:
-            return
-        chunker.observe(result, count)
+            break
+        chunker.observe(result, count, first)
         if on_chunk is not None:
             on_chunk(result, count)
-        yield result.results
+        if not whole:
+            yield results
+    if whole and results:
+        yield results
 
 
 def checked_items(items: Iterable[Any], *, materialize: bool) -> Iterable[Any]:

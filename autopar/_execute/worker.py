@@ -143,13 +143,17 @@ def run_chunk(
     star: bool,
     mark_thread: bool = False,
     deadline: Optional[float] = None,
+    into: Optional[List[Any]] = None,
 ) -> ChunkResult:
     """Run ``fn`` over ``items`` (indices from ``start``); stop at the first exception.
 
     ``mark_thread`` flags the thread as a worker, so nested autopar calls inside it run serially.
     ``deadline`` (a ``time.monotonic()`` value) stops the chunk between items once passed.
+    ``into``: append the results to this list, whose earlier entries stay (the result's
+    ``results`` is that list; a failure's index counts from this chunk's first item).
     """
-    results: List[Any] = []
+    results: List[Any] = [] if into is None else into
+    before = len(results)
     previous = getattr(_local, "active", False)
     if mark_thread:
         _local.active = True
@@ -160,10 +164,10 @@ def run_chunk(
         if deadline is None:
             _run_all(fn, items, results, star=star)
         else:
-            _run_until(fn, items, results, star=star, deadline=deadline, start=start)
+            _run_until(fn, items, results, star=star, deadline=deadline, start=start - before)
     except Exception as exc:
         # results holds exactly the items before the one that raised.
-        failure = Failure(start + len(results), exc, traceback.format_exc())
+        failure = Failure(start + len(results) - before, exc, traceback.format_exc())
     finally:
         _local.active = previous
     # Building per-worker state is the worker's cost, not the items': out of their timing.
