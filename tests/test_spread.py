@@ -129,3 +129,16 @@ def test_a_crash_reports_input_indices():
     order.fix_error(error, ["a", "b", "c"])  # view 0, 1, 2 were handed back
     assert tuple(error.items) == (3, 4)  # view 5 and 6 are input 3 and 4
     assert error.partial_results == {0: "a", 5: "b", 2: "c", 6: "r"}
+
+
+@pytest.mark.parametrize("n", [3, 10, 257, 3000])
+@pytest.mark.parametrize("spots", [1, 64, 256])
+@pytest.mark.parametrize("cuts", [[], [1], [2, 5], [64, 65, 300], [100, 2000]])
+def test_results_restore_from_chunks_cut_anywhere(n, spots, cuts):
+    order = SpreadOrder(n, spots)
+    items = [f"item{i}" for i in range(n)]
+    view = list(order.view(items))
+    edges = [0, *(c for c in cuts if c < n), n]
+    chunks = [view[a:b] for a, b in zip(edges, edges[1:])]
+    assert order.restore_chunks(chunks) == items
+    assert order.restore_chunks([[], *chunks, []]) == items

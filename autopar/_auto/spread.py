@@ -63,23 +63,25 @@ class SpreadOrder:
         return SpreadView(items, self.first, self.sorted_spots)
 
     def restore(self, results: Iterable[Any]) -> List[Any]:
-        """Results in view order (``n`` of them) -> results in input order.
+        """Results in view order (``n`` of them) -> results in input order."""
+        return self.restore_chunks([results if isinstance(results, list) else list(results)])
 
-        Copied a slice at a time between the spread positions: for cheap items, stepping
-        through the results one by one cost a fifth of plain map's time.
+    def restore_chunks(self, chunks: Sequence[Sequence[Any]]) -> List[Any]:
+        """Results in view order, as consecutive chunks -> results in input order.
+
+        Copied a slice at a time between the spread positions, read from the chunks in
+        place: for cheap items, stepping through the results one by one cost a fifth of
+        plain map's time, and joining the chunks first another tenth.
         """
-        flat = results if isinstance(results, list) else list(results)
-        count = len(self.first)
-        by_spot = dict(zip(self.first, flat[:count]))
+        reader = _Slices(chunks)
+        by_spot = dict(zip(self.first, reader.take(len(self.first))))
         out: List[Any] = []
-        previous, at = 0, count  # (at: the next result of the gaps, in view order)
+        previous = 0
         for spot in self.sorted_spots:
-            gap = spot - previous
-            out += flat[at : at + gap]
+            out += reader.take(spot - previous)
             out.append(by_spot[spot])
-            at += gap
             previous = spot + 1
-        out += flat[at:]
+        out += reader.take(self.n)  # (what is left)
         return out
 
     def original(self, index: int) -> int:
@@ -126,6 +128,31 @@ class SpreadOrder:
             partial.update(exc.partial_results)
             exc.partial_results = {self.original(i): v for i, v in partial.items()}
             exc.items = tuple(sorted(self.original(i) for i in exc.items))
+
+
+class _Slices:
+    """Reads consecutive chunks as one sequence, ``take(k)`` at a time: a slice of one
+    chunk where the k lie in it, else the pieces joined."""
+
+    def __init__(self, chunks: Sequence[Sequence[Any]]) -> None:
+        self._chunks = [c for c in chunks if len(c)]
+        self._index = 0  # the chunk being read, and the position in it
+        self._at = 0
+
+    def take(self, count: int) -> Sequence[Any]:
+        out: List[Any] = []
+        while count > 0 and self._index < len(self._chunks):
+            chunk = self._chunks[self._index]
+            end = min(len(chunk), self._at + count)
+            piece = chunk[self._at : end]
+            count -= end - self._at
+            self._at = end
+            if end == len(chunk):
+                self._index, self._at = self._index + 1, 0
+            if not out and count <= 0:
+                return piece
+            out += piece
+        return out
 
 
 # Inputs whose slices can be handed out as chunks: a slice of one of these is a new
