@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from typing import Any, Callable, Iterator, List, Optional
+from typing import Any, Callable, Iterable, Iterator, List, Optional
 
 from .._config import Config
 from .._execute.executor import Call, execute
@@ -30,6 +30,7 @@ from ..plan import Plan
 from . import cost_model, pool_costs
 from .calibration import priced
 from .queued_time import for_this_thread
+from .spread import SpreadOrder
 
 log = logging.getLogger("autopar")
 
@@ -210,7 +211,7 @@ def run_watched(
     every plan's Watch once the call ran to its end; ``settle`` applies the user's
     explicit settings to a plan the model made; ``pool_ready``, set once a process pool
     starting in the background is up, has the plan judged again then."""
-    items = iter(call.items)
+    items = _reader(call.items)
     part = call._replace(items=items)
     index, watches = start_index, []
     while True:
@@ -244,6 +245,16 @@ def run_watched(
         on_replan(plan)
     if on_end is not None:
         on_end(watches)
+
+
+def _reader(items: Iterable[Any]) -> Iterator[Any]:
+    """One reader of the input that every plan of the call goes on from. A list, tuple or
+    range is read through a view in input order (a SpreadView with no spread positions),
+    which hands its chunks out as slices: a serial chunk over a range then runs as plain
+    map does, its items made as they are read."""
+    if isinstance(items, (list, tuple, range)):
+        return SpreadOrder(len(items), 0).view(items)
+    return iter(items)
 
 
 def whole_call(watches: List[Watch]) -> Optional[cost_model.Measurements]:

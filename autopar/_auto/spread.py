@@ -221,7 +221,7 @@ class SpreadView(ChunkSource):
                 reader.__setstate__(at)  # type: ignore[attr-defined]
                 pieces.append(itertools.islice(reader, end - at))
             wanted -= end - at
-        return itertools.chain.from_iterable(pieces)
+        return pieces[0] if len(pieces) == 1 else itertools.chain.from_iterable(pieces)
 
     def _gap(self, count: int) -> Tuple[int, int]:
         """The input positions [at, end) of up to ``count`` items from the current position
