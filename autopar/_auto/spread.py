@@ -144,7 +144,8 @@ class _Slices:
         while count > 0 and self._index < len(self._chunks):
             chunk = self._chunks[self._index]
             end = min(len(chunk), self._at + count)
-            piece = chunk[self._at : end]
+            # (A whole chunk is read as it is: its reader only copies out of it.)
+            piece = chunk if self._at == 0 and end == len(chunk) else chunk[self._at : end]
             count -= end - self._at
             self._at = end
             if end == len(chunk):

@@ -1,6 +1,7 @@
 """Run a plan: the call record, and the path from a plan to result chunks.
 
     Call + Plan -> execute() -> serial in one go (run_inline)
+                             -> serial in chunks, watched between them (run_inline_chunks)
                              -> or a PoolRun on the program-wide pool of the plan's kind
 
 Nothing here decides anything: the plan arrives made (by :mod:`autopar._router` for a
@@ -160,7 +161,8 @@ def run_inline_chunks(
 ) -> Iterator[List[Any]]:
     """A serial plan in chunks in the caller's thread, each read from the input as it
     runs (see Chunker.next_lazily), with ``on_chunk`` and ``stop_after`` between chunks
-    as on a pool. Without a timeout: one is checked between items (see PoolRun).
+    as on a pool. Only for calls without a timeout or a per-item policy: those run on a
+    PoolRun, which checks the timeout between items.
 
     For a caller that takes every result at once (a map with no progress bar), every
     chunk appends to one list, handed out when the run ends or stops: copying each
