@@ -27,7 +27,7 @@ def test_view_restore_and_original_agree(n, spots):
     items = [f"item{i}" for i in range(n)]
     view = list(order.view(items))
     assert sorted(view) == sorted(items)
-    assert order.restore(view) == items
+    assert order.restore_chunks([view]) == items
     assert [items[order.original(j)] for j in range(n)] == view
     assert list(order.view(range(n))) == [int(x[4:]) for x in view]  # ranges, tuples too
     assert list(order.view(tuple(items))) == view
@@ -74,7 +74,7 @@ def test_the_chunk_reader_takes_whole_chunks_from_the_view():
         chunks.append(chunk)
     assert taken[:4] == [300, 300, 300, 300]
     assert [start for start, _ in chunks] == [0, 300, 600, 900]
-    assert order.restore(x for _, c in chunks for x in c) == list(range(1000))
+    assert order.restore_chunks([c for _, c in chunks]) == list(range(1000))
 
 
 def test_the_view_starts_with_items_from_every_part_of_the_input():

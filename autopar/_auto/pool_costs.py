@@ -135,7 +135,12 @@ def for_items(config: Config, m: Measurements, n: int) -> Overheads:
     free = found._replace(thread_dispatch=0.0, thread_start=0.0)
     if cost_model.decide(m, free, n).kind != "thread":
         return found
-    return current(config)
+    threads = thread_costs()  # (timed here, once: the rest of ``found`` stands)
+    return found._replace(
+        thread_dispatch=threads["thread_dispatch"],
+        thread_start=threads["thread_start"],
+        threads_measured=True,
+    )
 
 
 def _thread_costs_or_priors() -> Dict[str, float]:

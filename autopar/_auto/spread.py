@@ -62,10 +62,6 @@ class SpreadOrder:
         a list is copied a slice at a time as the call reaches it)."""
         return SpreadView(items, self.first, self.sorted_spots)
 
-    def restore(self, results: Iterable[Any]) -> List[Any]:
-        """Results in view order (``n`` of them) -> results in input order."""
-        return self.restore_chunks([results if isinstance(results, list) else list(results)])
-
     def restore_chunks(self, chunks: Sequence[Sequence[Any]]) -> List[Any]:
         """Results in view order, as consecutive chunks -> results in input order.
 

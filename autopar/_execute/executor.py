@@ -68,9 +68,10 @@ def execute(
         from .supervised import run_supervised
 
         return run_supervised(plan, call)
-    if registry.backend_class(plan.kind).inline and unchunked(call) and stop_after is None:
+    inline = registry.backend_class(plan.kind).inline
+    if inline and unchunked(call) and stop_after is None:
         return run_inline(call.fn, call.items, star=call.star, start=start_index, on_chunk=on_chunk)
-    if registry.backend_class(plan.kind).inline and config.timeout is None and call.policy is None:
+    if inline and config.timeout is None and call.policy is None:
         return run_inline_chunks(
             call,
             Chunker(call.items, plan.chunksize, start_index, most=_most(call, inline=True)),
