@@ -92,6 +92,38 @@ def test_a_pool_for_later_calls_starts_whole_after_the_call_and_is_cold_until_up
         autopar.shutdown()
 
 
+@pytest.mark.timeout(90)
+def test_a_pool_starting_in_the_background_finds_its_modules_imported():
+    # The start's imports are made in the thread that asks for it: a background thread
+    # importing beside a caller computing in Python waits for the GIL after each system
+    # call. Seen in a fresh interpreter (here they are long imported).
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import sys, threading
+        from autopar import _config
+        from autopar._auto import pool_costs
+        ended = threading.Event()
+        ready = pool_costs.warm_in_background(_config.current(), 2, prime=None, after=ended)
+        before = set(sys.modules)
+        ended.set()
+        assert ready is not None and ready.wait(60)
+        late = sorted(
+            m for m in set(sys.modules) - before
+            if m.split(".")[0] in ("multiprocessing", "concurrent", "autopar", "subprocess")
+        )
+        print(late)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout + done.stderr
+
+
 def test_what_calls_missed_adds_up_until_a_pool_starts(monkeypatch):
     import threading
 

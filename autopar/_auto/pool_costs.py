@@ -252,6 +252,9 @@ def warm_in_background(
         except Exception as exc:  # (for later calls: never this call's failure; see _warm)
             log.debug("autopar: starting the forkserver failed: %s", exc)
             return None
+    # (Here, in the calling thread: see forkserver.import_start_modules.)
+    registry.backend_class("process")
+    forkserver.import_start_modules(config.start_method)
     ready = threading.Event()
     go = None if now else after
     if not registry.in_background(lambda: _warm(config, workers, prime, go, ready)):
