@@ -142,7 +142,7 @@ def machine_lines(args: argparse.Namespace, calibration: Calibration, load: str)
         f"- **cores**: {cores()} (`os.sched_getaffinity`); CPU: {_cpu_model()}",
         f"- **Python** {platform.python_version()} on {platform.system()}; date: {now}",
         f"- **autopar** commit {code}",
-        f"- load average (1 min) at start and end: {load}",
+        f"- load average (1 min) at start and end: {load}; {_autogroups()}",
         f"- mode: {'quick' if args.quick else 'full'}; {args.programs} programs per workload "
         f"and condition; {args.later} later calls per program; seed {args.seed}, "
         f"{args.draws} drawn workloads; timeout {args.timeout:g} s per program",
@@ -158,6 +158,18 @@ def machine_lines(args: argparse.Namespace, calibration: Calibration, load: str)
         f"- calibration (quiet, once per run): {calibration.spin_per_us:.1f} spin iterations "
         f"per us; command: `{' '.join(['benchmarks/stability.py', *sys.argv[1:]])}`",
     ]
+
+
+def _autogroups() -> str:
+    """Whether Linux shares the cores session by session (see HOW_TO_READ's `loaded`)."""
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            on = f.read().strip() == "1"
+    except OSError:
+        return "autogroups: not known here"
+    return (
+        "autogroups: on (a loaded program gets about half the cores)" if on else "autogroups: off"
+    )
 
 
 def _ran(results: Results, entry: Entry) -> str:

@@ -174,7 +174,10 @@ HEADER = [
 HOW_TO_READ = """\
 Each workload ran in several **fresh Python programs**, one after another, quiet and
 `loaded` (one busy pure-Python process per core started before the program and stopped
-after it). In each program: `parallel(fn)` (kind auto) is timed on its first call (a
+after it; each program runs in a session of its own, so where Linux shares the cores
+session by session (autogroups), the program as a whole gets about half the cores: on 2
+cores its serial caller runs as fast as on a quiet machine, and two workers share a core).
+In each program: `parallel(fn)` (kind auto) is timed on its first call (a
 fresh interpreter: no pools, nothing learned) and on its later calls; then the fixed
 choices, plain `map`, `parallel(kind="thread")` and `parallel(kind="process")`, each
 after one untimed call, best of 2 or 3; and, for first calls, the same choices made
