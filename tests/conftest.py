@@ -107,10 +107,6 @@ def _nothing_learned():
 
     with memory.lock:
         memory._learned.clear()
-    # (Nor what another test's process chunks read of a busy machine.)
-    from autopar._auto import pool_costs
-
-    pool_costs.record_process_share(1.0)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -253,20 +253,3 @@ def test_gil_free_items_stay_on_threads_even_when_shipping_them_is_cheap():
     plan = decide(m._replace(ship_worker=2e-4), WARM, 24)
     assert plan.kind == "thread"
     assert plan.predicted["thread"] < plan.predicted["process"]
-
-
-def test_process_workers_with_a_share_of_a_core_are_priced_by_it():
-    # Each worker got half a core of late (a busy machine): two workers run no faster
-    # than one caller with a core, and serial, simpler, wins; a third of a core loses
-    # clearly. Items that wait are stretched only in their computing.
-    gil_bound = items(2e-3, 2e-3, thread_speedup=1.0, speedup_threads=2)
-    assert decide(gil_bound, WARM, 300).kind == "process"
-    half = decide(gil_bound, WARM._replace(process_share=0.5), 300)
-    assert half.kind == "serial"
-    assert "busy" in half.reason and "50% of a core" in half.reason
-    third = decide(gil_bound, WARM._replace(process_share=1 / 3), 300)
-    assert third.predicted["process"] > 1.4 * third.predicted["serial"]
-    waits = items(2e-3, 1e-3)
-    stretched = decide(waits, WARM._replace(process_share=0.5), 300).predicted["process"]
-    free = decide(waits, WARM, 300).predicted["process"]
-    assert stretched - free == pytest.approx(300 * 1e-3 / 2, rel=0.2)

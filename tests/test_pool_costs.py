@@ -252,20 +252,3 @@ def test_a_serial_reason_cites_no_thread_cost_that_was_not_measured(monkeypatch)
     assert "handing it to a thread" not in plan.reason, plan.reason
     measured = unmeasured._replace(threads_measured=True)
     assert "handing it to a thread" in cost_model.decide(cheap, measured, 100).reason
-
-
-def test_a_busy_machines_share_of_a_core_holds_a_while_and_a_quiet_reading_clears_it(
-    monkeypatch,
-):
-    import time
-
-    assert pool_costs.process_share() == 1.0
-    pool_costs.record_process_share(0.4)
-    assert pool_costs.process_share() == 0.4
-    assert pool_costs.current(_config.current(), time_threads=False).process_share == 0.4
-    long_ago = time.monotonic() - pool_costs.SHARE_HOLDS - 1
-    monkeypatch.setattr(pool_costs, "_share", [(0.4, long_ago)])
-    assert pool_costs.process_share() == 1.0  # (the load may have gone: try again)
-    pool_costs.record_process_share(0.4)
-    pool_costs.record_process_share(0.95)  # (a quiet reading)
-    assert pool_costs.process_share() == 1.0

@@ -254,32 +254,3 @@ def test_a_replanned_call_is_remembered_as_the_whole_call_cost(probe_reads_cheap
     f.map((x for x in range(400)), timeout=60)
     learned = f._self_state.learned
     assert learned.measurements.wall > 10 * CHEAP.wall  # the waits, not the cheap start
-
-
-def test_process_workers_queued_for_cores_move_the_rest_to_serial(fixed_overheads):
-    # 2 ms items that hold the GIL; on the pool each read a third of a core (a busy
-    # machine): two workers take longer than the caller alone. Read over
-    # replan.SHARE_READING of their time, confirmed by a second reading; the share is
-    # kept for later calls.
-    gil_bound = cost_model.Measurements(
-        wall=2e-3, cpu=2e-3, samples=20, thread_speedup=1.0, speedup_threads=2
-    )
-    watch = _watch("process", gil_bound, left=1000, workers=2)
-    for _ in range(3):
-        watch.on_chunk(_chunk(10, wall=0.06, cpu=0.02), 10)
-    assert watch.switch is not None and watch.switch.kind == "serial"
-    assert "busy" in watch.why and "33% of a core" in watch.why
-    assert pool_costs.process_share() == pytest.approx(1 / 3)
-    # Whole calls learn what items cost alone, not what they took queued.
-    assert watch.observed().wall == pytest.approx(2e-3)
-
-
-def test_process_workers_with_a_core_each_keep_their_plan(fixed_overheads):
-    gil_bound = cost_model.Measurements(
-        wall=2e-3, cpu=2e-3, samples=20, thread_speedup=1.0, speedup_threads=2
-    )
-    watch = _watch("process", gil_bound, left=1000, workers=2)
-    for _ in range(10):
-        watch.on_chunk(_chunk(10, wall=0.021, cpu=0.02), 10)
-    assert not watch.switching() and watch.worker_share > 0.9
-    assert pool_costs.process_share() == 1.0

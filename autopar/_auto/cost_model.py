@@ -18,8 +18,6 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
              + ship_function (the caller pickles the function each call)
              + ship_function + setup_process when the pool is cold (its new workers load
                the function and build per-worker values, side by side)
-             (wall on a worker: wall + cpu * (1 / process_share - 1), the computing
-             stretched where a busy machine gives each worker a share of a core)
     thread   ... + setup_thread per new thread (built one after another: under the GIL,
              a build in Python takes turns)
     dask     max(n * ship_caller, n * (wall + ship_worker) / cluster threads,
@@ -121,11 +119,6 @@ class Overheads(NamedTuple):
     process_handoff: float = 0.0  # the caller's own time per chunk: p workers share it
     # False while priors stand in for the thread costs (see pool_costs.for_items)
     threads_measured: bool = True
-    # The share of a core each process worker got of late for its items' computing, read
-    # from a pool's chunks (1.0: none read lately, or the workers got a core each). Where
-    # other programs keep the cores busy, or the scheduler gives this program's group of
-    # processes a fixed share, more workers than that share allows only take turns.
-    process_share: float = 1.0
 
 
 Choice = Tuple[float, int, int]  # predicted seconds, workers, chunksize
@@ -220,16 +213,14 @@ def process_time_with(m: Measurements, o: Overheads, n: int, workers: int) -> Ch
     # One caller hands out every chunk: past dispatch / handoff workers, a chunk waits
     # for the caller, and each worker sees a longer hand-off.
     dispatch = max(o.process_dispatch, workers * o.process_handoff)
-    # An item's computing stretches on a worker that gets only a share of a core.
-    wall = m.wall + m.cpu * (1 / max(o.process_share, 0.05) - 1)
-    chunk = chunk_for(wall + m.ship_worker, dispatch, n, workers)
+    chunk = chunk_for(m.wall + m.ship_worker, dispatch, n, workers)
     # While a cold pool starts, a thread keeps running items at serial speed, unless the
     # items hold the GIL: then they would slow the start itself, and autopar waits.
     overlaps = m.cpu_fraction < 0.5 or _parallel_on_threads(m, o)
     done_meanwhile = min(n, int(o.process_start / m.wall)) if overlaps else 0
     rest = n - done_meanwhile
     chunks = math.ceil(rest / chunk) if rest else 0
-    run = max(rest * m.ship_caller, rest * (wall + m.ship_worker) / workers)
+    run = max(rest * m.ship_caller, rest * (m.wall + m.ship_worker) / workers)
     if o.process_start > 0 and rest:
         # A cold pool's workers start one after another while those up work: the j-th
         # joins j starts late, (workers - 1) / 2 starts a worker on average.
@@ -358,12 +349,7 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
         else:  # (items too brief for calibration's thread test)
             why.append("items compute, and threads only help code that releases the GIL")
     if "process" in options:
-        if _contended_out(m, o, n):
-            why.append(
-                f"the machine is busy: process workers got {o.process_share:.0%} of a core "
-                f"each of late, so processes would not be faster{on}"
-            )
-        elif warm_wins:
+        if warm_wins:
             why.append(
                 f"a running process pool would win, but starting one "
                 f"({o.process_start * 1e3:.0f} ms) costs more than it saves{on}"
@@ -382,14 +368,6 @@ def _serial_reason(m: Measurements, o: Overheads, options: Dict[str, Choice], n:
     elif o.cores < 2:
         why.append("one core, so processes cannot help")
     return "; ".join(why) or "no other kind is predicted to be faster"
-
-
-def _contended_out(m: Measurements, o: Overheads, n: int) -> bool:
-    """Whether processes lose only because their workers get a share of a core each."""
-    if o.process_share >= 1.0:
-        return False
-    free = process_time(m, o._replace(process_share=1.0), n)[0]
-    return free * SIMPLER_BIAS < n * m.wall
 
 
 def _function_too_dear(m: Measurements, o: Overheads, n: int) -> bool:

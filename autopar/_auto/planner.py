@@ -182,7 +182,6 @@ def _serial_always(memory: LearnedCosts, m: cost_model.Measurements, config: Con
             threads_started=0,
             process_start=0.0,
             processes=True,
-            process_share=1.0,  # (a busy machine passes: this verdict is kept)
         )
         plan = cost_model.decide(m, warm, 10**9)
         known = f"{plan.reason}, at any call size" if plan.kind == "serial" else ""

@@ -397,35 +397,7 @@ def current(config: Config, *, time_threads: bool = True) -> Overheads:
         process_worker_start=_or(_get("process_worker_start"), PRIOR_PROCESS_WORKER_START),
         process_handoff=_or(_get("process_handoff"), PRIOR_PROCESS_HANDOFF),
         threads_measured=_get("thread_dispatch") is not None,
-        process_share=process_share(),
     )
-
-
-# A share of a core per process worker, read from a pool's chunks, holds this long: the
-# load of other programs comes and goes, and a call after that tries processes again
-# (under a load that stays, that call costs about what serial would: it moves to serial
-# after two readings).
-SHARE_HOLDS = 10.0
-# A reading under this share counts (a quiet machine reads 0.9 and more: the caller's
-# own hand-offs and timer noise).
-CONTENDED = 0.75
-# (share, time.monotonic() when read), guarded by _lock; None: no reading.
-_share: List[Optional[Tuple[float, float]]] = [None]
-
-
-def record_process_share(share: float) -> None:
-    """A pool's chunks found each worker getting ``share`` of a core for its computing."""
-    with _lock:
-        _share[0] = (min(1.0, share), time.monotonic()) if share < CONTENDED else None
-
-
-def process_share() -> float:
-    """The share of a core each process worker got of late (1.0: none read lately)."""
-    with _lock:
-        found = _share[0]
-    if found is None or time.monotonic() - found[1] > SHARE_HOLDS:
-        return 1.0
-    return found[0]
 
 
 def _or(found: Optional[float], prior: float) -> float:

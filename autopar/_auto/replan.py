@@ -49,9 +49,6 @@ SWITCH_MARGIN = 1.3
 SHARE_CHANGE = 0.3
 # Chunks on a pool seen as waiting: a CPU share under this (see Watch._judge).
 POOL_WAITING_SHARE = 0.2
-# Process workers' share of a core is read over at least this much of their time: a
-# scheduler hands out cores in slices of milliseconds.
-SHARE_READING = 0.05
 # Judge only on this much observed work at least: shorter readings are timer noise.
 MIN_OBSERVED = 0.001
 # A switch is made on this many readings in a row that each call for it. One reading can
@@ -100,37 +97,12 @@ class Watch:
         # Serial chunks run in this thread, which can read its own time queued for a core
         # (autopar._auto.queued_time): on a busy machine, computing is not waiting.
         self._queue = for_this_thread() if plan.kind == "serial" else None
-        # Process workers' wall and CPU seconds toward the next reading of their share of
-        # a core, and the last reading (1.0: none yet); see _read_share.
-        self._share_wall, self._share_cpu, self.worker_share = 0.0, 0.0, 1.0
 
     @property
     def computing_threads(self) -> bool:
         # Threads that compute share cores (and maybe the GIL), which stretches each
         # chunk's wall time: their CPU time is the solo cost. Waiting threads do not.
         return self.plan.kind == "thread" and self.m.cpu_fraction >= 0.5
-
-    @property
-    def computing_workers(self) -> bool:
-        # Process workers whose items compute: their share of a core is read (_read_share).
-        return self.plan.kind == "process" and self.m.cpu_fraction >= 0.5
-
-    def _read_share(self) -> bool:
-        """Read the process workers' share of a core, once enough of their time is in;
-        whether the last reading says they are queued for cores (the machine is busy).
-
-        A computing item's wall time over its CPU time, the waits the plan was made on
-        aside, is the core it got. Other programs' work, or a scheduler giving this
-        program's processes a fixed share (Linux's autogroups: a program started from
-        another terminal), leaves each worker part of a core, and more workers only
-        take turns. The reading is kept for later calls (pool_costs.process_share)."""
-        if self._share_wall >= SHARE_READING:
-            waits = max(0.0, 1 - self.m.cpu / max(self.m.wall, 1e-9))
-            computing = self._share_wall * (1 - waits)
-            self.worker_share = min(1.0, self._share_cpu / max(computing, 1e-9))
-            self._share_wall = self._share_cpu = 0.0
-            pool_costs.record_process_share(self.worker_share)
-        return self.worker_share < pool_costs.CONTENDED
 
     def switching(self) -> bool:
         return self.switch is not None
@@ -145,14 +117,7 @@ class Watch:
         self.done += done
         wall = result.cpu if self.computing_threads else result.wall
         cpu = min(result.cpu + queued, wall)
-        solo = wall
-        if self.computing_workers:
-            # A worker queued for a core stretches its items' wall time; alone, an item
-            # costs its computing plus the waits the plan was made on.
-            solo = min(wall, cpu + done * max(0.0, self.m.wall - self.m.cpu))
-            self._share_wall += wall
-            self._share_cpu += cpu
-        self.solo_wall += solo
+        self.solo_wall += wall
         self.solo_cpu += cpu
         self._items += done
         self._wall += wall
@@ -182,23 +147,14 @@ class Watch:
         crossed = abs(share - self.m.cpu_fraction) > SHARE_CHANGE and (
             (share < waits_under) if not was_waiting else (share >= 0.5)
         )
-        # (Far below, the items wait after all: `crossed` above.)
-        contended = self.computing_workers and not crossed and self._read_share()
-        if 1 / BAND <= ratio <= BAND and not crossed and not pool_up and not contended:
+        if 1 / BAND <= ratio <= BAND and not crossed and not pool_up:
             self._calls_for, self._readings = None, 0
             return
         seen = self.m._replace(wall=max(wall, 1e-9), cpu=cpu)
-        if contended:
-            # Judged on the items' own cost (their computing, the planned waits), with the
-            # queueing priced as the workers' share of a core (cost_model.process_time).
-            waits = max(0.0, self.m.wall - self.m.cpu)
-            seen = self.m._replace(wall=max(cpu + waits, 1e-9), cpu=cpu)
         left = (ASSUMED_LENGTH if self.left is None else self.left) - self.done
         if left < 2:
             return
         overheads = pool_costs.for_items(self.config, seen, left)
-        if contended:  # (this call's own reading, whatever other calls read since)
-            overheads = overheads._replace(process_share=self.worker_share)
         if self.to_ship is not None and not seen.function_priced:
             seen = priced(seen, self.to_ship, overheads, left)
             if seen.function_priced:
@@ -227,10 +183,6 @@ class Watch:
         )
         if pool_up:
             self.why = "the process pool starting in the background is up"
-        elif contended:
-            self.why = (
-                f"the machine is busy: process workers got {self.worker_share:.0%} of a core each"
-            )
         log.debug("autopar: %s: %s for the %d items left", self.why, again.kind, left)
         self.switch = again
 
