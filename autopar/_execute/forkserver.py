@@ -32,7 +32,11 @@ def context(start_method: str) -> Any:
 # imports them on the first start; see import_start_modules).
 _START_MODULES = {
     "forkserver": ("multiprocessing.forkserver", "multiprocessing.popen_forkserver"),
-    "spawn": ("multiprocessing.popen_spawn_posix",),
+    "spawn": (
+        "multiprocessing.popen_spawn_win32"
+        if sys.platform == "win32"
+        else "multiprocessing.popen_spawn_posix",
+    ),
     "fork": ("multiprocessing.popen_fork",),
 }
 _START_MODULES_ALWAYS = (
@@ -52,10 +56,7 @@ def import_start_modules(start_method: str) -> None:
     """
     import importlib
 
-    names = list(_START_MODULES.get(start_method, ()))
-    if sys.platform == "win32" and start_method == "spawn":
-        names = ["multiprocessing.popen_spawn_win32"]
-    for name in names + list(_START_MODULES_ALWAYS):
+    for name in (*_START_MODULES.get(start_method, ()), *_START_MODULES_ALWAYS):
         importlib.import_module(name)
 
 
