@@ -64,6 +64,22 @@ def test_exit_with_live_pools_is_quick_and_silent():
     assert proc.stderr == ""
 
 
+def test_exit_is_silent_where_the_program_loaded_process_pools_of_its_own():
+    # The planner loads the serial backend by a plain import; the exit hook must not
+    # hook it then (threading takes no hooks at exit), whoever loaded process pools.
+    proc = run_python(
+        """
+        import concurrent.futures.process
+        from autopar import parallel
+        print(parallel(abs).map(range(-2, 2)))
+        """,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[2, 1, 0, 1]"
+    assert proc.stderr == ""
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="os.fork is POSIX only")
 def test_forked_child_gets_fresh_pools():
     proc = run_python(

@@ -200,9 +200,13 @@ def shutdown() -> None:
         _users.clear()
     for backend in backends:
         backend.shutdown()
-    for kind, factory in _FACTORIES.items():
-        if factory.partition(":")[0] in sys.modules:  # (a kind never loaded holds nothing)
-            backend_class(kind).close_shared()
+    for factory in _FACTORIES.values():
+        # (A kind never loaded holds nothing. Not through backend_class: a module loaded
+        # by a plain import, as the planner loads the serial one, is not hooked yet, and
+        # at exit threading takes no more hooks.)
+        module, _, name = factory.partition(":")
+        if module in sys.modules:
+            getattr(sys.modules[module], name).close_shared()
     per_worker = sys.modules.get(f"{__package__}.per_worker")
     if per_worker is not None:  # (values built here: serial runs, threads, plain calls)
         per_worker.tear_down()
