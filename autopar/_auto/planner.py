@@ -488,6 +488,11 @@ def _start_processes(
     """
     if pool_costs.process_warm(config):
         return
+    # The first start in a program times the warm pool's round trips (no-op chunks), and
+    # this call's chunks, queued on the pool meanwhile, would be timed with them: read
+    # 10 ms a round trip for 0.3 ms, and kept for the program. Work that pauses while the
+    # pool starts waits for the pool then.
+    waits = pool_costs.times_round_trips()
     if m.cpu_fraction >= WAITING_RATE and not m.gil_free:
         probe.stop()
     else:
@@ -505,7 +510,7 @@ def _start_processes(
             ready.set()
 
     threading.Thread(target=warm, name="autopar-warm", daemon=True).start()
-    while not ready.wait(POLL) and not probe.finished:
+    while not ready.wait(POLL) and not (probe.finished and not (waits and probe.stopped)):
         if deadline is not None and time.monotonic() > deadline:
             raise AutoparTimeoutError(f"the call did not finish within timeout={config.timeout:g}s")
 

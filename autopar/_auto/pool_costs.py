@@ -174,7 +174,7 @@ def warm_process_pool(config: Config, workers: int, *, record_start: bool = True
     # program's own work, whose turns on the GIL stretch each round trip (10.8 ms read for
     # 0.24 ms beside GIL-bound items, in benchmarks/bench_heavy.py's table row), and a
     # figure that high would keep processes out of every later call. Priors stand in.
-    if record_start and _get("process_dispatch") is None:
+    if record_start and times_round_trips():
         each = _worker_start(submitted)
         if each is not None:
             record("process_worker_start", each)
@@ -187,6 +187,12 @@ def warm_process_pool(config: Config, workers: int, *, record_start: bool = True
         record("process_dispatch", dispatch)
         record("process_handoff", _handoff(backend, payload, workers))
     return elapsed
+
+
+def times_round_trips() -> bool:
+    """Whether the next foreground start (warm_process_pool) times the warm pool's round
+    trips: the first in a program."""
+    return _get("process_dispatch") is None
 
 
 def _worker_start(submitted: List[float]) -> Optional[float]:
