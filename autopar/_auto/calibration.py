@@ -57,13 +57,6 @@ CHEAP_SAMPLES = 64
 # probe may run.
 THREAD_TEST_ITEMS = 8
 THREAD_TEST_SHARE = 0.25
-# A second reading of two threads waits until each has finished this many items. A new
-# thread's first items can run far slower than its later ones: in fresh programs, zlib
-# compressing 256 KiB buffers (GIL-free) took 9-14 ms an item for 5 ms of CPU in the
-# probe's new thread for its first 3 or 4 items, and 5-6 ms after (2 cores). The thread
-# test read the two threads as taking turns in 7 of 8 such programs with the second
-# reading right after the first, and in 1 of 8 with it waiting for 3 items each.
-WARM_ITEMS = 3
 WAITING_RATE = 0.5  # CPU per wall-second under which work counts as waiting
 COMPUTED = 0.8  # CPU share of wall at which finished items count as computing throughout
 BUSY_ITEMS = 0.75  # share of the process's CPU its items must account for to be "busy"
@@ -246,8 +239,6 @@ class Calibration:
         if probe.cheap(CHEAP_ITEM, CHEAP_SAMPLES):
             return True
         if self._window is None:
-            if self._first_reading is not None and probe.fewest_done() < WARM_ITEMS:
-                return False  # (the second reading of two threads: see WARM_ITEMS)
             if probe.read:
                 self._window = _Window(probe.workers, probe)
             return False
@@ -292,15 +283,14 @@ class Calibration:
             and self._first_reading is None
             and rate < GIL_FREE_RATE * one
         ):
-            # Two threads read as taking turns: read again, over a window that opens once
-            # both are past their first items (WARM_ITEMS). A window can open before the
-            # second thread has started or taken an item, or while its first items run
-            # slow, and then GIL-free items (hashing, 1.2x read for 2x) pass for
+            # Two threads read as taking turns: read again, over a window that opens with
+            # both running. A window can open before the second thread has started or
+            # taken an item, and then GIL-free items (hashing, 1.2x read for 2x) pass for
             # GIL-bound ones for the whole program; noise only lowers such a reading, so
             # the higher of the two stands (see measurements).
             self._first_reading = rate
-            self._window = None  # (opened once both threads are past their first items)
-            return False
+            self._window = _Window(2, probe)
+            tested = False
         self._testing_threads = mean if workers == 2 and 1 in self.rates and not tested else 0.0
         return tested
 
@@ -308,16 +298,14 @@ class Calibration:
         """The measuring budget: AUTOPAR_CALIBRATION_MS, stretched while the thread test
         runs on items too long to finish it within that (a reading of two threads beside
         one needs several items' time), up to THREAD_TEST_SHARE of the work the probe may
-        run, and WARM_ITEMS more for a second reading. The items measured are the call's
-        own, so the stretch costs only running them on one or two threads meanwhile;
-        without it, threads would be priced for long GIL-free items (compression,
-        hashing) as if they held the GIL."""
+        run. The items measured are the call's own, so the stretch costs only running them
+        on one or two threads meanwhile; without it, threads would be priced for long
+        GIL-free items (compression, hashing) as if they held the GIL."""
         mean = self._testing_threads
         if mean <= 0:
             return self.budget
-        again = WARM_ITEMS if self._first_reading is not None else 0
-        most = (THREAD_TEST_SHARE * self.probe.limit + again) * mean
-        items = THREAD_TEST_ITEMS + (3 + again if again else 0)
+        most = THREAD_TEST_SHARE * self.probe.limit * mean
+        items = THREAD_TEST_ITEMS + (3 if self._first_reading is not None else 0)
         return max(self.budget, min(items * mean, most))
 
     def _grow(self, workers: int) -> None:

@@ -83,8 +83,6 @@ class Probe:
         # reading when the thread joined: the thread test reads the CPU of these threads
         # only (see cpu_seconds).
         self._clocks: Dict[int, float] = {}
-        # Items finished by each thread working for this probe now (thread id -> count).
-        self._done_by: Dict[int, int] = {}
         _measure_clock_cost()
 
     # -- worker side -------------------------------------------------------------------
@@ -139,9 +137,6 @@ class Probe:
         batch, cheap_in_a_row = 1, 0
         # The caller counts its time queued for a core (see autopar._auto.queued_time).
         queue = self._caller_queue if caller else None
-        me = threading.get_ident()
-        with self._cond:
-            self._done_by[me] = 0
         try:
             with mark_worker_thread():
                 while (task := self._take(clock, batch, caller=caller)) is not None:
@@ -157,16 +152,10 @@ class Probe:
                     batch = min(4 * batch, MAX_BATCH) if grow else 1
         finally:
             with self._cond:
-                self._done_by.pop(me, None)
                 self.workers -= 1
                 if caller:
                     self.caller_busy = False
                 self._cond.notify_all()
-
-    def fewest_done(self) -> int:
-        """The fewest items any thread working for this probe now has finished."""
-        with self._cond:
-            return min(self._done_by.values(), default=0)
 
     def cpu_clocks(self) -> Dict[int, float]:
         """The CPU clocks of the threads that have worked for this probe, each with its
@@ -244,9 +233,6 @@ class Probe:
         with self._cond:
             del self.running[index]
             self.results.update(done)
-            me = threading.get_ident()
-            if me in self._done_by:
-                self._done_by[me] += len(done)
             if failure is None:
                 if self.example is None:
                     self.example = (item, done[0][1])
