@@ -488,16 +488,17 @@ def _start_processes(
     """
     if pool_costs.process_warm(config):
         return
-    # The first start in a program times the warm pool's round trips (no-op chunks), and
-    # this call's chunks, queued on the pool meanwhile, would be timed with them: read
-    # 10 ms a round trip for 0.3 ms, and kept for the program. Work that pauses while the
-    # pool starts waits for the pool then.
-    waits = pool_costs.times_round_trips()
-    if m.cpu_fraction >= WAITING_RATE and not m.gil_free:
+    paused = m.cpu_fraction >= WAITING_RATE and not m.gil_free
+    if paused:
         probe.stop()
     else:
         probe.limit = max(probe.limit, probe.read + 1_000_000)
         probe.resume()
+    # The first start in a program times the warm pool's round trips (no-op chunks), and
+    # this call's chunks, queued on the pool meanwhile, would be timed with them: read
+    # 10 ms a round trip for 0.3 ms, and kept for the program. A call whose items paused
+    # waits for the whole start then; otherwise it goes on once its probe is done.
+    whole_start = paused and pool_costs.times_round_trips()
     ready = threading.Event()
     error: List[BaseException] = []
 
@@ -510,7 +511,7 @@ def _start_processes(
             ready.set()
 
     threading.Thread(target=warm, name="autopar-warm", daemon=True).start()
-    while not ready.wait(POLL) and not (probe.finished and not (waits and probe.stopped)):
+    while not ready.wait(POLL) and not (probe.finished and not whole_start):
         if deadline is not None and time.monotonic() > deadline:
             raise AutoparTimeoutError(f"the call did not finish within timeout={config.timeout:g}s")
 
