@@ -200,13 +200,9 @@ def shutdown() -> None:
         _users.clear()
     for backend in backends:
         backend.shutdown()
-    for factory in _FACTORIES.values():
-        # (A kind never loaded holds nothing. Not through backend_class: a module loaded
-        # by a plain import, as the planner loads the serial one, is not hooked yet, and
-        # at exit threading takes no more hooks.)
-        module, _, name = factory.partition(":")
-        if module in sys.modules:
-            getattr(sys.modules[module], name).close_shared()
+    for kind, factory in _FACTORIES.items():
+        if factory.partition(":")[0] in sys.modules:  # (a kind never loaded holds nothing)
+            backend_class(kind).close_shared()
     per_worker = sys.modules.get(f"{__package__}.per_worker")
     if per_worker is not None:  # (values built here: serial runs, threads, plain calls)
         per_worker.tear_down()
@@ -265,7 +261,10 @@ def _run_shutdown_before_concurrent_futures() -> None:
     loaded (the process backend imports it), so a stuck worker is killed at exit rather
     than waited for forever.
     """
-    if _hooked.is_set() or "concurrent.futures.process" not in sys.modules:
+    # (Not at exit: threading takes no more hooks then, and ours is running already. A
+    # backend module loaded by a plain import, as the planner loads the serial one, meets
+    # this first in the exit hook's own backend_class.)
+    if _exiting or _hooked.is_set() or "concurrent.futures.process" not in sys.modules:
         return
     _hooked.set()
     register = getattr(threading, "_register_atexit", None)
