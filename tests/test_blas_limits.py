@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from typing import Any, Iterator, List
 
 import pytest
@@ -240,3 +241,40 @@ def test_a_real_blas_is_capped_inside_a_thread_plan_and_restored() -> None:
     for inside in f.map(range(4)):
         assert inside == [min(n, cap) for n in own]
     assert _real_blas_threads(None) == own
+
+
+class StuckLibrary(FakeLibrary):
+    """A BLAS that ignores every count set once it has been capped (as OpenBLAS 0.3.31
+    ignored one set back from another thread than the one that capped it)."""
+
+    def set_num_threads(self, n: int) -> None:
+        if n <= self.num_threads:
+            super().set_num_threads(n)
+
+
+def test_a_library_that_keeps_the_cap_is_named_once(
+    blas: FakeLibrary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stuck = StuckLibrary(CPUS)
+    monkeypatch.setattr(blas_limits, "_new_controller", lambda: FakeController(stuck))
+    monkeypatch.setattr(blas_limits, "_warned_stuck", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            with blas_limits.limited(2):
+                pass
+    assert stuck.num_threads == 4
+    warned = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert len(warned) == 1
+    assert "kept 4 thread(s) after autopar set its own count, 8, back" in warned[0]
+
+
+def test_a_library_that_takes_its_count_back_is_not_named(
+    blas: FakeLibrary, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blas_limits, "_warned_stuck", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with blas_limits.limited(2):
+            pass
+    assert blas.num_threads == CPUS

@@ -27,6 +27,7 @@ import contextlib
 import os
 import sys
 import threading
+import warnings
 from typing import Any, ContextManager, Counter, List, Optional, Tuple
 
 from .._config import cpu_count
@@ -115,6 +116,44 @@ def _drop(cap: int) -> None:
     originals, _originals, _applied = _originals or [], None, None
     for lib, own in originals:
         lib.set_num_threads(own)
+    _check_restored(originals)
+
+
+def _check_restored(originals: List[Tuple[Any, int]]) -> None:
+    """(_lock held.) Warn, once per program, where a library kept the cap after its own
+    count was set back.
+
+    Measured with OpenBLAS 0.3.31 (numpy 2.4's wheels): a count set back from one thread
+    while another thread that had set a count was still alive did not take. Thread plans
+    in two threads that overlap, where the one that capped first is not the one that
+    ends last, then leave BLAS capped for the rest of the program. That cannot be undone
+    from this thread; it can be said (docs/containers-and-big-machines.md).
+    """
+    global _warned_stuck
+    if _warned_stuck:
+        return
+    for lib, own in originals:
+        left = lib.num_threads
+        if left != own:
+            _warned_stuck = True
+            warnings.warn(
+                f"autopar: {_name(lib)} kept {left} thread(s) after autopar set its own "
+                f"count, {own}, back: thread plans ran in several threads at once, and "
+                "the library ignored the count set back from another thread than the one "
+                f"that capped it. Its calls run on {left} thread(s) from now on; run "
+                "thread plans from one thread, or set the count again from the thread "
+                "that ran the first of them.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
+
+
+def _name(lib: Any) -> str:
+    return str(getattr(lib, "internal_api", None) or getattr(lib, "filepath", None) or "a BLAS")
+
+
+_warned_stuck = False
 
 
 def _apply(cap: int) -> None:
