@@ -244,8 +244,9 @@ def _matrices(context: Context) -> Iterator[Built]:
 
 def _numpy_missing() -> Optional[str]:
     # Found, not imported: every program looks its workload up in the whole registry, and
-    # importing numpy there put OpenBLAS's threads (spinning for a while after load) and
-    # the BLAS caps of thread plans into programs whose workloads never use it.
+    # importing numpy there loaded it, and with it thread plans' BLAS caps (threadpoolctl's
+    # first use, about 5 ms), into programs whose workloads never use it: their first
+    # calls read up to 2x (STABILITY.md's notes; the rest of the cause is not known).
     if importlib.util.find_spec("numpy") is None:
         return "numpy is not installed here"
     return None
