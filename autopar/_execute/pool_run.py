@@ -237,7 +237,7 @@ class _Cleanup:
         futures = [f for _, _, f in self.run.pending]
         if self.run.alone is not None:
             futures.append(self.run.alone)
-        running = [f for f in futures if not f.cancel()]
+        running = [f for f in futures if not backend.cancel(f)]
         for future in futures:
             backend.abandon(future)
         if issubclass(kind, WorkerCrashedError) or (

@@ -135,6 +135,10 @@ class Backend:
         pool can run nothing more)."""
         return False
 
+    def cancel(self, future: Future[Any]) -> bool:
+        """Cancel a chunk that has not started; whether it was cancelled."""
+        return future.cancel()
+
     def abandon(self, future: Future[Any]) -> None:
         """The run will not collect this chunk: free what it holds once it ends."""
 

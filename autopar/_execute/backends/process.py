@@ -223,6 +223,14 @@ class ProcessBackend(Backend):
             return pickle.loads(raw)  # type: ignore[no-any-return]
         return shared_buffers.load(raw, unlink=True)  # type: ignore[no-any-return]
 
+    def cancel(self, future: Future[Any]) -> bool:
+        # A broken pool's manager thread fails every pending chunk itself, and before
+        # Python 3.12 it raises on one already cancelled, dying with a traceback before
+        # it has cleaned up (the race a dead worker starts with the caller's clean-up).
+        if getattr(self._executor, "_broken", False):
+            return False
+        return future.cancel()
+
     def abandon(self, future: Future[Any]) -> None:
         self._chunks.abandon(future)
 
