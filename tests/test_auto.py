@@ -116,6 +116,21 @@ def test_memory_is_used_then_refreshed_when_the_cost_drifts():
     assert f.last_plan.kind == "thread"
 
 
+def test_a_pause_on_a_short_call_does_not_mark_its_costs_stale():
+    # 100 items remembered at 0.1 us (10 us a call): a pause of the scheduler of a few
+    # hundred microseconds is 40 times that, and marked the memory stale (the next call
+    # measures again, off the fast path). A call of 2 ms stands for items that really
+    # turned dearer.
+    from autopar._auto import cost_model
+
+    m = cost_model.Measurements(wall=1e-7, cpu=1e-7, samples=64)
+    learned = memory.LearnedCosts(m)
+    memory.check_drift(learned, 1e-7, 0.5e-3, 100)
+    assert not learned.stale
+    memory.check_drift(learned, 1e-7, 2e-3, 100)
+    assert learned.stale
+
+
 def test_a_new_wrapper_of_the_same_function_starts_from_what_was_learned():
     # joblib's inline style, parallel(fn).map(items) at every call, measured every time:
     # about 0.5 ms a call on near-free items.

@@ -33,6 +33,10 @@ FAST_PATH_WORK = 0.01
 # A whole call whose cost per item is outside this factor of what was learned replaces it.
 LEARN_BAND = 2.0
 DRIFT = 4.0  # observed/remembered per-item cost beyond which the learned costs are stale
+# Calls shorter than this never mark the learned costs stale: a pause of the scheduler
+# (a few hundred microseconds on a shared VM) is as long as such a call, and measuring
+# again costs more than any plan could save on it.
+DRIFT_FLOOR = 1e-3
 
 # lock guards FunctionState.learned of every function, LearnedCosts' fields, and _learned.
 lock = threading.Lock()
@@ -212,7 +216,7 @@ class SerialFastPath:
             raise
         wall = _clock() - t0
         state.last_plan = plan
-        if wall >= 1e-4:  # (the test check_drift starts with, here to save a call)
+        if wall >= DRIFT_FLOOR:  # (the test check_drift starts with, here to save a call)
             check_drift(memory, self.per_item, wall, n)
         return out
 
@@ -223,8 +227,8 @@ _clock = time.perf_counter  # (one global read where every microsecond counts)
 def check_drift(memory: LearnedCosts, per_item: float, wall: float, count: int) -> None:
     """After a serial run of ``count`` items: mark the memory stale if they cost far more
     than remembered (costlier items may now pay for a pool; cheaper ones only favour serial
-    more). Runs under 0.1 ms are left alone: they are mostly timer noise."""
-    if wall >= 1e-4 and wall > DRIFT * per_item * count:
+    more). Runs under DRIFT_FLOOR are left alone."""
+    if wall >= DRIFT_FLOOR and wall > DRIFT * per_item * count:
         log.debug("autopar: cost drifted %.1fx; re-measuring next call", wall / count / per_item)
         with lock:
             memory.stale = True
