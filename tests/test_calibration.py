@@ -137,7 +137,7 @@ def test_a_reading_of_two_threads_taking_turns_is_taken_again(monkeypatch):
             if workers == 2:
                 opened.append(self)
 
-        def rate(self, until=None):
+        def rate(self):
             if self.workers == 1:
                 return 1.0
             return 1.1 if self is opened[0] else 2.0
@@ -194,32 +194,3 @@ def test_a_running_item_in_an_idle_process_keeps_its_reading():
     probe = _SeenProbe(done, [(31e-3, 0.17e-3)])
     costs = calibration.item_costs(probe, 0.2, rates={1: 0.2, 2: 0.2})
     assert costs[-1] == (31e-3, 0.17e-3)
-
-
-class _FinishedProbe(_SeenProbe):
-    """A probe done with its input: samples, an example item, no per-worker values."""
-
-    def __init__(self, samples):
-        super().__init__(samples, [])
-        self.example = (3, 9)
-        self.handles_before = {}
-        self.workers = 0
-
-
-def test_a_phase_is_judged_by_its_whole_reading_too():
-    # Caught in the test suite (tests/test_spread.py's costly tail, 3 runs in 30 in a warm
-    # program): 270 near-free items on one thread, then 30 sleeps of 10 ms on 16 threads.
-    # The 16 threads' phase read a CPU rate of 0.53 as they started, just over
-    # WAITING_RATE, and the input ran out before another check: its sleeps were left out
-    # as GIL waits, and the call was remembered at 3 us an item, serial. Over the whole
-    # phase the rate read 0.27.
-    samples = [(3e-6, 3e-6, 1)] * 270 + [(10e-3, 0.05e-3, 16)] * 30
-    rates = {1: 0.03, 4: 0.1, 16: 0.53}
-    early = calibration.measure(_FinishedProbe(samples), rates)
-    assert early.wall < 1e-5  # (what the early reading alone says)
-    whole = calibration.measure(_FinishedProbe(samples), rates, {16: 0.27})
-    assert whole.wall > 5e-4 and whole.cpu_fraction < calibration.WAITING_RATE
-    # A whole reading that stays busy keeps them out, as a phase of threads taking turns
-    # for the GIL would.
-    busy = calibration.measure(_FinishedProbe(samples), rates, {16: 0.6})
-    assert busy.wall < 1e-5

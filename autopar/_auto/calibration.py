@@ -87,20 +87,17 @@ class _Window:
     def age(self) -> float:
         return time.perf_counter() - self.at
 
-    def rate(self, until: Optional[float] = None) -> float:
-        """The rate so far; with ``until`` (a perf_counter reading), the CPU used so far
-        over the wall time up to then (for a phase whose threads have been idle since)."""
-        age = self.age() if until is None else until - self.at
+    def rate(self) -> float:
         joined = self._probe.cpu_clocks()
         if not joined:
-            return (time.process_time() - self._process) / max(age, 1e-9)
+            return (time.process_time() - self._process) / max(self.age(), 1e-9)
         used = 0.0
         for clock, at_join in joined.items():
             now = _read(clock)
             if now is not None:
                 start = self._open.get(clock)
                 used += now - (at_join if start is None else start)
-        return used / max(age, 1e-9)
+        return used / max(self.age(), 1e-9)
 
 
 def _read(clock: int) -> Optional[float]:
@@ -319,24 +316,7 @@ class Calibration:
         rates = dict(self.rates)
         if self._first_reading is not None and 2 in rates:
             rates[2] = max(rates[2], self._first_reading)
-        return measure(self.probe, rates, self._whole_phase())
-
-    def _whole_phase(self) -> Dict[int, float]:
-        """The last phase's rate over its whole life, up to its last finished item.
-
-        Its rate in ``rates`` is its last check's, which may have come soon after its
-        threads started (MIN_WINDOW); the input can run out before another. The threads
-        have been idle since their last item (the probe is paused), so the CPU they have
-        used over the time up to then is the phase's rate throughout. (The caller may
-        still be in an item: its CPU only raises this reading.)
-        """
-        window = self._window
-        if window is None or window.workers not in self.rates:
-            return {}
-        last = self.probe.last_done
-        if last - window.at < MIN_WINDOW:
-            return {}
-        return {window.workers: window.rate(until=last)}
+        return measure(self.probe, rates)
 
 
 def _idle(costs: List[Tuple[float, float]]) -> bool:
@@ -418,24 +398,13 @@ def item_costs(
     return costs
 
 
-def measure(
-    probe: Probe, rates: Dict[int, float], whole_rates: Optional[Dict[int, float]] = None
-) -> cost_model.Measurements:
-    """Per-item costs from what the probe saw, corrected for contention and load.
-
-    ``whole_rates`` holds phases' rates read over their whole life: the lower of a
-    phase's two readings says whether its items may have waited for the GIL. (Judged by
-    a reading of 0.53, just over WAITING_RATE, taken as 16 threads started, the sleeps
-    of 10 ms they ran were left out as GIL waits; over the phase it read 0.27:
-    tests/test_calibration.py::test_a_phase_is_judged_by_its_whole_reading_too.)
-    """
+def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
+    """Per-item costs from what the probe saw, corrected for contention and load."""
     # The most threads measured (the probe may be winding down by now).
     threads = max(rates, default=probe.workers)
     rate = rates.get(threads)
     # (No costs: the first item raised, and there are no figures.)
-    whole_rates = whole_rates or {}
-    judged = {k: min(r, whole_rates.get(k, r)) for k, r in rates.items()}
-    costs = item_costs(probe, rate, rates=judged) or [(0.0, 0.0)]
+    costs = item_costs(probe, rate, rates=rates) or [(0.0, 0.0)]
     wall = sum(w for w, _ in costs) / len(costs)
     cpu = sum(c for _, c in costs) / len(costs)
     single = rates.get(1)

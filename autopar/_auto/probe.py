@@ -66,7 +66,6 @@ class Probe:
         # and the thread's per-worker build time then (see autopar.per_worker)
         self.running: Dict[int, Tuple[Any, ...]] = {}
         self.samples: List[Sample] = []
-        self.last_done = 0.0  # perf_counter when the latest item finished
         self.example: Optional[Tuple[Any, Any]] = None  # the first (item, result) seen
         self.workers = 0
         self._paused_workers = 0
@@ -218,8 +217,7 @@ class Probe:
                 self.stopped = self.closed = True
                 self._cond.notify_all()
             raise
-        end = time.perf_counter()
-        wall, cpu = end - wall0, time.thread_time() - cpu0
+        wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         setup = setup_seconds()
         if setup != setup0:  # an item built per-worker state: priced apart (cost_model)
             wall = max(0.0, wall - (setup[0] - setup0[0]))
@@ -235,7 +233,6 @@ class Probe:
         with self._cond:
             del self.running[index]
             self.results.update(done)
-            self.last_done = max(self.last_done, end)
             if failure is None:
                 if self.example is None:
                     self.example = (item, done[0][1])
