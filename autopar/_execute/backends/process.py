@@ -227,6 +227,8 @@ class ProcessBackend(Backend):
         # A broken pool's manager thread fails every pending chunk itself, and before
         # Python 3.12 it raises on one already cancelled, dying with a traceback before
         # it has cleaned up (the race a dead worker starts with the caller's clean-up).
+        # The same CPython fault, for chunks cancelled before the pool broke, is met in
+        # abort(), which swaps those for stand-ins before it kills the workers.
         if getattr(self._executor, "_broken", False):
             return False
         return future.cancel()
@@ -244,6 +246,7 @@ class ProcessBackend(Backend):
         # Python before 3.12 fails every pending future when it finds a worker dead, and
         # raises (printing a traceback from its manager thread) on one already cancelled,
         # as the caller's clean-up cancels them: give those items a stand-in to fail.
+        # (Once the pool is broken, cancel() cancels nothing: see there.)
         for item in list((getattr(executor, "_pending_work_items", None) or {}).values()):
             if item.future.cancelled():
                 item.future = Future()
