@@ -154,7 +154,8 @@ def test_a_reading_of_two_threads_taking_turns_is_taken_again(monkeypatch):
 
 
 class _SeenProbe:
-    """What a probe had seen: finished (wall, CPU, phase) samples and running items."""
+    """What a probe had seen: finished (wall, CPU, phase, others' CPU rate) samples, and
+    running items."""
 
     def __init__(self, samples, running):
         self.samples = samples
@@ -174,7 +175,7 @@ def test_a_running_item_starved_of_the_gil_is_not_read_as_waiting():
     # 0.17 ms of CPU while two threads kept the process busy. Read as is, the items
     # "spent 85% of their time waiting", and the plan went to threads; and where such an
     # item's wall counted as its cost, the mean item cost doubled.
-    done = [(1.5e-3, 1.5e-3, 1)] * 4 + [(3.0e-3, 1.6e-3, 2)] * 2
+    done = [(1.5e-3, 1.5e-3, 1, 0.0)] * 4 + [(3.0e-3, 1.6e-3, 2, 1.0)] * 2
     probe = _SeenProbe(done, [(31e-3, 0.17e-3)])
     costs = calibration.item_costs(probe, 1.0, rates={1: 1.0, 2: 1.0})
     assert _cpu_share(costs) >= 0.9
@@ -183,14 +184,28 @@ def test_a_running_item_starved_of_the_gil_is_not_read_as_waiting():
 
 def test_a_running_item_beside_items_that_wait_in_part_keeps_its_reading():
     # Items that wait half their time: a running one reading idle may well be waiting.
-    done = [(2e-3, 1e-3, 1)] * 4
+    done = [(2e-3, 1e-3, 1, 0.0)] * 4
     probe = _SeenProbe(done, [(31e-3, 0.17e-3)])
     costs = calibration.item_costs(probe, 1.0, rates={1: 0.6, 2: 1.0})
     assert costs[-1] == (31e-3, 0.17e-3)
 
 
 def test_a_running_item_in_an_idle_process_keeps_its_reading():
-    done = [(1.5e-3, 1.5e-3, 1)] * 4
+    done = [(1.5e-3, 1.5e-3, 1, 0.0)] * 4
     probe = _SeenProbe(done, [(31e-3, 0.17e-3)])
     costs = calibration.item_costs(probe, 0.2, rates={1: 0.2, 2: 0.2})
     assert costs[-1] == (31e-3, 0.17e-3)
+
+
+def test_a_wait_counts_when_the_rest_of_the_process_was_idle_while_it_ran():
+    # Read from a probe of 16 threads: near-free items stretched by each other's GIL
+    # turns, and 10 ms waits that ran while the rest of the process was idle. Their
+    # phase's rate (0.6) would say GIL turns for both; each sample's own reading tells
+    # them apart, and the waits are the call's real cost.
+    done = [(5e-6, 5e-6, 1, 0.0)] * 3
+    stretched = [(80e-6, 5e-6, 16, 1.0)] * 40
+    waits = [(10e-3, 20e-6, 16, 0.05)] * 10
+    probe = _SeenProbe(done + stretched + waits, [])
+    costs = calibration.item_costs(probe, 0.6, rates={1: 1.0, 16: 0.6})
+    assert sorted(set(costs)) == [(5e-6, 5e-6), (10e-3, 20e-6)]
+    assert costs.count((10e-3, 20e-6)) == 10

@@ -238,4 +238,42 @@ def test_time_the_caller_sat_queued_for_a_core_counts_as_computing(monkeypatch):
     probe.add_caller()
     probe.work_here(never)
     assert len(probe.samples) == 5
-    assert all(cpu >= 0.9 * wall for wall, cpu, _ in probe.samples), probe.samples
+    assert all(cpu >= 0.9 * wall for wall, cpu, _, _ in probe.samples), probe.samples
+
+
+def _wait_while_another_thread_computes(ms):
+    helper = threading.Thread(target=helpers.burn, args=(ms,))
+    helper.start()
+    helper.join()
+    return ms
+
+
+def test_a_sample_holds_the_cpu_the_rest_of_the_process_used_while_it_ran():
+    # What tells a wait from a GIL wait: another thread's 10 ms of CPU fell within the
+    # item (it joins that thread), so the sample's reading of the rest of the process
+    # holds at least those 10 ms, whatever else the machine did meanwhile.
+    probe = Probe(_wait_while_another_thread_computes, iter([10]), False, 1)
+    probe.add_caller()
+    probe.work_here(never)
+    ((wall, cpu, phase, others),) = probe.samples
+    assert phase == 1 and cpu < 0.5 * wall
+    assert others * wall >= 0.0099, probe.samples
+
+
+def _burn_then_nap(ms):
+    helpers.burn(ms)
+    helpers.nap(ms / 1e3)
+    return ms
+
+
+def test_cpu_time_the_host_took_counts_as_computing(monkeypatch):
+    # Where the hypervisor took half of this guest's runnable time, 2 ms on the thread's
+    # own clock were 4 ms the item wanted to compute (never more than its wall).
+    from autopar._auto import stolen_time
+
+    monkeypatch.setattr(stolen_time, "_share", 0.5)
+    probe = Probe(_burn_then_nap, iter([2]), False, 1)
+    probe.add_caller()
+    probe.work_here(never)
+    ((wall, cpu, _, _),) = probe.samples
+    assert min(wall, 3.9e-3) <= cpu <= wall, probe.samples

@@ -32,7 +32,7 @@ from .._config import Config, cpu_count
 from .._execute import per_worker, shared_buffers
 from .._execute.worker import dump_parts, dumps
 from ..errors import AutoparTimeoutError
-from . import cost_model
+from . import cost_model, stolen_time
 from .cost_model import GIL_FREE_RATE
 from .pool_costs import NO_THREAD_HELPS
 from .probe import Probe
@@ -90,14 +90,15 @@ class _Window:
     def rate(self) -> float:
         joined = self._probe.cpu_clocks()
         if not joined:
-            return (time.process_time() - self._process) / max(self.age(), 1e-9)
+            used = time.process_time() - self._process
+            return stolen_time.wanted(used) / max(self.age(), 1e-9)
         used = 0.0
         for clock, at_join in joined.items():
             now = _read(clock)
             if now is not None:
                 start = self._open.get(clock)
                 used += now - (at_join if start is None else start)
-        return used / max(self.age(), 1e-9)
+        return stolen_time.wanted(used) / max(self.age(), 1e-9)
 
 
 def _read(clock: int) -> Optional[float]:
@@ -114,6 +115,7 @@ class Calibration:
         self.probe, self.config, self.deadline = probe, config, deadline
         self.t0 = time.perf_counter()
         self.cores = cpu_count()
+        stolen_time.refresh()
         #: CPU per wall-second seen with each worker count (its whole phase).
         self.rates: Dict[int, float] = {}
         self._window: Optional[_Window] = None  # opens once the first item runs
@@ -152,6 +154,7 @@ class Calibration:
     def _check_held(self) -> bool:
         # Called with _check_lock held.
         if not self.known:
+            stolen_time.refresh()
             spent = time.perf_counter() - self.t0
             self.known = self._check_probe() or spent >= self._budget_now()
             if self.known:
@@ -252,7 +255,7 @@ class Calibration:
             self.rates[workers] = rate
         mean = sum(w for w, _ in costs) / len(costs)
         idle_items = _idle(costs)
-        done = [(w, c) for w, c, _ in list(probe.samples)]
+        done = [(s[0], s[1]) for s in list(probe.samples)]
         if sum(w for w, _ in done) >= 0.5 * sum(w for w, _ in costs):
             # Finished items carry most of the time seen: they must be idle too. (Their CPU
             # time holds the caller's time queued for a core; a running item's reading
@@ -357,22 +360,15 @@ def item_costs(
     """
     samples = list(probe.samples)
     # An item timed beside other busy threads may have waited for the GIL: its wall time
-    # overstates its cost. Such a sample counts only where the process was mostly idle
-    # (``rates``: CPU rate by worker count) in its phase, or, for an item that ran across
-    # a change of phase (0), in every phase: no thread then held the GIL long. The rest
-    # are left out while enough clean ones (one worker) remain. Leaving out every
-    # multi-thread sample would keep only the items read first, however costly those
-    # read later were (tests/test_spread.py).
-    rates = rates or {}
-    idle_throughout = bool(rates) and max(rates.values()) < WAITING_RATE
-    clean = [
-        (w, c)
-        for w, c, phase in samples
-        if phase == 1
-        or (phase == 0 and idle_throughout)
-        or (phase > 1 and rates.get(phase, 1.0) < WAITING_RATE)
-    ]
-    costs = clean if len(clean) >= 3 else [(w, c) for w, c, _ in samples]
+    # overstates its cost. Such a sample counts only where the rest of the process was
+    # mostly idle while it ran (its own reading: under WAITING_RATE of a core), so no thread
+    # then held the GIL from it for long. The rest are left out while enough clean ones
+    # (one worker) remain. Leaving out every multi-thread sample would keep only the items
+    # read first, however costly those read later were (tests/test_spread.py); judging a
+    # sample by its phase's whole rate instead left out waits that ran beside a burst of
+    # near-free items in the same phase, and learned a costly tail as free.
+    clean = [(w, c) for w, c, phase, others in samples if phase == 1 or others < WAITING_RATE]
+    costs = clean if len(clean) >= 3 else [(s[0], s[1]) for s in samples]
     busy = rate is not None and rate >= WAITING_RATE
     threads = max(rates, default=1)
     # Where the finished items computed throughout and several threads kept the process
@@ -414,7 +410,7 @@ def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
         # One thread asked for this share of a core: on a busy machine its items wait for
         # a core, which their own CPU clock does not show.
         cpu = max(cpu, wall * min(1.0, single))
-    clean = any(phase == 1 for _, _, phase in probe.samples)
+    clean = any(s[2] == 1 for s in probe.samples)
     # The CPU rate the items' own clocks account for, had `threads` threads run them
     # back to back.
     items_rate = threads * cpu / max(wall, 1e-9)

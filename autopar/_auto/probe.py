@@ -27,6 +27,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 from .._execute.per_worker import setup_seconds, use_counts
 from .._execute.thread_pool import DaemonThreadPool
 from .._execute.worker import Failure, mark_worker_thread
+from . import stolen_time
 from .queued_time import QueueClock, for_this_thread
 
 # Items that take less than this (the probe's own bookkeeping costs about as much) are
@@ -39,9 +40,10 @@ MAX_BATCH = 64
 CHEAP_BEFORE_BATCHES = 3
 HOSTAGE = 0.0005  # a batch runs items read ahead for at most this long
 
-# wall, cpu, and the phase: the worker count while the item ran, 0 if it changed meanwhile
-# (phase 1 = no other worker was busy: a clean measurement).
-Sample = Tuple[float, float, int]
+# wall, cpu, the phase: the worker count while the item ran, 0 if it changed meanwhile
+# (phase 1 = no other worker was busy: a clean measurement), and the CPU seconds the rest
+# of the process used per wall second of the item: what could have held it off the GIL.
+Sample = Tuple[float, float, int, float]
 
 
 class Probe:
@@ -202,7 +204,7 @@ class Probe:
         done: List[Tuple[int, Any]] = []
         at = [index]  # the item running now, for a failure's index
         failure = None
-        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        wall0, cpu0, process0 = time.perf_counter(), time.thread_time(), time.process_time()
         setup0 = setup_seconds()
         try:
             done.append((index, self._fn(*item) if self._star else self._fn(item)))
@@ -218,6 +220,10 @@ class Probe:
                 self._cond.notify_all()
             raise
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
+        others = max(0.0, time.process_time() - process0 - cpu) / max(wall, 1e-9)
+        # CPU time the host took from this guest counts as computing (autopar._auto.
+        # stolen_time), as the caller's time queued for a core does (below).
+        cpu, others = min(wall, stolen_time.wanted(cpu)), stolen_time.wanted(others)
         setup = setup_seconds()
         if setup != setup0:  # an item built per-worker state: priced apart (cost_model)
             wall = max(0.0, wall - (setup[0] - setup0[0]))
@@ -237,7 +243,8 @@ class Probe:
                 if self.example is None:
                     self.example = (item, done[0][1])
                 steady = self.workers == workers and changes == self._changes
-                self.samples.extend([(wall, cpu, workers if steady else 0)] * count)
+                phase = workers if steady else 0
+                self.samples.extend([(wall, cpu, phase, others)] * count)
             elif self.failure is None or failure.index < self.failure.index:
                 self.failure = failure
             # Waking the caller on every item would make it compete with the workers for
@@ -278,7 +285,7 @@ class Probe:
         with self._cond:
             if len(self.samples) < samples:
                 return False
-            mean = sum(w for w, _, _ in self.samples) / len(self.samples)
+            mean = sum(s[0] for s in self.samples) / len(self.samples)
             now = time.perf_counter()
             slow = any(now - entry[0] > 20 * under for entry in self.running.values())
             return mean < under and not slow
@@ -309,7 +316,7 @@ class Probe:
         now = time.perf_counter()
         costs: List[Tuple[float, Optional[float]]] = []
         for t, clock, cpu0, queue, thread, setup0 in entries:
-            cpu = None if clock is None else time.clock_gettime(clock) - cpu0
+            cpu = None if clock is None else stolen_time.wanted(time.clock_gettime(clock) - cpu0)
             if cpu is not None and queue is not None:
                 cpu += queue.since_mark()
             # Less any per-worker value built meanwhile (or being built now).
@@ -404,7 +411,7 @@ _pool_lock = threading.Lock()
 _pool: Optional[DaemonThreadPool] = None
 
 
-# What timing an item costs by itself (wall, CPU): the two clock reads around a call.
+# What timing an item costs by itself (wall, CPU): the clock reads around a call.
 # Measured once, on the first probe; a race only measures it twice. One tuple, replaced
 # whole: a reader sees both figures of one measurement, with or without a GIL.
 _clock_cost: Tuple[float, float] = (0.0, 0.0)
@@ -421,7 +428,8 @@ def _measure_clock_cost() -> None:
         return
     fn, best_wall, best_cpu = _nothing, 1.0, 1.0
     for _ in range(50):  # the least of many: the cost without interruptions (~50 us)
-        wall0, cpu0 = time.perf_counter(), time.thread_time()
+        # (The process clock is read as _run reads it: its cost is part of every timing.)
+        wall0, cpu0, _ = time.perf_counter(), time.thread_time(), time.process_time()
         fn()
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
