@@ -277,3 +277,31 @@ def test_cpu_time_the_host_took_counts_as_computing(monkeypatch):
     probe.work_here(never)
     ((wall, cpu, _, _),) = probe.samples
     assert min(wall, 3.9e-3) <= cpu <= wall, probe.samples
+
+
+def test_an_item_whose_thread_never_blocked_counts_as_computing_throughout(monkeypatch):
+    # Its wall time beyond its CPU clock was a core or the host holding it off: no sleep,
+    # I/O or lock made it wait. (Here the kernel's count is held still, so a nap stands
+    # for an item stalled on a busy VM.)
+    from autopar._auto import probe as probe_module
+
+    monkeypatch.setattr(probe_module, "voluntary_switches", lambda: 7)
+    probe = Probe(helpers.nap, iter([0.005]), False, 1)
+    probe.add_caller()
+    probe.work_here(never)
+    ((wall, cpu, _, _),) = probe.samples
+    assert wall >= 0.004 and cpu == pytest.approx(wall, abs=1e-5), probe.samples
+
+
+@pytest.mark.skipif(not hasattr(__import__("resource"), "RUSAGE_THREAD"), reason="Linux")
+def test_an_item_that_sleeps_blocks_and_reads_as_waiting():
+    from autopar._auto.queued_time import voluntary_switches
+
+    before = voluntary_switches()
+    helpers.nap(0.001)
+    assert voluntary_switches() > before
+    probe = Probe(helpers.nap, iter([0.005]), False, 1)
+    probe.add_caller()
+    probe.work_here(never)
+    ((wall, cpu, _, _),) = probe.samples
+    assert cpu < 0.5 * wall, probe.samples

@@ -97,7 +97,9 @@ def test_a_costly_tail_is_measured_on_the_first_call():
     f = parallel(_tail_waits)
     assert f.map(list(range(300))) == [x * x for x in range(300)]
     plan = f.last_plan
-    assert plan.measured["wall"] > 5e-4, plan.explain()
+    # (About 1 ms an item in all; unseen, the tail read 4.5 us. How many waits the probe
+    # met varies with the machine: a fifth of the mean is a sure sign it met them.)
+    assert plan.measured["wall"] > 2e-4, plan.explain()
     assert plan.kind == "thread", plan.explain()
 
 

@@ -90,15 +90,14 @@ class _Window:
     def rate(self) -> float:
         joined = self._probe.cpu_clocks()
         if not joined:
-            used = time.process_time() - self._process
-            return stolen_time.wanted(used) / max(self.age(), 1e-9)
+            return (time.process_time() - self._process) / max(self.age(), 1e-9)
         used = 0.0
         for clock, at_join in joined.items():
             now = _read(clock)
             if now is not None:
                 start = self._open.get(clock)
                 used += now - (at_join if start is None else start)
-        return stolen_time.wanted(used) / max(self.age(), 1e-9)
+        return used / max(self.age(), 1e-9)
 
 
 def _read(clock: int) -> Optional[float]:
@@ -265,7 +264,8 @@ class Calibration:
         # (Items cheaper than a thread hand-off do not wait in any way threads could
         # overlap: their CPU clocks read near zero from timer resolution alone.)
         idle_items = idle_items and mean >= NO_THREAD_HELPS
-        if idle_items and max(rate, _due_rate(done[-RECENT:], running, workers)) < WAITING_RATE:
+        busy_now = max(_wanted(rate), _due_rate(done[-RECENT:], running, workers))
+        if idle_items and busy_now < WAITING_RATE:
             # Waiting: quadruple the threads (1, 4, 16, 64, 128: the cap in four checks).
             if workers < self.config.max_threads:
                 self._grow(min(self.config.max_threads, 4 * workers))
@@ -282,7 +282,7 @@ class Calibration:
             tested
             and workers == 2
             and one is not None
-            and one >= WAITING_RATE
+            and _wanted(one) >= WAITING_RATE
             and self._first_reading is None
             and rate < GIL_FREE_RATE * one
         ):
@@ -320,6 +320,14 @@ class Calibration:
         if self._first_reading is not None and 2 in rates:
             rates[2] = max(rates[2], self._first_reading)
         return measure(self.probe, rates)
+
+
+def _wanted(rate: float) -> float:
+    """A CPU rate of the probe's threads, with the share the host took from this guest
+    counted as computing (autopar._auto.stolen_time): compared with WAITING_RATE. A ratio
+    of two rates (the thread speed-up) uses them as read, where the share cancels: it
+    can change between two readings."""
+    return stolen_time.wanted(rate)
 
 
 def _idle(costs: List[Tuple[float, float]]) -> bool:
@@ -360,16 +368,26 @@ def item_costs(
     """
     samples = list(probe.samples)
     # An item timed beside other busy threads may have waited for the GIL: its wall time
-    # overstates its cost. Such a sample counts only where the rest of the process was
-    # mostly idle while it ran (its own reading: under WAITING_RATE of a core), so no thread
-    # then held the GIL from it for long. The rest are left out while enough clean ones
-    # (one worker) remain. Leaving out every multi-thread sample would keep only the items
-    # read first, however costly those read later were (tests/test_spread.py); judging a
-    # sample by its phase's whole rate instead left out waits that ran beside a burst of
-    # near-free items in the same phase, and learned a costly tail as free.
-    clean = [(w, c) for w, c, phase, others in samples if phase == 1 or others < WAITING_RATE]
+    # overstates its cost. Such a sample counts where no thread can have held the GIL from
+    # it for long: the rest of the process used under WAITING_RATE of a core while it ran
+    # (its own reading), or the probe's threads did in its phase (``rates``: CPU rate by
+    # worker count; for an item that ran across a change of phase (0), in every phase).
+    # The rest are left out while enough clean ones (one worker) remain. Each reading
+    # alone left out waits that ran beside a burst of near-free items, and learned a
+    # costly tail as free, or as a fraction of its cost (tests/test_spread.py); leaving
+    # out every multi-thread sample would keep only the items read first.
+    rates = rates or {}
+    idle_throughout = bool(rates) and max(rates.values()) < WAITING_RATE
+    clean = [
+        (w, c)
+        for w, c, phase, others in samples
+        if phase == 1
+        or others < WAITING_RATE
+        or (phase == 0 and idle_throughout)
+        or (phase > 1 and rates.get(phase, 1.0) < WAITING_RATE)
+    ]
     costs = clean if len(clean) >= 3 else [(s[0], s[1]) for s in samples]
-    busy = rate is not None and rate >= WAITING_RATE
+    busy = rate is not None and _wanted(rate) >= WAITING_RATE
     threads = max(rates, default=1)
     # Where the finished items computed throughout and several threads kept the process
     # busy, a running item's wall beyond its own CPU is time it waited for the GIL, not
@@ -385,7 +403,14 @@ def item_costs(
         and len(costs) >= 3
         and sum(c for _, c in costs) >= COMPUTED * sum(w for w, _ in costs)
     )
+    # A running item speaks for itself once it has outlasted the mean finished item: it
+    # is a costlier one. Before that, its reading so far is only the start of an item
+    # like the others (the wait of an item that waits, then computes) and would bend
+    # their CPU share.
+    typical = sum(w for w, _ in costs) / len(costs) if costs else 0.0
     for wall, cpu in probe.running_costs() if running is None else running:
+        if wall < typical:
+            continue
         if cpu is None:
             cpu = wall if busy else 0.0
         elif starved:
@@ -403,7 +428,7 @@ def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
     costs = item_costs(probe, rate, rates=rates) or [(0.0, 0.0)]
     wall = sum(w for w, _ in costs) / len(costs)
     cpu = sum(c for _, c in costs) / len(costs)
-    single = rates.get(1)
+    single = _wanted(rates[1]) if 1 in rates else None
     # (Only for items whose own CPU clock shows real computing: the first window also
     # holds thread start-up, which would make sleeping items look busy.)
     if single is not None and single >= WAITING_RATE and cpu >= 0.2 * wall:
@@ -414,12 +439,13 @@ def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
     # The CPU rate the items' own clocks account for, had `threads` threads run them
     # back to back.
     items_rate = threads * cpu / max(wall, 1e-9)
+    busy = _wanted(rate) if rate is not None else None
     if (
         not clean
-        and rate is not None
-        and rate >= WAITING_RATE
+        and busy is not None
+        and busy >= WAITING_RATE
         and threads > 1
-        and items_rate >= BUSY_ITEMS * rate
+        and items_rate >= BUSY_ITEMS * busy
     ):
         # Several threads kept the process busy, each item slowed by the others: taking
         # turns on the GIL, k threads stretch each item about k / rate times. (Only when
@@ -427,7 +453,7 @@ def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
         # process busy with their own hand-offs while each item still takes its full
         # sleep: tests/test_auto.py::
         # test_many_waiting_threads_busy_with_hand_offs_do_not_make_items_look_cheap.)
-        wall = max(cpu, wall * min(1.0, rate) / threads)
+        wall = max(cpu, wall * min(1.0, busy) / threads)
     if wall < NO_THREAD_HELPS:
         # Near-free items: their CPU clock reads are timer resolution, not a share of
         # waiting. Counted as computing, so that no thread count is planned on noise.
@@ -438,8 +464,9 @@ def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
     # holds it near 1). Per-item CPU clocks cannot tell: a thread waiting for the GIL
     # often waits between items, outside any item's clock.
     speedup = None
+    # (Both rates as read: the host's share is one estimate for both, and cancels.)
     one = rates.get(1)
-    if threads > 1 and rate is not None and one is not None and one >= WAITING_RATE:
+    if threads > 1 and rate is not None and one is not None and _wanted(one) >= WAITING_RATE:
         speedup = rate / one
     return cost_model.Measurements(
         wall=max(wall, 1e-9),

@@ -1,4 +1,5 @@
-"""How long the calling thread sat runnable but waiting for a free core (Linux schedstat).
+"""How long the calling thread sat runnable but waiting for a free core (Linux schedstat),
+and whether it blocked at all (its voluntary context switches).
 
 On a busy machine a computing item spends part of its wall time queued for a core, and
 its own CPU clock does not show that, so calibration would take it for waiting work and
@@ -95,6 +96,30 @@ def for_this_thread() -> QueueClock:
     else:
         clock.mark = clock._read()
     return clock
+
+
+def voluntary_switches() -> Optional[int]:
+    """How many times the calling thread has blocked (a sleep, I/O, a lock, the GIL): its
+    voluntary context switches, or None where the system does not count them.
+
+    An item during which its thread never blocked cannot have waited: whatever of its
+    wall time its CPU clock missed, the thread wanted to compute, and a core or the host
+    (autopar._auto.stolen_time) held it off.
+    """
+    if _RUSAGE_THREAD is None:
+        return None
+    try:
+        return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw
+    except OSError:
+        return None
+
+
+try:
+    import resource
+
+    _RUSAGE_THREAD: Optional[int] = getattr(resource, "RUSAGE_THREAD", None)
+except ImportError:  # (Windows)
+    _RUSAGE_THREAD = None
 
 
 # Each thread's own clock (thread-local storage: no lock needed).
