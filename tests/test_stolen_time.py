@@ -50,3 +50,9 @@ def test_no_counters_leave_every_reading_as_it_is(monkeypatch):
     monkeypatch.setattr(stolen_time, "_share", 0.0)
     assert stolen_time.refresh() == 0.0
     assert stolen_time.wanted(0.25) == 0.25
+
+
+def test_the_share_since_boot_is_read_without_moving_the_estimate(counters):
+    counters.now = (750, 250)
+    assert stolen_time.since_boot() == pytest.approx(0.25)
+    assert stolen_time.share() == 0.0

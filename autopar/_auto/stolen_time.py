@@ -80,6 +80,12 @@ def _bounded(stolen: int, runnable: int) -> float:
     return 0.0 if runnable <= 0 else min(MOST, stolen / runnable)
 
 
+def since_boot() -> Optional[float]:
+    """The share over the machine's whole uptime, or None where it cannot be read."""
+    ticks = _ticks()
+    return None if ticks is None else _bounded(ticks[1], ticks[0] + ticks[1])
+
+
 def share() -> float:
     """The latest share, without reading the counters."""
     return _share
