@@ -127,6 +127,8 @@ def test_a_pause_on_a_short_call_does_not_mark_its_costs_stale():
     learned = memory.LearnedCosts(m)
     memory.check_drift(learned, 1e-7, 0.5e-3, 100)
     assert not learned.stale
+    memory.check_drift(learned, 1e-7, 2e-3, 100, stalled=1.9e-3)  # (held off a core)
+    assert not learned.stale
     memory.check_drift(learned, 1e-7, 2e-3, 100)
     assert learned.stale
 

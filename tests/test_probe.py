@@ -285,7 +285,7 @@ def test_an_item_whose_thread_never_blocked_counts_as_computing_throughout(monke
     # for an item stalled on a busy VM.)
     from autopar._auto import probe as probe_module
 
-    monkeypatch.setattr(probe_module, "voluntary_switches", lambda: 7)
+    monkeypatch.setattr(probe_module, "held_off_since", lambda before, wall: wall)
     probe = Probe(helpers.nap, iter([0.005]), False, 1)
     probe.add_caller()
     probe.work_here(never)
@@ -295,11 +295,11 @@ def test_an_item_whose_thread_never_blocked_counts_as_computing_throughout(monke
 
 @pytest.mark.skipif(not hasattr(__import__("resource"), "RUSAGE_THREAD"), reason="Linux")
 def test_an_item_that_sleeps_blocks_and_reads_as_waiting():
-    from autopar._auto.queued_time import voluntary_switches
+    from autopar._auto.queued_time import held_off_since, thread_usage
 
-    before = voluntary_switches()
-    helpers.nap(0.001)
-    assert voluntary_switches() > before
+    before = thread_usage()
+    helpers.nap(0.002)
+    assert held_off_since(before, 0.002) == 0.0  # (it blocked: its wait was its own)
     probe = Probe(helpers.nap, iter([0.005]), False, 1)
     probe.add_caller()
     probe.work_here(never)

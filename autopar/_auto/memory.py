@@ -20,6 +20,7 @@ from .. import _config
 from ..errors import annotate
 from ..plan import Plan
 from . import cost_model
+from .queued_time import held_off_since, thread_usage
 
 if TYPE_CHECKING:
     from .._execute.executor import Call
@@ -208,6 +209,7 @@ class SerialFastPath:
         if plan is None:
             return None
         out: List[Any] = []
+        thread0 = thread_usage()
         t0 = _clock()
         try:
             out.extend(itertools.starmap(fn, cast(Any, items)) if star else map(fn, items))
@@ -217,17 +219,21 @@ class SerialFastPath:
         wall = _clock() - t0
         state.last_plan = plan
         if wall >= DRIFT_FLOOR:  # (the test check_drift starts with, here to save a call)
-            check_drift(memory, self.per_item, wall, n)
+            check_drift(memory, self.per_item, wall, n, stalled=held_off_since(thread0, wall))
         return out
 
 
 _clock = time.perf_counter  # (one global read where every microsecond counts)
 
 
-def check_drift(memory: LearnedCosts, per_item: float, wall: float, count: int) -> None:
+def check_drift(
+    memory: LearnedCosts, per_item: float, wall: float, count: int, *, stalled: float = 0.0
+) -> None:
     """After a serial run of ``count`` items: mark the memory stale if they cost far more
     than remembered (costlier items may now pay for a pool; cheaper ones only favour serial
-    more). Runs under DRIFT_FLOOR are left alone."""
+    more). Runs under DRIFT_FLOOR are left alone, and so is time the thread was held off
+    a core (``stalled``): a pause of the VM or the scheduler, not the items' cost."""
+    wall -= stalled
     if wall >= DRIFT_FLOOR and wall > DRIFT * per_item * count:
         log.debug("autopar: cost drifted %.1fx; re-measuring next call", wall / count / per_item)
         with lock:

@@ -28,7 +28,7 @@ from .._execute.per_worker import setup_seconds, use_counts
 from .._execute.thread_pool import DaemonThreadPool
 from .._execute.worker import Failure, mark_worker_thread
 from . import stolen_time
-from .queued_time import QueueClock, for_this_thread, voluntary_switches
+from .queued_time import QueueClock, for_this_thread, held_off_since, thread_usage
 
 # Items that take less than this (the probe's own bookkeeping costs about as much) are
 # run in batches that grow 4x up to MAX_BATCH, once CHEAP_BEFORE_BATCHES batches in a row
@@ -204,7 +204,7 @@ class Probe:
         done: List[Tuple[int, Any]] = []
         at = [index]  # the item running now, for a failure's index
         failure = None
-        blocked0 = voluntary_switches()
+        usage0 = thread_usage()
         wall0, cpu0, process0 = time.perf_counter(), time.thread_time(), time.process_time()
         setup0 = setup_seconds()
         try:
@@ -225,9 +225,7 @@ class Probe:
         # CPU time the host took from this guest counts as computing (autopar._auto.
         # stolen_time), as the caller's time queued for a core does (below); a thread
         # that never blocked meanwhile wanted to compute throughout.
-        cpu = min(wall, stolen_time.wanted(cpu))
-        if blocked0 is not None and voluntary_switches() == blocked0:
-            cpu = wall
+        cpu = min(wall, stolen_time.wanted(cpu) + held_off_since(usage0, wall))
         setup = setup_seconds()
         if setup != setup0:  # an item built per-worker state: priced apart (cost_model)
             wall = max(0.0, wall - (setup[0] - setup0[0]))

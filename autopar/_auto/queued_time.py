@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Optional
+from typing import Any, Optional
 
 # The clock is read after items at least this long (and before a call's first item, when
 # no other thread waits): a read gives up the GIL, which a watcher thread waiting for it
@@ -98,20 +98,27 @@ def for_this_thread() -> QueueClock:
     return clock
 
 
-def voluntary_switches() -> Optional[int]:
-    """How many times the calling thread has blocked (a sleep, I/O, a lock, the GIL): its
-    voluntary context switches, or None where the system does not count them.
-
-    An item during which its thread never blocked cannot have waited: whatever of its
-    wall time its CPU clock missed, the thread wanted to compute, and a core or the host
-    (autopar._auto.stolen_time) held it off.
-    """
+def thread_usage() -> Optional[Any]:
+    """The calling thread's resource usage (its CPU time, and how many times it blocked:
+    voluntary context switches), or None where the system does not give it."""
     if _RUSAGE_THREAD is None:
         return None
     try:
-        return resource.getrusage(_RUSAGE_THREAD).ru_nvcsw
+        return resource.getrusage(_RUSAGE_THREAD)
     except OSError:
         return None
+
+
+def held_off_since(before: Optional[Any], wall: float) -> float:
+    """Of ``wall`` seconds since ``before`` (thread_usage()), those the calling thread was
+    held off a core: all but its CPU time if it never blocked meanwhile (no sleep, I/O,
+    lock or GIL wait), else 0. A thread that never blocked cannot have waited: what its
+    CPU clock missed, a busy core or the host (autopar._auto.stolen_time) took."""
+    after = thread_usage()
+    if before is None or after is None or after.ru_nvcsw != before.ru_nvcsw:
+        return 0.0
+    cpu = float(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return max(0.0, wall - cpu)
 
 
 try:
