@@ -282,7 +282,7 @@ class Calibration:
             tested
             and workers == 2
             and one is not None
-            and _wanted(one) >= WAITING_RATE
+            and one >= WAITING_RATE
             and self._first_reading is None
             and rate < GIL_FREE_RATE * one
         ):
@@ -324,9 +324,9 @@ class Calibration:
 
 def _wanted(rate: float) -> float:
     """A CPU rate of the probe's threads, with the share the host took from this guest
-    counted as computing (autopar._auto.stolen_time): compared with WAITING_RATE. A ratio
-    of two rates (the thread speed-up) uses them as read, where the share cancels: it
-    can change between two readings."""
+    counted as computing (autopar._auto.stolen_time): compared with WAITING_RATE to tell
+    waiting from computing. The thread speed-up, a ratio of two readings, uses them as
+    read: the share is one estimate over 0.3 s or more, and may change between them."""
     return stolen_time.wanted(rate)
 
 
@@ -464,9 +464,11 @@ def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
     # holds it near 1). Per-item CPU clocks cannot tell: a thread waiting for the GIL
     # often waits between items, outside any item's clock.
     speedup = None
-    # (Both rates as read: the host's share is one estimate for both, and cancels.)
+    # (Both rates as read, and one thread's read busy as it is: where the host or a stall
+    # held that thread off, a speed-up over its reading would pass Python code for
+    # GIL-free. The host's share, one estimate for both readings, cannot correct that.)
     one = rates.get(1)
-    if threads > 1 and rate is not None and one is not None and _wanted(one) >= WAITING_RATE:
+    if threads > 1 and rate is not None and one is not None and one >= WAITING_RATE:
         speedup = rate / one
     return cost_model.Measurements(
         wall=max(wall, 1e-9),
