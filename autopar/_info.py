@@ -6,7 +6,7 @@ import sys
 from typing import Dict
 
 from . import _config, _cpus
-from ._auto import pool_costs, queued_time, stolen_time
+from ._auto import pool_costs, queued_time
 
 
 def _ms(seconds: float) -> str:
@@ -41,7 +41,6 @@ def print_info() -> None:
         ("buffers to processes via shared memory", _shared_from()),
         ("max threads for waiting work", str(config.max_threads)),
         ("time queued for a core", _queue_time()),
-        ("time the host took (steal)", _steal()),
         ("calibration budget", f"{config.calibration_ms:g} ms"),
     ]
     width = max(len(name) for name, _ in rows)
@@ -67,11 +66,3 @@ def _queue_time() -> str:
     if clock.reads:
         return "read from /proc: computing starved of cores is not taken for waiting"
     return "not readable here: on a busy machine, computing may look like waiting"
-
-
-def _steal() -> str:
-    # Whether calibration can count the CPU time a hypervisor gave to other guests.
-    share = stolen_time.since_boot()
-    if share is None:
-        return "not readable here: on a crowded VM, computing may look like waiting"
-    return f"{share:.0%} of runnable time since boot; counted as computing"

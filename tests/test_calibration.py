@@ -209,3 +209,14 @@ def test_a_wait_counts_when_the_rest_of_the_process_was_idle_while_it_ran():
     costs = calibration.item_costs(probe, 0.6, rates={1: 1.0, 16: 0.6})
     assert sorted(set(costs)) == [(5e-6, 5e-6), (10e-3, 20e-6)]
     assert costs.count((10e-3, 20e-6)) == 10
+
+
+def test_threads_stop_growing_once_recent_items_say_they_will_be_busy():
+    # 5 ms sleeps, then 1 ms of Python, on 4 threads: a window opened as they started can
+    # end before any computes, but the recent items took 1 ms of CPU in 7 ms, so 4
+    # threads past their waits keep about 0.57 of a core busy: no more threads.
+    recent = [(7e-3, 1e-3)] * 8
+    assert calibration._due_rate(recent, [(3e-3, 0.0)] * 4, 4) == pytest.approx(4 / 7)
+    # A running item that has outlasted twice the recent ones is not like them.
+    assert calibration._due_rate(recent, [(15e-3, 0.0)], 4) == 0.0
+    assert calibration._due_rate([], [], 4) == 0.0

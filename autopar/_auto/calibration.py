@@ -32,7 +32,7 @@ from .._config import Config, cpu_count
 from .._execute import per_worker, shared_buffers
 from .._execute.worker import dump_parts, dumps
 from ..errors import AutoparTimeoutError
-from . import cost_model, stolen_time
+from . import cost_model
 from .cost_model import GIL_FREE_RATE
 from .pool_costs import NO_THREAD_HELPS
 from .probe import Probe
@@ -114,7 +114,6 @@ class Calibration:
         self.probe, self.config, self.deadline = probe, config, deadline
         self.t0 = time.perf_counter()
         self.cores = cpu_count()
-        stolen_time.refresh()
         #: CPU per wall-second seen with each worker count (its whole phase).
         self.rates: Dict[int, float] = {}
         self._window: Optional[_Window] = None  # opens once the first item runs
@@ -153,7 +152,6 @@ class Calibration:
     def _check_held(self) -> bool:
         # Called with _check_lock held.
         if not self.known:
-            stolen_time.refresh()
             spent = time.perf_counter() - self.t0
             self.known = self._check_probe() or spent >= self._budget_now()
             if self.known:
@@ -264,8 +262,7 @@ class Calibration:
         # (Items cheaper than a thread hand-off do not wait in any way threads could
         # overlap: their CPU clocks read near zero from timer resolution alone.)
         idle_items = idle_items and mean >= NO_THREAD_HELPS
-        busy_now = max(_wanted(rate), _due_rate(done[-RECENT:], running, workers))
-        if idle_items and busy_now < WAITING_RATE:
+        if idle_items and max(rate, _due_rate(done[-RECENT:], running, workers)) < WAITING_RATE:
             # Waiting: quadruple the threads (1, 4, 16, 64, 128: the cap in four checks).
             if workers < self.config.max_threads:
                 self._grow(min(self.config.max_threads, 4 * workers))
@@ -322,14 +319,6 @@ class Calibration:
         return measure(self.probe, rates)
 
 
-def _wanted(rate: float) -> float:
-    """A CPU rate of the probe's threads, with the share the host took from this guest
-    counted as computing (autopar._auto.stolen_time): compared with WAITING_RATE to tell
-    waiting from computing. The thread speed-up, a ratio of two readings, uses them as
-    read: the share is one estimate over 0.3 s or more, and may change between them."""
-    return stolen_time.wanted(rate)
-
-
 def _idle(costs: List[Tuple[float, float]]) -> bool:
     """Items whose own clocks were mostly idle: under WAITING_RATE busy, all together."""
     return sum(c for _, c in costs) < WAITING_RATE * sum(w for w, _ in costs)
@@ -345,7 +334,7 @@ def _due_rate(
     A window opened as the threads started can end before any of them computes, so its
     rate alone takes part-waiting items for waiting ones and grows the threads until
     their GIL waits stretch every item (the "mixed" workload in benchmarks/workloads.py;
-    tests/test_auto.py::test_part_waiting_items_are_not_timed_through_their_threads_gil_waits).
+    tests/test_calibration.py::test_threads_stop_growing_once_recent_items_say_they_will_be_busy).
     """
     wall = sum(w for w, _ in recent)
     if wall <= 0 or any(w >= 2 * wall / len(recent) for w, _ in running):
@@ -387,7 +376,7 @@ def item_costs(
         or (phase > 1 and rates.get(phase, 1.0) < WAITING_RATE)
     ]
     costs = clean if len(clean) >= 3 else [(s[0], s[1]) for s in samples]
-    busy = rate is not None and _wanted(rate) >= WAITING_RATE
+    busy = rate is not None and rate >= WAITING_RATE
     threads = max(rates, default=1)
     # Where the finished items computed throughout and several threads kept the process
     # busy, a running item's wall beyond its own CPU is time it waited for the GIL, not
@@ -428,7 +417,7 @@ def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
     costs = item_costs(probe, rate, rates=rates) or [(0.0, 0.0)]
     wall = sum(w for w, _ in costs) / len(costs)
     cpu = sum(c for _, c in costs) / len(costs)
-    single = _wanted(rates[1]) if 1 in rates else None
+    single = rates.get(1)
     # (Only for items whose own CPU clock shows real computing: the first window also
     # holds thread start-up, which would make sleeping items look busy.)
     if single is not None and single >= WAITING_RATE and cpu >= 0.2 * wall:
@@ -439,13 +428,12 @@ def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
     # The CPU rate the items' own clocks account for, had `threads` threads run them
     # back to back.
     items_rate = threads * cpu / max(wall, 1e-9)
-    busy = _wanted(rate) if rate is not None else None
     if (
         not clean
-        and busy is not None
-        and busy >= WAITING_RATE
+        and rate is not None
+        and rate >= WAITING_RATE
         and threads > 1
-        and items_rate >= BUSY_ITEMS * busy
+        and items_rate >= BUSY_ITEMS * rate
     ):
         # Several threads kept the process busy, each item slowed by the others: taking
         # turns on the GIL, k threads stretch each item about k / rate times. (Only when
@@ -453,7 +441,7 @@ def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
         # process busy with their own hand-offs while each item still takes its full
         # sleep: tests/test_auto.py::
         # test_many_waiting_threads_busy_with_hand_offs_do_not_make_items_look_cheap.)
-        wall = max(cpu, wall * min(1.0, busy) / threads)
+        wall = max(cpu, wall * min(1.0, rate) / threads)
     if wall < NO_THREAD_HELPS:
         # Near-free items: their CPU clock reads are timer resolution, not a share of
         # waiting. Counted as computing, so that no thread count is planned on noise.
@@ -464,9 +452,6 @@ def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
     # holds it near 1). Per-item CPU clocks cannot tell: a thread waiting for the GIL
     # often waits between items, outside any item's clock.
     speedup = None
-    # (Both rates as read, and one thread's read busy as it is: where the host or a stall
-    # held that thread off, a speed-up over its reading would pass Python code for
-    # GIL-free. The host's share, one estimate for both readings, cannot correct that.)
     one = rates.get(1)
     if threads > 1 and rate is not None and one is not None and one >= WAITING_RATE:
         speedup = rate / one

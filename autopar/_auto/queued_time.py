@@ -113,7 +113,7 @@ def held_off_since(before: Optional[Any], wall: float) -> float:
     """Of ``wall`` seconds since ``before`` (thread_usage()), those the calling thread was
     held off a core: all but its CPU time if it never blocked meanwhile (no sleep, I/O,
     lock or GIL wait), else 0. A thread that never blocked cannot have waited: what its
-    CPU clock missed, a busy core or the host (autopar._auto.stolen_time) took."""
+    CPU clock missed, a busy core or the hypervisor (on a VM: steal time) took."""
     after = thread_usage()
     if before is None or after is None or after.ru_nvcsw != before.ru_nvcsw:
         return 0.0
