@@ -27,6 +27,7 @@ never the other way, and there are no import cycles (tests/test_layout.py keeps 
         pool_costs.py     what each pool costs on this machine (measured once)
         memory.py         learned costs per function; the serial fast path
         queued_time.py    a thread's time queued for a core, and whether it blocked
+        stolen_time.py    the share of CPU time a VM's host took while it was busy
     _execute/         RUNNING: a Plan over the items, on a pool
         executor.py       Call; execute(plan, call) -> result chunks
         pool_run.py       PoolRun: chunks in flight on one backend, cleanup on any exit

@@ -260,6 +260,25 @@ def test_a_sample_holds_the_cpu_the_rest_of_the_process_used_while_it_ran():
     assert others * wall >= 0.0099, probe.samples
 
 
+def _burn_then_nap(ms):
+    helpers.burn(ms)
+    helpers.nap(ms / 1e3)
+    return ms
+
+
+def test_cpu_time_the_host_took_counts_as_computing(monkeypatch):
+    # Where the hypervisor took half of this guest's time while it was busy, 2 ms on the
+    # thread's own clock were 4 ms the item wanted to compute (never more than its wall).
+    from autopar._auto import stolen_time
+
+    monkeypatch.setattr(stolen_time, "_share", 0.5)
+    probe = Probe(_burn_then_nap, iter([2]), False, 1)
+    probe.add_caller()
+    probe.work_here(never)
+    ((wall, cpu, _, _),) = probe.samples
+    assert min(wall, 3.9e-3) <= cpu <= wall, probe.samples
+
+
 def test_an_item_whose_thread_never_blocked_counts_as_computing_throughout(monkeypatch):
     # Its wall time beyond its CPU clock was a core or the host holding it off: no sleep,
     # I/O or lock made it wait. (Here the kernel's count is held still, so a nap stands

@@ -32,7 +32,7 @@ from .._config import Config, cpu_count
 from .._execute import per_worker, shared_buffers
 from .._execute.worker import dump_parts, dumps
 from ..errors import AutoparTimeoutError
-from . import cost_model
+from . import cost_model, stolen_time
 from .cost_model import GIL_FREE_RATE
 from .pool_costs import NO_THREAD_HELPS
 from .probe import Probe
@@ -114,6 +114,7 @@ class Calibration:
         self.probe, self.config, self.deadline = probe, config, deadline
         self.t0 = time.perf_counter()
         self.cores = cpu_count()
+        stolen_time.refresh()
         #: CPU per wall-second seen with each worker count (its whole phase).
         self.rates: Dict[int, float] = {}
         self._window: Optional[_Window] = None  # opens once the first item runs
@@ -152,6 +153,7 @@ class Calibration:
     def _check_held(self) -> bool:
         # Called with _check_lock held.
         if not self.known:
+            stolen_time.refresh()
             spent = time.perf_counter() - self.t0
             self.known = self._check_probe() or spent >= self._budget_now()
             if self.known:
@@ -267,8 +269,10 @@ class Calibration:
             if workers < self.config.max_threads:
                 self._grow(min(self.config.max_threads, 4 * workers))
             return False
-        if workers == 1 and self.cores > 1 and mean >= THREAD_TEST_ITEM:
+        testable = self.cores > 1 and self.config.max_threads > 1
+        if workers == 1 and testable and mean >= THREAD_TEST_ITEM:
             # Computing: run two threads as long as one ran, to see if they overlap.
+            # (Not where threads are capped at one: no plan could use the answer.)
             self._testing_threads = mean
             if window.age() >= max(3 * mean, MIN_WINDOW) and len(probe.samples) >= 2:
                 self._grow(2)

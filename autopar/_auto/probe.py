@@ -27,6 +27,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 from .._execute.per_worker import setup_seconds, use_counts
 from .._execute.thread_pool import DaemonThreadPool
 from .._execute.worker import Failure, mark_worker_thread
+from . import stolen_time
 from .queued_time import QueueClock, for_this_thread, held_off_since, thread_usage
 
 # Items that take less than this (the probe's own bookkeeping costs about as much) are
@@ -222,9 +223,11 @@ class Probe:
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         others = max(0.0, time.process_time() - process0 - cpu) / max(wall, 1e-9)
         # A thread that never blocked meanwhile wanted to compute throughout: its CPU
-        # clock missed only time a busy core or a VM's host held it off (the caller's
-        # time queued for a core counts likewise, below).
-        cpu = min(wall, cpu + held_off_since(usage0, wall))
+        # clock missed only time a busy core or a VM's host held it off. Else the host's
+        # share counts (autopar._auto.stolen_time), as the caller's time queued for a
+        # core does (below).
+        held_off = held_off_since(usage0, wall)
+        cpu = wall if held_off else min(wall, stolen_time.wanted(cpu))
         setup = setup_seconds()
         if setup != setup0:  # an item built per-worker state: priced apart (cost_model)
             wall = max(0.0, wall - (setup[0] - setup0[0]))
@@ -317,7 +320,7 @@ class Probe:
         now = time.perf_counter()
         costs: List[Tuple[float, Optional[float]]] = []
         for t, clock, cpu0, queue, thread, setup0 in entries:
-            cpu = None if clock is None else time.clock_gettime(clock) - cpu0
+            cpu = None if clock is None else stolen_time.wanted(time.clock_gettime(clock) - cpu0)
             if cpu is not None and queue is not None:
                 cpu += queue.since_mark()
             # Less any per-worker value built meanwhile (or being built now).

@@ -27,7 +27,7 @@ from .._config import Config
 from .._execute.executor import Call, execute
 from .._execute.worker import ChunkResult
 from ..plan import Plan
-from . import cost_model, pool_costs
+from . import cost_model, pool_costs, stolen_time
 from .calibration import priced
 from .queued_time import for_this_thread
 from .spread import SpreadOrder
@@ -115,8 +115,10 @@ class Watch:
         if done == 0:
             return
         self.done += done
-        wall = result.cpu if self.computing_threads else result.wall
-        cpu = min(result.cpu + queued, wall)
+        # (CPU time the host took from this guest counts: autopar._auto.stolen_time.)
+        cpu = stolen_time.wanted(result.cpu)
+        wall = min(cpu, result.wall) if self.computing_threads else result.wall
+        cpu = min(cpu + queued, wall)
         self.solo_wall += wall
         self.solo_cpu += cpu
         self._items += done
@@ -131,6 +133,7 @@ class Watch:
             self._judge()
 
     def _judge(self, pool_up: bool = False) -> None:
+        stolen_time.refresh()  # (for the chunks to come: these were read already)
         wall, cpu = self._wall / self._items, self._cpu / self._items
         long_reading = self._wall >= LONG_READING
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
