@@ -142,6 +142,9 @@ class Calibration:
                 raise AutoparTimeoutError(
                     f"the call did not finish within timeout={self.config.timeout:g}s"
                 )
+            # (Outside the check's lock: reading /proc gives up the GIL, which computing
+            # threads can then keep from this thread for a switch interval or more.)
+            stolen_time.refresh()
             if self._check():
                 break
         self.probe.pause()
@@ -153,7 +156,6 @@ class Calibration:
     def _check_held(self) -> bool:
         # Called with _check_lock held.
         if not self.known:
-            stolen_time.refresh()
             spent = time.perf_counter() - self.t0
             self.known = self._check_probe() or spent >= self._budget_now()
             if self.known:
