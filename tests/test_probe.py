@@ -276,7 +276,8 @@ def test_cpu_time_the_host_took_counts_as_computing(monkeypatch):
     probe.add_caller()
     probe.work_here(never)
     ((wall, cpu, _, _),) = probe.samples
-    assert min(wall, 3.9e-3) <= cpu <= wall, probe.samples
+    # (Less the clocks' own cost, which is less for CPU: cpu may pass wall by nanoseconds.)
+    assert min(wall, 3.9e-3) <= cpu <= wall + 1e-6, probe.samples
 
 
 def test_an_item_whose_thread_never_blocked_counts_as_computing_throughout(monkeypatch):
