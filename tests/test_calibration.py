@@ -220,3 +220,15 @@ def test_threads_stop_growing_once_recent_items_say_they_will_be_busy():
     # A running item that has outlasted twice the recent ones is not like them.
     assert calibration._due_rate(recent, [(15e-3, 0.0)], 4) == 0.0
     assert calibration._due_rate([], [], 4) == 0.0
+
+
+def test_threads_capped_at_one_skip_the_thread_test(monkeypatch):
+    # No plan could run two threads, so the probe does not spend its budget testing them.
+    from autopar import parallel
+    from tests import helpers
+
+    monkeypatch.setenv("AUTOPAR_MAX_THREADS", "1")
+    f = parallel(helpers.burn)
+    f.map([1.0] * 60)
+    assert "thread_speedup" not in f.last_plan.measured, f.explain()
+    assert f.last_plan.kind != "thread" or f.last_plan.workers == 1
