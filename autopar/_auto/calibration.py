@@ -142,9 +142,6 @@ class Calibration:
                 raise AutoparTimeoutError(
                     f"the call did not finish within timeout={self.config.timeout:g}s"
                 )
-            # (Outside the check's lock: reading /proc gives up the GIL, which computing
-            # threads can then keep from this thread for a switch interval or more.)
-            stolen_time.refresh()
             if self._check():
                 break
         self.probe.pause()
