@@ -253,7 +253,7 @@ class Calibration:
             self.rates[workers] = rate
         mean = sum(w for w, _ in costs) / len(costs)
         idle_items = _idle(costs)
-        done = [(s[0], s[1]) for s in list(probe.samples)]
+        done = [(w, c) for w, c, _, _ in list(probe.samples)]
         if sum(w for w, _ in done) >= 0.5 * sum(w for w, _ in costs):
             # Finished items carry most of the time seen: they must be idle too. (Their CPU
             # time holds the caller's time queued for a core; a running item's reading
@@ -378,7 +378,7 @@ def item_costs(
         or (phase == 0 and idle_throughout)
         or (phase > 1 and rates.get(phase, 1.0) < WAITING_RATE)
     ]
-    costs = clean if len(clean) >= 3 else [(s[0], s[1]) for s in samples]
+    costs = clean if len(clean) >= 3 else [(w, c) for w, c, _, _ in samples]
     busy = rate is not None and rate >= WAITING_RATE
     threads = max(rates, default=1)
     # Where the finished items computed throughout and several threads kept the process
@@ -427,7 +427,7 @@ def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
         # One thread asked for this share of a core: on a busy machine its items wait for
         # a core, which their own CPU clock does not show.
         cpu = max(cpu, wall * min(1.0, single))
-    clean = any(s[2] == 1 for s in probe.samples)
+    clean = any(phase == 1 for _, _, phase, _ in probe.samples)
     # The CPU rate the items' own clocks account for, had `threads` threads run them
     # back to back.
     items_rate = threads * cpu / max(wall, 1e-9)

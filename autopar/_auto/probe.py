@@ -289,7 +289,7 @@ class Probe:
         with self._cond:
             if len(self.samples) < samples:
                 return False
-            mean = sum(s[0] for s in self.samples) / len(self.samples)
+            mean = sum(w for w, _, _, _ in self.samples) / len(self.samples)
             now = time.perf_counter()
             slow = any(now - entry[0] > 20 * under for entry in self.running.values())
             return mean < under and not slow

@@ -84,11 +84,6 @@ def refresh() -> float:
         return _share
 
 
-def share() -> float:
-    """The latest share, without reading the counters."""
-    return _share
-
-
 def wanted(cpu: float) -> float:
     """CPU seconds a thread wanted, for ``cpu`` seconds on its own clock."""
     return cpu / (1.0 - _share)
