@@ -22,11 +22,14 @@ def test_tiny_items_run_serially_and_correctly():
 
 
 def test_waiting_work_gets_threads_sized_by_waiting_not_cores():
-    h.reset_peak()
     f = parallel(h.nap)
     assert f.map([0.02] * 40) == [0.02] * 40
-    assert f.last_plan.kind == "thread"
-    assert f.last_plan.workers > 2 * _config.cpu_count()
+    assert f.last_plan.kind == "thread", f.explain()
+    # (The first call's plan covers only the items its probe left, as few as a handful
+    # on a busy machine: the next call plans all 40.)
+    h.reset_peak()
+    assert f.map([0.02] * 40) == [0.02] * 40
+    assert f.last_plan.workers > 2 * _config.cpu_count(), f.explain()
     assert h.peak > 2 * _config.cpu_count()  # the waits really overlapped
 
 

@@ -153,6 +153,26 @@ def test_a_reading_of_two_threads_taking_turns_is_taken_again(monkeypatch):
     assert m.get("thread_speedup", 0) >= 1.9, f.explain()
 
 
+def test_a_reading_under_way_gets_its_whole_window_within_the_budgets_share():
+    # Two threads re-read at 45 ms on items of 4 ms (a VM's host slowed the readings
+    # before): the budget (50 ms, or 11 items of the test) would end the re-read after
+    # 5 ms, short of its three items, and its low first reading would stand.
+    class Probe:
+        limit = 60
+
+        def cpu_clocks(self):
+            return {}
+
+    cal = calibration.Calibration(Probe(), _config.current(), None)
+    cal._testing_threads, cal._first_reading = 4e-3, 1.1
+    cal._window = calibration._Window(2, Probe())
+    cal._window.at = cal.t0 + 0.045
+    assert cal._budget_now() >= 0.045 + 3 * 4e-3
+    # ... within the share of the call the test may take (a quarter: 15 items here).
+    cal._window.at = cal.t0 + 0.1
+    assert cal._budget_now() == pytest.approx(0.25 * 60 * 4e-3)
+
+
 class _SeenProbe:
     """What a probe had seen: finished (wall, CPU, phase, others' CPU rate) samples, and
     running items."""

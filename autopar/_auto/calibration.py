@@ -303,13 +303,20 @@ class Calibration:
         one needs several items' time), up to THREAD_TEST_SHARE of the work the probe may
         run. The items measured are the call's own, so the stretch costs only running them
         on one or two threads meanwhile; without it, threads would be priced for long
-        GIL-free items (compression, hashing) as if they held the GIL."""
+        GIL-free items (compression, hashing) as if they held the GIL. A reading under
+        way gets its whole window within that share: where the host or a busy core slows
+        the items, the readings before it took longer than their items' count says, and a
+        re-read cut short leaves its low first reading standing."""
         mean = self._testing_threads
         if mean <= 0:
             return self.budget
         most = THREAD_TEST_SHARE * self.probe.limit * mean
         items = THREAD_TEST_ITEMS + (3 if self._first_reading is not None else 0)
-        return max(self.budget, min(items * mean, most))
+        wanted = items * mean
+        if self._window is not None:
+            ends = self._window.at - self.t0 + max(3 * mean, MIN_WINDOW) + CHECK_INTERVAL
+            wanted = max(wanted, ends)
+        return max(self.budget, min(wanted, most))
 
     def _grow(self, workers: int) -> None:
         self.probe.grow(workers)
