@@ -176,7 +176,7 @@ def test_a_few_items_after_the_probe_cannot_swing_what_it_read():
     learned = memory.LearnedCosts(probe)
     memory.learn_from_call(learned, stretched)
     assert learned.measurements is probe
-    memory.learn_from_call(learned, CHEAP._replace(samples=100))  # ... a call like the probe
+    memory.learn_from_call(learned, CHEAP._replace(samples=2000))  # ... a call like the probe
     assert learned.measurements is probe and learned.settled
     # A call whose own items outnumber the probe's is its own confirmation.
     learned = memory.LearnedCosts(probe)
@@ -189,24 +189,55 @@ def test_a_few_items_after_the_probe_cannot_swing_what_it_read():
     assert learned.measurements.wall > 10 * CHEAP.wall
 
 
+def test_a_wrapper_started_from_shared_costs_writes_back_what_it_learns():
+    # parallel(fn) made anew for every call starts from the shared entry: a call that
+    # reads new costs must leave them there for the next wrapper, not plan it on the old.
+    shared = memory.LearnedCosts(CHEAP, settled=True)
+    copy = memory.LearnedCosts(CHEAP, True, shared)
+    memory.learn_from_call(copy, CHEAP._replace(wall=1e-3, cpu=1e-3))
+    memory.learn_from_call(copy, CHEAP._replace(wall=1e-3, cpu=1e-3))  # (confirmed)
+    assert shared.measurements.wall == copy.measurements.wall == 1e-3
+
+
+def test_short_calls_are_pooled_and_one_far_cheaper_counts_at_once():
+    # Calls of 0.1 ms of work each are timer noise alone: dearer readings are pooled
+    # until they add up to a millisecond ...
+    learned = memory.LearnedCosts(CHEAP, settled=True)
+    dearer = CHEAP._replace(wall=1e-5, cpu=1e-5, samples=10)
+    for _ in range(9):
+        memory.learn_from_call(learned, dearer)
+    assert learned.measurements is CHEAP
+    memory.learn_from_call(learned, dearer)  # (1 ms in all: read twice, as any call)
+    memory.learn_from_call(learned, CHEAP._replace(wall=1e-5, cpu=1e-5, samples=100))
+    assert learned.measurements.wall == pytest.approx(1e-5)
+    # ... a reading far cheaper than what was learned, which noise cannot make, counts at
+    # once (a probe stalled by the VM read near-free items as 80 us).
+    misread = CHEAP._replace(wall=8e-5, cpu=8e-5)
+    learned = memory.LearnedCosts(misread)
+    memory.learn_from_call(learned, CHEAP._replace(wall=3e-7, cpu=3e-7, samples=100))
+    assert learned.measurements.wall < 8e-5 / 2
+
+
 def test_one_call_off_the_learned_costs_is_not_remembered_until_the_next_agrees():
+    # (Calls of 2,000 items: enough work that none is pooled with the next.)
+    call = CHEAP._replace(samples=2000)
     learned = memory.LearnedCosts(CHEAP)
     learned.plans[(10, None)] = Plan("serial", 1, 10, "old", 10)
-    memory.learn_from_call(learned, CHEAP._replace(wall=1.5e-6, cpu=1.5e-6))  # (the probe's)
+    memory.learn_from_call(learned, call._replace(wall=1.5e-6, cpu=1.5e-6))  # (the probe's)
     assert learned.measurements is CHEAP and learned.plans  # within 2x: kept
     # A whole call read the costs: one call far off them (a busy moment) is held back...
-    memory.learn_from_call(learned, CHEAP._replace(wall=1e-3, cpu=1e-3))
+    memory.learn_from_call(learned, call._replace(wall=1e-3, cpu=1e-3))
     assert learned.measurements is CHEAP and learned.plans
     # ... and dropped when the next reads as before.
-    memory.learn_from_call(learned, CHEAP)
-    memory.learn_from_call(learned, CHEAP._replace(wall=1e-3, cpu=1e-3))
+    memory.learn_from_call(learned, call)
+    memory.learn_from_call(learned, call._replace(wall=1e-3, cpu=1e-3))
     assert learned.measurements is CHEAP
     # Two calls off the band in a row, alike: the items changed.
-    memory.learn_from_call(learned, CHEAP._replace(wall=1.2e-3, cpu=1.2e-3))
+    memory.learn_from_call(learned, call._replace(wall=1.2e-3, cpu=1.2e-3))
     assert learned.measurements.wall == 1.2e-3 and not learned.plans
     # Two calls off the band but unlike each other confirm nothing.
-    memory.learn_from_call(learned, CHEAP._replace(wall=1e-1, cpu=1e-1))
-    memory.learn_from_call(learned, CHEAP._replace(wall=1e-5, cpu=1e-5))
+    memory.learn_from_call(learned, call._replace(wall=1e-1, cpu=1e-1))
+    memory.learn_from_call(learned, call._replace(wall=1e-5, cpu=1e-5))
     assert learned.measurements.wall == 1.2e-3
 
 

@@ -33,6 +33,9 @@ log = logging.getLogger("autopar")
 FAST_PATH_WORK = 0.01
 # A whole call whose cost per item is outside this factor of what was learned replaces it.
 LEARN_BAND = 2.0
+# A whole call's reading counts once this much work (solo seconds) stands behind it:
+# shorter ones are timer noise, pooled with the calls that follow (see learn_from_call).
+WHOLE_CALL_WORK = 1e-3
 DRIFT = 4.0  # observed/remembered per-item cost beyond which the learned costs are stale
 # Calls shorter than this never mark the learned costs stale: a pause of the scheduler
 # (a few hundred microseconds on a shared VM) is as long as such a call, and measuring
@@ -60,14 +63,34 @@ class LearnedCosts:
     ``settled`` says whether a whole call has read ``measurements`` (took them or agreed
     with them), not only the probe; ``unconfirmed`` holds a whole call's reading outside
     their band until the next call confirms or refutes it (see learn_from_call).
+    ``shared`` is the entry of _learned this one was copied from, for a wrapper that
+    started from another's costs: what this wrapper finds stale or learns anew is written
+    there too, so the next wrapper made anew starts from it (a parallel(fn) made for
+    every call would otherwise plan each call on the first wrapper's costs).
     (A plain class: a dataclass costs a millisecond to define, on every first call.)
     """
 
-    __slots__ = ("measurements", "plans", "serial_always", "settled", "stale", "unconfirmed")
+    __slots__ = (
+        "measurements",
+        "plans",
+        "pooled",
+        "serial_always",
+        "settled",
+        "shared",
+        "stale",
+        "unconfirmed",
+    )
 
-    def __init__(self, measurements: cost_model.Measurements, settled: bool = False) -> None:
+    def __init__(
+        self,
+        measurements: cost_model.Measurements,
+        settled: bool = False,
+        shared: Optional[LearnedCosts] = None,
+    ) -> None:
         self.measurements = measurements
         self.settled = settled
+        self.shared = shared
+        self.pooled: Optional[cost_model.Measurements] = None  # short calls' reading
         self.unconfirmed: Optional[cost_model.Measurements] = None
         self.stale = False
         self.plans: Dict[Tuple[Optional[int], Optional[cost_model.Overheads]], Plan] = {}
@@ -103,6 +126,16 @@ def _within(a: cost_model.Measurements, b: cost_model.Measurements) -> bool:
     return 1 / LEARN_BAND <= a.wall / max(b.wall, 1e-9) <= LEARN_BAND
 
 
+def _pooled(a: cost_model.Measurements, b: cost_model.Measurements) -> cost_model.Measurements:
+    """One reading of the items of two, each weighed by its items."""
+    k, j = a.samples, b.samples
+    return b._replace(
+        wall=(a.wall * k + b.wall * j) / (k + j),
+        cpu=(a.cpu * k + b.cpu * j) / (k + j),
+        samples=k + j,
+    )
+
+
 def learn_from_call(learned: LearnedCosts, observed: Optional[cost_model.Measurements]) -> None:
     """After a call ran to its end: remember its whole cost per item where it left the
     band around what was learned. Hysteresis: a call like the last gets the same plan.
@@ -114,20 +147,29 @@ def learn_from_call(learned: LearnedCosts, observed: Optional[cost_model.Measure
     a few items after the probe (one chunk, which a thread preempted while holding the
     GIL can stretch 100x), or one call on a briefly busy machine, cannot move what later
     calls plan on (each is watched, and re-plans within itself if its items did change).
+    Calls with less than WHOLE_CALL_WORK of work are pooled until together they have
+    that much: one such call is timer noise. One that reads far cheaper than what was
+    learned counts at once (noise only lengthens a reading): else a first call that
+    misread near-free items (a VM stalled the probe: 80 us an item for 0.3 us) kept
+    that reading for good where the function is called only on small inputs, off the
+    fast path, and priced a process pool until one started.
     """
     if observed is None:
         return
     with lock:
+        pooled = learned.pooled
+        if pooled is not None:
+            observed = _pooled(pooled, observed)
         m = learned.measurements
+        short = observed.wall * observed.samples < WHOLE_CALL_WORK
+        if short and observed.wall * LEARN_BAND >= m.wall:
+            learned.pooled = observed
+            return
+        learned.pooled = None
         outweighs = learned.settled
         if not learned.settled:
-            k, j = m.samples, observed.samples
-            outweighs = j < k
-            observed = observed._replace(
-                wall=(m.wall * k + observed.wall * j) / (k + j),
-                cpu=(m.cpu * k + observed.cpu * j) / (k + j),
-                samples=k + j,
-            )
+            outweighs = observed.samples < m.samples
+            observed = _pooled(m, observed)
         if _within(observed, m):
             learned.settled, learned.unconfirmed = True, None
             return
@@ -135,10 +177,13 @@ def learn_from_call(learned: LearnedCosts, observed: Optional[cost_model.Measure
             seen, learned.unconfirmed = learned.unconfirmed, observed
             if seen is None or not _within(observed, seen):
                 return
-        learned.measurements = m._replace(wall=observed.wall, cpu=observed.cpu)
-        learned.settled, learned.unconfirmed = True, None
-        learned.plans = {}
-        learned.serial_always = {}
+        new = m._replace(wall=observed.wall, cpu=observed.cpu)
+        for entry in (learned, learned.shared):
+            if entry is not None:
+                entry.measurements = new
+                entry.settled, entry.unconfirmed = True, None
+                entry.plans = {}
+                entry.serial_always = {}
     log.debug(
         "autopar: whole calls cost %.1fx what was learned; remembering it",
         observed.wall / max(m.wall, 1e-9),
@@ -238,3 +283,5 @@ def check_drift(
         log.debug("autopar: cost drifted %.1fx; re-measuring next call", wall / count / per_item)
         with lock:
             memory.stale = True
+            if memory.shared is not None:
+                memory.shared.stale = True

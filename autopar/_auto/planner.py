@@ -36,6 +36,7 @@ from . import memory as learned_costs
 from .calibration import WAITING_RATE, Calibration, priced
 from .memory import LearnedCosts, check_drift, lock, open_fast_path, remember_plan
 from .probe import Probe
+from .queued_time import held_off_since, thread_usage
 from .replan import ASSUMED_LENGTH
 from .spread import SpreadOrder
 
@@ -66,7 +67,7 @@ def start(call: Call, state: FunctionState) -> Iterator[List[Any]]:
         if learned is not None and not learned.stale:
             # Learned by another wrapper of it: its costs, and its verdicts on them (each
             # wrapper plans with its own options).
-            memory = LearnedCosts(learned.measurements, learned.settled)
+            memory = LearnedCosts(learned.measurements, learned.settled, learned)
             memory.serial_always = learned.serial_always
             state.learned = memory
     if call.n_items is not None and call.n_items <= 1:
@@ -215,11 +216,19 @@ def _serial_here(
         remember_plan(memory, (n, None), plan)
     state.last_plan = plan
 
+    usage0: List[Any] = []
+
     def on_chunk(result: ChunkResult, count: int) -> None:
-        check_drift(memory, m.wall, result.wall, count)
+        # (In the thread that ran the items: a pause of it is not their cost.)
+        stalled = held_off_since(usage0[0], result.wall)
+        check_drift(memory, m.wall, result.wall, count, stalled=stalled)
+
+    def run() -> Iterator[List[Any]]:
+        usage0.append(thread_usage())  # (in the thread that takes the results)
+        yield from run_inline(call.fn, call.items, star=call.star, on_chunk=on_chunk)
 
     open_fast_path(call, state, memory, m)
-    return run_inline(call.fn, call.items, star=call.star, on_chunk=on_chunk)
+    return run()
 
 
 def _start_for_later(

@@ -262,10 +262,10 @@ def _reader(items: Iterable[Any]) -> Iterator[Any]:
 
 def whole_call(watches: List[Watch]) -> Optional[cost_model.Measurements]:
     """The solo cost per item over every plan of a call (``samples``: the items), or
-    None if too little ran."""
+    None if no item ran. (However short: memory pools short calls.)"""
     done = sum(w.done for w in watches)
     wall = sum(w.solo_wall for w in watches)
-    if not watches or done == 0 or wall < MIN_OBSERVED:
+    if not watches or done == 0:
         return None
     cpu = sum(w.solo_cpu for w in watches)
     return watches[-1].m._replace(wall=max(wall / done, 1e-9), cpu=cpu / done, samples=done)
