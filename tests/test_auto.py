@@ -123,10 +123,14 @@ def test_memory_is_used_then_refreshed_when_the_cost_drifts():
     assert "measuring" in f.last_plan.reason
     f.map([0.0] * 50)
     assert "remembered" in f.last_plan.reason
-    f.map([0.05] * 12)  # far dearer than remembered: this call flags the memory stale
+    f.map([0.05] * 12)  # far dearer than remembered
+    third = f.last_plan.reason
     f.map([0.05] * 12)
-    assert "measuring" in f.last_plan.reason
-    assert f.last_plan.kind == "thread"
+    # Either the serial path flagged the memory stale and this call measures again, or
+    # (the first call read the near-free items dear enough that the third was planned
+    # and watched) the third re-planned within itself, and this one plans on what it read.
+    assert "measuring" in f.last_plan.reason or "re-planned" in third, (third, f.explain())
+    assert f.last_plan.kind == "thread", f.explain()
 
 
 def test_a_pause_on_a_short_call_does_not_mark_its_costs_stale():
@@ -312,8 +316,8 @@ def test_later_calls_on_cheap_items_take_the_serial_fast_path(monkeypatch):
     f.map(range(100))  # measured: serial at any size
     # Remembered: opens the serial fast path for 100 items. (A first call whose core the
     # VM stalled reads near-free items dearer; whole calls then correct what it learned,
-    # and the path opens a call or two later.)
-    for _ in range(4):
+    # two calls alike in a row, and the path opens after them.)
+    for _ in range(8):
         f.map(range(100))
         if "at any call size" in f.last_plan.reason:
             break
