@@ -82,3 +82,39 @@ def test_each_thread_has_its_own_clock_kept_between_calls():
     thread.start()
     thread.join()
     assert other[0] is not mine
+
+
+needs_switches = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="needs Linux's per-thread context switch counts"
+)
+
+
+@needs_switches
+def test_another_thread_reads_how_often_a_thread_blocked():
+    # The probe's watcher reads a worker's count from /proc to tell an item that computes
+    # (its thread never blocks) from one that waits, whatever the item's CPU clock says.
+    # The count is the one the thread reads of itself ...
+    own = threading.get_native_id()
+    assert any(
+        queued_time.switches_of(own) == queued_time.thread_usage().ru_nvcsw for _ in range(5)
+    )
+    # ... and a wait shows in it, read from another thread.
+    seen = {}
+    go, release = threading.Event(), threading.Event()
+
+    def worker():
+        seen["id"], seen["at_start"] = threading.get_native_id(), queued_time.thread_usage()
+        go.set()
+        release.wait(30)  # blocks
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    try:
+        assert go.wait(30)
+        deadline = time.monotonic() + 10
+        while queued_time.switches_of(seen["id"]) == seen["at_start"].ru_nvcsw:
+            assert time.monotonic() < deadline, "a blocked thread read as never blocked"
+            time.sleep(0.001)
+    finally:
+        release.set()
+        thread.join(30)

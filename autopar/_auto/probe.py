@@ -28,7 +28,7 @@ from .._execute.per_worker import setup_seconds, use_counts
 from .._execute.thread_pool import DaemonThreadPool
 from .._execute.worker import Failure, mark_worker_thread
 from . import stolen_time
-from .queued_time import QueueClock, for_this_thread, held_off_since, thread_usage
+from .queued_time import QueueClock, for_this_thread, held_off_since, switches_of, thread_usage
 
 # Items that take less than this (the probe's own bookkeeping costs about as much) are
 # run in batches that grow 4x up to MAX_BATCH, once CHEAP_BEFORE_BATCHES batches in a row
@@ -126,7 +126,17 @@ class Probe:
         cpu0 = time.clock_gettime(clock) if clock is not None else 0.0
         queue = self._caller_queue if caller else None
         thread = threading.get_ident()
-        self.running[index] = (time.perf_counter(), clock, cpu0, queue, thread, setup_seconds())
+        usage = thread_usage()
+        blocked = None if usage is None else (threading.get_native_id(), usage.ru_nvcsw)
+        self.running[index] = (
+            time.perf_counter(),
+            clock,
+            cpu0,
+            queue,
+            thread,
+            setup_seconds(),
+            blocked,
+        )
 
     def _work(self, should_stop: Optional[Callable[[], bool]] = None) -> None:
         """Run items until none is left for this worker; ``should_stop`` marks the calling
@@ -319,7 +329,7 @@ class Probe:
             entries = list(self.running.values())
         now = time.perf_counter()
         costs: List[Tuple[float, Optional[float]]] = []
-        for t, clock, cpu0, queue, thread, setup0 in entries:
+        for t, clock, cpu0, queue, thread, setup0, _ in entries:
             cpu = None if clock is None else stolen_time.wanted(time.clock_gettime(clock) - cpu0)
             if cpu is not None and queue is not None:
                 cpu += queue.since_mark()
@@ -330,6 +340,23 @@ class Probe:
                 cpu = max(0.0, cpu - (setup[1] - setup0[1]))
             costs.append((wall, cpu))
         return costs
+
+    def never_blocked(self, at_least: float) -> bool:
+        """Whether an item running for ``at_least`` seconds or more is on a thread that
+        has not blocked since it took the item (no sleep, I/O, lock or GIL wait): it is
+        computing, whatever its CPU clock says (a VM's host or a busy core held it off).
+        Read from /proc, one file per such item: only to confirm a reading of waiting."""
+        with self._cond:
+            entries = list(self.running.values())
+        now = time.perf_counter()
+        for entry in entries:
+            started, blocked = entry[0], entry[6]
+            if blocked is None or now - started < at_least:
+                continue
+            native, switches = blocked
+            if switches_of(native) == switches:
+                return True
+        return False
 
     def pause(self) -> None:
         """Take no new items for now (running ones finish); resume() undoes it."""

@@ -121,6 +121,20 @@ def held_off_since(before: Optional[Any], wall: float) -> float:
     return max(0.0, wall - cpu)
 
 
+def switches_of(native_id: int) -> Optional[int]:
+    """How many times the thread ``native_id`` of this process has blocked so far (its
+    voluntary context switches, as thread_usage() reads them in the thread itself), read
+    from another thread; None where /proc does not say."""
+    try:
+        with open(f"/proc/self/task/{native_id}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"voluntary_ctxt_switches:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 try:
     import resource
 
