@@ -65,6 +65,9 @@ def test_the_function_is_pickled_only_once_processes_are_in_question(monkeypatch
     dear = cheap._replace(wall=0.01, cpu=0.01)
     m = calibration.priced(dear, heavy, WARM, 200)
     assert dumped == [heavy] and m.function_priced and m.function_bytes > len(table)
+    # A new worker writes it into memory it never touched: priced at that rate.
+    assert m.load_function == pytest.approx(m.function_bytes * calibration._fresh_copy_rate())
+    assert m.load_function > 0
     assert calibration.priced(m, heavy, WARM, 200) is m and len(dumped) == 1
     # A function that does not pickle rules processes out once measured.
     locked = functools.partial(max, threading.Lock())

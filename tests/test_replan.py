@@ -148,6 +148,29 @@ def test_a_pool_up_beside_the_call_has_its_rest_judged_again_within_the_band(mon
     assert watch.switch.n_items == 990 and "starting in the background is up" in watch.why
 
 
+def test_readings_taken_while_a_pool_starts_beside_the_call_are_not_its_items_cost(
+    monkeypatch,
+):
+    # The start takes cores (and the GIL, for its thread here) from the call: a serial
+    # call read its Python items 2.3x dearer meanwhile and moved its rest to the pool
+    # before it was up. Those readings are neither judged nor remembered.
+    import threading
+
+    computing = CHEAP._replace(wall=2e-3, cpu=2e-3)
+    monkeypatch.setattr(
+        pool_costs, "current", lambda config, **_: OVERHEADS._replace(process_start=10.0)
+    )
+    ready = threading.Event()
+    watch = _watch("serial", computing, pool_ready=ready)
+    for _ in range(3):  # (more than replan.CONFIRM readings, each 2.5x the plan's)
+        watch.on_chunk(_chunk(5, wall=0.025, cpu=0.025), 5)
+    assert not watch.switching()
+    assert watch.observed() is None and watch.done == 15
+    ready.set()
+    watch.on_chunk(_chunk(5, wall=0.01, cpu=0.01), 5)  # up: judged (cold still here)
+    assert watch.observed().wall == pytest.approx(2e-3)
+
+
 def test_a_pool_up_that_would_not_win_leaves_the_plan_alone(fixed_overheads):
     import threading
 

@@ -16,8 +16,8 @@ what the pools cost on this machine (:class:`Overheads`); the output is a
              a cold pool's workers join one after another, worker_start apart;
              dispatch' = max(dispatch, p * handoff): one caller hands chunks to all p)
              + ship_function (the caller pickles the function each call)
-             + ship_function + setup_process when the pool is cold (its new workers load
-               the function and build per-worker values, side by side)
+             + ship_function + load_function + setup_process when the pool is cold (its
+               new workers load the function and build per-worker values, side by side)
     thread   ... + setup_thread per new thread (built one after another: under the GIL,
              a build in Python takes turns)
     dask     max(n * ship_caller, n * (wall + ship_worker) / cluster threads,
@@ -59,6 +59,9 @@ class Measurements(NamedTuple):
     picklable: bool = True  # function, a sample item and its result all pickle
     ship_function: float = 0.0  # seconds to pickle the function itself (each call does)
     function_bytes: int = 0  # its pickled size
+    # Seconds for a new worker to load a large function: writing it into memory the
+    # worker never touched (page faults included), far slower than a copy in the cache.
+    load_function: float = 0.0
     # False until the function's pickle is measured (calibration.priced): only once
     # processes are in question. Till then the three fields above hold what the items
     # alone say, the function priced free and picklable: a lower bound on what processes
@@ -93,6 +96,8 @@ class Measurements(NamedTuple):
         elif self.function_bytes:
             table["ship_function"] = self.ship_function
             table["function_bytes"] = float(self.function_bytes)
+            if self.load_function:
+                table["load_function"] = self.load_function
         if self.setup_process:
             table["setup_per_process"] = self.setup_process
             table["setup_per_thread"] = self.setup_thread
@@ -232,7 +237,7 @@ def process_time_with(m: Measurements, o: Overheads, n: int, workers: int) -> Ch
     # pool's workers are taken to hold both (a pool warmed for later calls loads the
     # function as it starts; the re-plan watch catches a pool that was warmed by another).
     cold = o.process_start > 0
-    load = m.ship_function + m.setup_process if cold else 0.0
+    load = m.ship_function + m.load_function + m.setup_process if cold else 0.0
     return elapsed + m.ship_function + load, workers, chunk
 
 

@@ -269,7 +269,7 @@ def _start_for_later(
     warm = cost_model.decide(m, overheads._replace(process_start=0.0), n)
     if warm.kind != "process":
         return Later()
-    cold_load = overheads.process_start + m.ship_function + m.setup_process
+    cold_load = overheads.process_start + m.ship_function + m.load_function + m.setup_process
     took = plan.predicted.get(plan.kind, 0.0)
     now = took >= BESIDE_CALL * cold_load or (
         plan.kind == "serial" and _idle_cores(overheads.cores) >= SPARE_FOR_START

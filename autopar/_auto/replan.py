@@ -92,8 +92,9 @@ class Watch:
         self.done = 0  # items run on this plan
         # Since the last judgement: items, wall and CPU seconds.
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
-        # The whole run's solo cost per item, summed: what later calls should remember.
-        self.solo_wall, self.solo_cpu = 0.0, 0.0
+        # The whole run's solo cost per item, summed over solo_done items: what later
+        # calls should remember.
+        self.solo_wall, self.solo_cpu, self.solo_done = 0.0, 0.0, 0
         # Serial chunks run in this thread, which can read its own time queued for a core
         # (autopar._auto.queued_time): on a busy machine, computing is not waiting.
         self._queue = for_this_thread() if plan.kind == "serial" else None
@@ -119,17 +120,27 @@ class Watch:
         cpu = stolen_time.wanted(result.cpu)
         wall = min(cpu, result.wall) if self.computing_threads else result.wall
         cpu = min(cpu + queued, wall)
-        self.solo_wall += wall
-        self.solo_cpu += cpu
-        self._items += done
-        self._wall += wall
-        self._cpu += cpu
+        # A pool starting beside the call takes cores (and the GIL, for its thread here)
+        # from the call's items: what they read meanwhile is not their cost, and is
+        # neither judged nor remembered. (A 0.3 s serial call of Python items read them
+        # 2.3x dearer while a pool for a 50 MiB function started, and moved its rest to
+        # that pool before it was up: 1.5x plain map in all.) Its coming up is judged.
+        starting = self.pool_ready is not None and not self.pool_ready.is_set()
+        if not starting:
+            self.solo_wall += wall
+            self.solo_cpu += cpu
+            self.solo_done += done
+            self._items += done
+            self._wall += wall
+            self._cpu += cpu
         if self.switch is not None:
             return
         if self.pool_ready is not None and self.pool_ready.is_set():
             self.pool_ready = None
+            if not self._items:  # (none read since it started: the costs the plan was on)
+                self._items, self._wall, self._cpu = 1, self.m.wall, self.m.cpu
             self._judge(pool_up=True)
-        elif self._wall >= MIN_OBSERVED:
+        elif not starting and self._wall >= MIN_OBSERVED:
             self._judge()
 
     def _judge(self, pool_up: bool = False) -> None:
@@ -191,10 +202,10 @@ class Watch:
 
     def observed(self) -> Optional[cost_model.Measurements]:
         """The solo cost per item over this plan's run, or None if too little ran."""
-        if self.done == 0 or self.solo_wall < MIN_OBSERVED:
+        if self.solo_done == 0 or self.solo_wall < MIN_OBSERVED:
             return None
         return self.m._replace(
-            wall=max(self.solo_wall / self.done, 1e-9), cpu=self.solo_cpu / self.done
+            wall=max(self.solo_wall / self.solo_done, 1e-9), cpu=self.solo_cpu / self.solo_done
         )
 
 
@@ -263,7 +274,7 @@ def _reader(items: Iterable[Any]) -> Iterator[Any]:
 def whole_call(watches: List[Watch]) -> Optional[cost_model.Measurements]:
     """The solo cost per item over every plan of a call (``samples``: the items), or
     None if no item ran. (However short: memory pools short calls.)"""
-    done = sum(w.done for w in watches)
+    done = sum(w.solo_done for w in watches)
     wall = sum(w.solo_wall for w in watches)
     if not watches or done == 0:
         return None
