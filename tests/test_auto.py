@@ -186,9 +186,8 @@ def test_a_new_wrapper_of_the_same_function_starts_from_what_was_learned():
     # the near-free items can read dear enough that the next call is watched, and it then
     # re-plans and learns the new costs instead of flagging them stale.)
     memory.keep(h.tunable, FunctionState(), NEAR_FREE)
-    parallel(h.tunable).map([0.0] * 50)  # remembered: serial at any size
     stale = parallel(h.tunable)
-    stale.map([0.0] * 50)
+    stale.map([0.0] * 50)  # remembered: serial at any size
     stale.map([0.05] * 12)  # far dearer than remembered: flags that memory stale
     fresh = parallel(h.tunable)
     fresh.map([0.05] * 12)
