@@ -228,10 +228,11 @@ def test_cheap_items_are_measured_in_the_callers_own_thread():
     # (Helper threads may still join later: a VM that stalls the caller a few
     # milliseconds inside an item makes it read as waiting, and an item in the caller's
     # hands when the costs are known lets them take the rest. No helper can start before
-    # the caller has taken the first item.)
+    # the caller has taken the first item. Nor is the plan asserted: a stall inside a
+    # batch of near-free items can make all of them read dear, and a warm pool then
+    # wins the rest of so short a call; that reading is the "tiny" row's to judge.)
     f = parallel(h.thread_id)
     assert f.map(range(300))[0] == threading.get_ident()
-    assert f.last_plan.kind == "serial"
 
 
 def test_with_a_timeout_the_caller_only_watches():
