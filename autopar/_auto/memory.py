@@ -33,9 +33,10 @@ log = logging.getLogger("autopar")
 FAST_PATH_WORK = 0.01
 # A whole call whose cost per item is outside this factor of what was learned replaces it.
 LEARN_BAND = 2.0
-# A whole call's reading counts once this much work (solo seconds) stands behind it:
-# shorter ones are timer noise, pooled with the calls that follow (see learn_from_call).
-WHOLE_CALL_WORK = 1e-3
+# A reading counts once this much work (solo seconds) stands behind it: shorter ones are
+# timer noise. A whole call's is pooled with the calls that follow (see learn_from_call);
+# a running call's watch judges only readings this long (autopar._auto.replan).
+MIN_OBSERVED = 1e-3
 DRIFT = 4.0  # observed/remembered per-item cost beyond which the learned costs are stale
 # Calls shorter than this never mark the learned costs stale: a pause of the scheduler
 # (a few hundred microseconds on a shared VM) is as long as such a call, and measuring
@@ -147,7 +148,7 @@ def learn_from_call(learned: LearnedCosts, observed: Optional[cost_model.Measure
     a few items after the probe (one chunk, which a thread preempted while holding the
     GIL can stretch 100x), or one call on a briefly busy machine, cannot move what later
     calls plan on (each is watched, and re-plans within itself if its items did change).
-    Calls with less than WHOLE_CALL_WORK of work are pooled until together they have
+    Calls with less than MIN_OBSERVED of work are pooled until together they have
     that much: one such call is timer noise. One that reads far cheaper than what was
     learned counts at once (noise only lengthens a reading): else a first call that
     misread near-free items (a VM stalled the probe: 80 us an item for 0.3 us) kept
@@ -161,7 +162,7 @@ def learn_from_call(learned: LearnedCosts, observed: Optional[cost_model.Measure
         if pooled is not None:
             observed = _pooled(pooled, observed)
         m = learned.measurements
-        short = observed.wall * observed.samples < WHOLE_CALL_WORK
+        short = observed.wall * observed.samples < MIN_OBSERVED
         if short and observed.wall * LEARN_BAND >= m.wall:
             learned.pooled = observed
             return

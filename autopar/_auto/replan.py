@@ -29,6 +29,7 @@ from .._execute.worker import ChunkResult
 from ..plan import Plan
 from . import cost_model, pool_costs, stolen_time
 from .calibration import priced
+from .memory import MIN_OBSERVED
 from .queued_time import for_this_thread
 from .spread import SpreadOrder
 
@@ -49,8 +50,6 @@ SWITCH_MARGIN = 1.3
 SHARE_CHANGE = 0.3
 # Chunks on a pool seen as waiting: a CPU share under this (see Watch._judge).
 POOL_WAITING_SHARE = 0.2
-# Judge only on this much observed work at least: shorter readings are timer noise.
-MIN_OBSERVED = 0.001
 # A switch is made on this many readings in a row that each call for it. One reading can
 # be one chunk, and one chunk can hold a stall that is not the items' cost: a full
 # garbage collection (tens of milliseconds of CPU, in whichever thread allocated), a
