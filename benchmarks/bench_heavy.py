@@ -1,10 +1,12 @@
 """Heavy functions and per-worker state, side by side in one run (issue 15's benchmarks).
 
-    python -m benchmarks.bench_heavy [--programs 3] [--rows table,model]
+    python -m benchmarks.bench_heavy [--programs 3] [--rows table,weights,model]
 
 Rows:
 - ``table``: ``partial(work, table)`` where ``table`` is 50 MiB of bytes, 200 items of
   about 1.5 ms of pure Python each (the function is the heavy part, not the items).
+- ``weights``: the same with a 50 MiB NumPy array in place of the bytes (a model's
+  weights), which process workers map instead of copying (needs numpy).
 - ``model``: a model-like value that takes 0.5 s of computing to build, used by 500 items
   of about 2 ms: autopar's ``per_worker``, mpire's ``worker_init``/``worker_state``, and
   for joblib the usual idiom, a module-level cache filled on first use in each worker.
@@ -28,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 from benchmarks.bytecode import compile_sources
 
@@ -68,9 +70,21 @@ def _calibrate() -> None:
     os.environ["BENCH_HEAVY_LOOPS"] = json.dumps(_LOOPS)
 
 
-def table_work(table: bytes, i: int) -> int:
+def table_work(table: Any, i: int) -> int:
     _calibrate()
-    return _spin(_LOOPS["table"]) + table[i]
+    return _spin(_LOOPS["table"]) + int(table[i])
+
+
+def _work_of(row: str) -> Tuple[Callable[..., Any], List[int]]:
+    """The function and items of ``row``."""
+    if row == "table":
+        return functools.partial(table_work, bytes(TABLE_BYTES)), list(range(TABLE_ITEMS))
+    if row == "weights":
+        import numpy
+
+        weights = numpy.ones(TABLE_BYTES // 8)
+        return functools.partial(table_work, weights), list(range(TABLE_ITEMS))
+    return model_work, list(range(MODEL_ITEMS))
 
 
 # -- the model row --------------------------------------------------------------------------
@@ -144,11 +158,7 @@ def _fixed(row: str) -> Dict[str, float]:
     from autopar import parallel
 
     _calibrate()
-    if row == "table":
-        fn: Callable[..., Any] = functools.partial(table_work, bytes(TABLE_BYTES))
-        items: List[int] = list(range(TABLE_ITEMS))
-    else:
-        fn, items = model_work, list(range(MODEL_ITEMS))
+    fn, items = _work_of(row)
     times = {"map": _median_warm(lambda: list(map(fn, items)))}
     for kind in ("thread", "process"):
         f = parallel(fn, kind=kind)
@@ -190,11 +200,7 @@ def _auto_child(row: str) -> Dict[str, Any]:
     from autopar import parallel
 
     _calibrate()
-    if row == "table":
-        fn: Callable[..., Any] = functools.partial(table_work, bytes(TABLE_BYTES))
-        items = list(range(TABLE_ITEMS))
-    else:
-        fn, items = model_work, list(range(MODEL_ITEMS))
+    fn, items = _work_of(row)
     fn(items[0])  # (in this process: builds the model row's value before plain map is timed)
     plain = statistics.median(_timed(lambda: list(map(fn, items))) for _ in range(3))
     f = parallel(fn)
@@ -230,7 +236,7 @@ def _builds(log: str) -> Dict[int, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--programs", type=int, default=3)
-    parser.add_argument("--rows", default="table,model")
+    parser.add_argument("--rows", default="table,weights,model")
     parser.add_argument("--write", action="store_true", help="save as a RESULTS.md section")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -9,11 +9,12 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import pickle
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, List
+from typing import Any, Callable, List, Tuple
 
 from autopar import parallel
 
@@ -350,6 +351,44 @@ def look_up(table: Any, i: int) -> int:
     """The byte at ``i`` of ``table`` (a Table or any buffer), with the worker's pid."""
     data = table.data if isinstance(table, Table) else table
     return int(data[i])
+
+
+class Weights:
+    """A flat buffer that pickles out-of-band (protocol 5), as a NumPy array does."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        if protocol < 5:
+            return Weights, (bytes(self.data),)
+        return Weights, (pickle.PickleBuffer(self.data),)
+
+
+def where_held(weights: Any, i: int) -> Tuple[str, bool, int]:
+    """The file that backs the data of ``weights`` (a Weights over a writable buffer, or a
+    NumPy array) in this process, from /proc/self/maps ("" for private memory); whether
+    the data is writable; and its byte at ``i``."""
+    if isinstance(weights, Weights):
+        view = memoryview(weights.data).cast("B")
+        address = ctypes.addressof(ctypes.c_char.from_buffer(view))
+        writable, value = not view.readonly, view[i]
+    else:
+        address, writable = weights.ctypes.data, bool(weights.flags.writeable)
+        value = weights.tobytes()[i]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split()
+            low, high = (int(bound, 16) for bound in fields[0].split("-"))
+            if low <= address < high:
+                return (fields[5] if len(fields) > 5 else ""), writable, value
+    return "", writable, value
+
+
+def bump_first(weights: Any, _: int) -> int:
+    """Add 1 to the first element of the array ``weights``; return it."""
+    weights[0] += 1
+    return int(weights[0])
 
 
 # -- per-worker state ------------------------------------------------------------------------

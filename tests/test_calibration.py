@@ -44,10 +44,21 @@ def test_ship_costs_add_item_and_result_on_each_side():
 
 def test_ship_costs_measure_the_function_itself():
     table = bytes(4 << 20)
-    picklable, seconds, size = calibration._function_costs(functools.partial(max, table))
+    picklable, seconds, size, copied = calibration._function_costs(functools.partial(max, table))
     assert picklable and size > len(table) and seconds > 0
+    assert copied == size  # (a bytes value travels in the pickle: each worker copies it)
     assert calibration._function_costs(len)[2] < 100
     assert calibration._function_costs(functools.partial(max, threading.Lock()))[0] is False
+
+
+def test_a_function_s_arrays_are_priced_to_ship_but_not_to_copy_into_each_worker():
+    np = pytest.importorskip("numpy")
+    weights = np.ones(1 << 20)  # 8 MiB, out-of-band: each worker maps it
+    _, seconds, size, copied = calibration._function_costs(functools.partial(max, weights))
+    assert size > weights.nbytes and copied < 4096 and seconds > 0
+    heavy = cost_model.Measurements(wall=0.01, cpu=0.01, samples=64, function_priced=False)
+    m = calibration.priced(heavy, functools.partial(max, weights), WARM, 200)
+    assert m.function_bytes == size and m.load_function == 0.0
 
 
 def test_the_function_is_pickled_only_once_processes_are_in_question(monkeypatch):
@@ -55,7 +66,9 @@ def test_the_function_is_pickled_only_once_processes_are_in_question(monkeypatch
     # a call that processes could not win even with the function free to ship.
     dumped = []
     real = calibration.dump_parts
-    monkeypatch.setattr(calibration, "dump_parts", lambda fn: dumped.append(fn) or real(fn))
+    monkeypatch.setattr(
+        calibration, "dump_parts", lambda fn, keeper: dumped.append(fn) or real(fn, keeper)
+    )
     table = bytes(4 << 20)
     heavy = functools.partial(max, table)
     cheap = cost_model.Measurements(wall=1e-6, cpu=1e-6, samples=64, function_priced=False)

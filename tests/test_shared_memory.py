@@ -158,3 +158,89 @@ def test_warming_a_pool_for_later_loads_a_large_function_into_its_workers(tmp_pa
     assert parallel(fn, kind="process", workers=2).map(range(50)) == [0] * 50
     loads = log.read_text().split()
     assert len(loads) == len(set(loads)), f"a primed worker loaded the function again: {loads}"
+
+
+def test_a_function_s_buffers_lie_apart_in_its_segment_and_are_matched_by_content():
+    shipped = shared_memory.SharedFunctions()
+    data = bytearray(b"w" * 100_000)
+    buffers = [memoryview(data)]
+    ref = shipped.ref((b"pickle", b"!"), buffers)
+    try:
+        ((offset, size),) = ref.layout
+        assert ref.size == 7 and offset % shared_memory.ALIGN == 0 and offset >= 7
+        assert size == len(data)
+        assert shared_memory.read(ref.name, offset + size, bytes)[offset:] == data
+        assert shipped.ref((b"pickle", b"!"), buffers).name == ref.name
+        data[-1:] = b"x"  # changed in place, same size: a segment of its own
+        changed = shipped.ref((b"pickle", b"!"), buffers)
+        assert changed.name != ref.name
+        assert shared_memory.read(changed.name, offset + size, bytes)[-1:] == b"x"
+        assert shipped.ref((b"pickle", b"!"), [memoryview(data)[:-1]]).name not in (
+            ref.name,
+            changed.name,
+        )
+    finally:
+        shipped.close()
+
+
+def test_a_function_ref_keeps_its_buffers_layout_through_a_pickle():
+    ref = shared_memory.FunctionRef("autopar_1_ab", 123, ((128, 4096),))
+    assert pickle.loads(pickle.dumps(ref)).layout == ((128, 4096),)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int64", "complex128", "bool", "uint8"])
+def test_a_worker_maps_the_arrays_a_function_carries_instead_of_copying_them(dtype):
+    np = pytest.importorskip("numpy")
+    weights = (np.arange(BIG) % 7).astype(dtype)
+    f = parallel(functools.partial(helpers.where_held, weights), kind="process", workers=2)
+    held = f.map(range(0, weights.nbytes, weights.nbytes // 8), chunksize=1)
+    assert [value for _, _, value in held] == [
+        helpers.where_held(weights, i)[2] for i in range(0, weights.nbytes, weights.nbytes // 8)
+    ]
+    homes = {home for home, _, _ in held}
+    assert len(homes) == 1 and homes.pop().startswith(f"/dev/shm/{shared_memory.PREFIX}")
+    assert all(writable for _, writable, _ in held)
+
+
+def test_a_function_s_non_contiguous_array_travels_in_its_pickle():
+    np = pytest.importorskip("numpy")
+    weights = (np.arange(BIG) % 251).astype("int32").reshape(-1, 4)[:, ::2]
+    f = parallel(functools.partial(helpers.where_held, weights), kind="process", workers=2)
+    held = f.map(range(0, 64, 4), chunksize=1)
+    assert [value for _, _, value in held] == [
+        helpers.where_held(weights, i)[2] for i in range(0, 64, 4)
+    ]
+    assert not any(home.startswith("/dev/shm/") for home, _, _ in held)  # (copied)
+
+
+def test_a_buffer_that_pickles_out_of_band_is_mapped_without_numpy_too():
+    weights = helpers.Weights(bytearray(range(256)) * (BIG // 256))
+    f = parallel(functools.partial(helpers.where_held, weights), kind="process", workers=2)
+    held = f.map(range(0, BIG, BIG // 4), chunksize=1)
+    assert [value for _, _, value in held] == [i % 256 for i in range(0, BIG, BIG // 4)]
+    assert all(home.startswith(f"/dev/shm/{shared_memory.PREFIX}") for home, _, _ in held)
+
+
+def test_a_worker_s_writes_to_a_mapped_array_stay_its_own():
+    np = pytest.importorskip("numpy")
+    weights = np.zeros(BIG // 8)
+    f = parallel(functools.partial(helpers.bump_first, weights), kind="process", workers=2)
+    bumped = f.map(range(20), chunksize=1)
+    # Each worker counts up its own copy-on-write page from 0 (1, 2, 3, ... in each, however
+    # the items were shared out); the caller's stays 0.
+    assert min(bumped) == 1 and weights[0] == 0
+    assert all(bumped.count(n) <= bumped.count(n - 1) for n in set(bumped) - {1}), bumped
+    # A read-only array stays read-only in the workers.
+    weights.flags.writeable = False
+    f = parallel(functools.partial(helpers.where_held, weights), kind="process", workers=2)
+    assert {writable for _, writable, _ in f.map(range(4), chunksize=1)} == {False}
+
+
+def test_an_array_changed_in_place_reaches_the_workers_on_the_next_call():
+    np = pytest.importorskip("numpy")
+    weights = np.zeros(BIG, dtype="uint8")
+    f = parallel(functools.partial(helpers.look_up, weights), kind="process", workers=2)
+    assert f.map(range(4), chunksize=1) == [0] * 4
+    weights[:4] = [5, 6, 7, 8]
+    assert f.map(range(4), chunksize=1) == [5, 6, 7, 8]
+    assert len(shm_segments()) == 2  # (the first is kept for a while: see KEEP_FUNCTIONS)

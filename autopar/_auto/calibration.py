@@ -524,29 +524,34 @@ def priced(
     warm = overheads._replace(process_start=0.0, processes=True)
     if cost_model.decide(m, warm, n).kind not in ("process", "dask"):
         return m
-    picklable, seconds, size = _function_costs(to_ship)
+    picklable, seconds, size, copied = _function_costs(to_ship)
     return m._replace(
         picklable=m.picklable and picklable,
         ship_function=seconds,
         function_bytes=size,
-        load_function=size * _fresh_copy_rate() if size >= BIG_BUFFER else 0.0,
+        load_function=copied * _fresh_copy_rate() if copied >= BIG_BUFFER else 0.0,
         function_priced=True,
     )
 
 
-def _function_costs(to_ship: Callable[..., Any]) -> Tuple[bool, float, int]:
-    """Whether the function pickles, the seconds shipping it once costs, its pickled size."""
+def _function_costs(to_ship: Callable[..., Any]) -> Tuple[bool, float, int, int]:
+    """Whether the function pickles, the seconds shipping it once costs, its size, and
+    how much of it a new process worker copies in (the rest it maps: see below)."""
+    keeper = shared_buffers.Keeper(shared_buffers.MIN_SHARED)  # (as the process backend)
     try:
         t0 = time.perf_counter()
-        size = sum(len(part) for part in dump_parts(to_ship))
+        copied = sum(len(part) for part in dump_parts(to_ship, keeper))
         seconds = time.perf_counter() - t0
     except Exception:
-        return False, 0.0, 0
+        return False, 0.0, 0, 0
+    size = copied + sum(buffer.nbytes for buffer in keeper.kept)
     if size >= BIG_BUFFER:
-        # The pieces hold a large bytes value uncopied (worker.dump_parts): shipping
-        # copies it once, into shared memory, and each new worker copies it out.
+        # The pieces hold a large bytes value uncopied (worker.dump_parts), and large
+        # out-of-band buffers (arrays) apart: each call compares them with the copy in
+        # shared memory, or writes them there; a new worker copies the pieces out of it
+        # and maps the buffers.
         seconds += size * _buffer_rates()[0]
-    return True, seconds, size
+    return True, seconds, size, copied
 
 
 def _pickle_cost(value: Any) -> Tuple[float, float, int]:

@@ -58,7 +58,7 @@ MIN_SHARED = 64 * 1024
 # a fixed cost of tens of us: ``python -m autopar info``) shared memory gains on any
 # machine, and a noisy measurement must not send large arrays back through the pipe.
 MAX_SHARED = 1024 * 1024
-ALIGN = 64  # offsets of buffers in a segment: a cache line, the most NumPy asks for
+ALIGN = shared_memory.ALIGN
 _FLAT = (bytes, bytearray, memoryview)
 
 Dumps = Callable[[Any, Optional["Keeper"]], bytes]
@@ -325,13 +325,33 @@ def _layout(sizes: Sequence[int]) -> Tuple[Tuple[int, int], ...]:
 def load(shipped: Shipped, *, unlink: bool) -> Any:
     """Unpickle ``shipped`` over a private copy-on-write mapping of its segment; with
     ``unlink``, remove the segment (its mapping lives on with the rebuilt objects)."""
-    size = shipped.layout[-1][0] + shipped.layout[-1][1]
-    mapped = _map(shipped.name, size)
+    mapped = _map(shipped.name, _end(shipped.layout))
     if unlink:
         sweep(shipped.name)
+    return _unpickle_over(mapped, shipped.data, shipped.layout)
+
+
+def load_function(name: str, size: int, layout: Tuple[Tuple[int, int], ...]) -> Any:
+    """The function pickled in the first ``size`` bytes of segment ``name`` (see
+    shared_memory.SharedFunctions), its out-of-band buffers (arrays it carries) viewed in
+    place over a private copy-on-write mapping: a worker reads them without copying, the
+    workers of a machine share their pages until one writes, and a write stays its own."""
+    mapped = _map(name, _end(layout))
     with memoryview(mapped) as view:
-        buffers = [view[offset : offset + n] for offset, n in shipped.layout]
-    return pickle.loads(shipped.data, buffers=buffers)
+        head = view[:size]
+    with head:
+        return _unpickle_over(mapped, head, layout)
+
+
+def _end(layout: Tuple[Tuple[int, int], ...]) -> int:
+    return layout[-1][0] + layout[-1][1]
+
+
+def _unpickle_over(mapped: mmap.mmap, data: Any, layout: Tuple[Tuple[int, int], ...]) -> Any:
+    # (The mapping lives as long as any view of it: no close here.)
+    with memoryview(mapped) as view:
+        buffers = [view[offset : offset + n] for offset, n in layout]
+    return pickle.loads(data, buffers=buffers)
 
 
 class SegmentHeld(NamedTuple):

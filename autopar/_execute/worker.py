@@ -32,7 +32,15 @@ from typing import (
 
 from . import item_mappings
 from .per_worker import setup_seconds
-from .shared_buffers import Keeper, SegmentHeld, Shipped, create_returned, pack, wrap_flat
+from .shared_buffers import (
+    Keeper,
+    SegmentHeld,
+    Shipped,
+    create_returned,
+    load_function,
+    pack,
+    wrap_flat,
+)
 
 # True in a process started by autopar's process pool; set once by init_process().
 _IN_PROCESS_WORKER = False
@@ -238,17 +246,21 @@ class _Parts(list):  # type: ignore[type-arg]
         self.append(data if type(data) is bytes else bytes(data))
 
 
-def dump_parts(obj: Any) -> Tuple[bytes, ...]:
+def dump_parts(obj: Any, keeper: Optional[Keeper] = None) -> Tuple[bytes, ...]:
     """``obj`` pickled as dumps() does, as the pieces the pickler wrote. A large bytes
     value it holds (a table a heavy function carries) is passed on as the very object, so
     nothing is copied: b"".join() of the pieces is dumps(obj), and two pickles of the
-    same unchanged value compare equal at a memcmp's cost."""
+    same unchanged value compare equal at a memcmp's cost. ``keeper`` takes the large
+    out-of-band buffers (the data of arrays it holds), which are then not among the
+    pieces."""
     parts = _Parts()
     try:
-        pickle.Pickler(parts, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        pickle.Pickler(parts, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=keeper).dump(obj)
     except Exception:
+        if keeper is not None:
+            keeper.kept.clear()  # (what the failed attempt kept)
         parts = _Parts()
-        _cloudpickler()(parts, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+        _cloudpickler()(parts, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=keeper).dump(obj)
     return tuple(parts)
 
 
@@ -378,7 +390,7 @@ def _pack_result(result: ChunkResult, threshold: int, name: str) -> Union[bytes,
 def _function(payload: Any) -> Callable[..., Any]:
     """The function a chunk names: pickled bytes, or a FunctionRef to a shared segment."""
     if not isinstance(payload, bytes):
-        return _shared_function(payload.name, payload.size)
+        return _shared_function(payload)
     with _functions_lock:
         fn = _functions.get(payload)
     if fn is None:
@@ -390,13 +402,19 @@ def _function(payload: Any) -> Callable[..., Any]:
     return fn
 
 
-def _shared_function(name: str, size: int) -> Callable[..., Any]:
+def _shared_function(ref: Any) -> Callable[..., Any]:
+    """The function a FunctionRef names, loaded once (outside the lock: loading it may run
+    user code)."""
+    name = ref.name
     with _functions_lock:
         fn = _shared_functions.get(name)
     if fn is None:
-        from .shared_memory import read
+        if ref.layout:
+            fn = load_function(name, ref.size, ref.layout)
+        else:
+            from .shared_memory import read
 
-        fn = read(name, size, pickle.loads)  # (outside the lock: it may run user code)
+            fn = read(name, ref.size, pickle.loads)
         with _functions_lock:
             while len(_shared_functions) >= _KEEP_SHARED:
                 del _shared_functions[next(iter(_shared_functions))]  # (the oldest)

@@ -12,6 +12,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, ClassVar, NamedTuple, Optional, Sequence, Tuple
 
 from ..._config import Config
+from ..shared_buffers import Keeper
 from ..worker import ChunkResult
 
 # A pickled function from this size reaches each worker of a kind that ships by pickle
@@ -22,15 +23,18 @@ from ..worker import ChunkResult
 LARGE_FUNCTION = 64 * 1024
 
 
-def pickle_function(fn: Callable[..., Any], where: str) -> Tuple[bytes, ...]:
+def pickle_function(
+    fn: Callable[..., Any], where: str, keeper: Optional[Keeper] = None
+) -> Tuple[bytes, ...]:
     """``fn`` pickled for ``where`` (by reference, else by value with cloudpickle), in
     the pieces the pickler wrote (see worker.dump_parts: a large bytes value the function
-    carries is not copied); a PicklingFailedError naming the function when neither works."""
+    carries is not copied, and ``keeper`` takes its large out-of-band buffers); a
+    PicklingFailedError naming the function when neither works."""
     from ...errors import PicklingFailedError
     from ..worker import dump_parts, function_name
 
     try:
-        return dump_parts(fn)
+        return dump_parts(fn, keeper)
     except Exception as exc:
         raise PicklingFailedError(
             f"the function {function_name(fn)!r} cannot be pickled to run "

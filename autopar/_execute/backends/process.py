@@ -6,7 +6,7 @@ Data flow for one chunk::
     ------                                   --------------
     prepare(fn) -> payload: the pickled function (once per call; cloudpickle for
                    lambdas/closures), or from LARGE_FUNCTION size a FunctionRef to it
-                   in shared memory (see shared_memory.py)
+                   in shared memory, arrays it carries beside it (see shared_memory.py)
     submit: pickle items -> bytes  ------>   run_chunk_pickled(payload, start, items)
             (an unpicklable item is             unpickle fn (cached per process), items,
              named by index here)               run, pickle ChunkResult  (an unpicklable
@@ -142,9 +142,12 @@ class ProcessBackend(Backend):
         return super().replacement(config, workers)
 
     def prepare(self, fn: Callable[..., Any], workers: int = 1) -> Any:
-        parts = pickle_function(fn, "in a process")
-        small = small_pickle(parts)
-        return small if small is not None else self._functions.ref(parts)
+        # Large buffers the function carries (a model's arrays) lie apart in its segment,
+        # where each worker maps them instead of unpickling a copy (shared_memory.py).
+        keeper = shared_buffers.Keeper(shared_buffers.MIN_SHARED)
+        parts = pickle_function(fn, "in a process", keeper)
+        small = None if keeper.kept else small_pickle(parts)
+        return small if small is not None else self._functions.ref(parts, keeper.kept)
 
     def _pack(self, values: List[Any], star: bool) -> Tuple[int, Any]:
         """(the buffer threshold, ``values`` packed for a worker).
