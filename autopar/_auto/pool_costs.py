@@ -317,17 +317,17 @@ def _warm(
             if not registry.wait_until(after):
                 return
             forkserver.start(config.start_method)
-        warm_process_pool(config, workers, record_start=False)
-        if prime is not None:
-            _load_function(config, workers, prime)
+        _start_loaded(config, workers, _noop if prime is None else prime)
     except Exception as exc:  # a call that uses the pool will meet the cause and report it
         log.debug("autopar: warming the process pool failed: %s", exc)
     finally:
         ready.set()
 
 
-def _load_function(config: Config, workers: int, fn: Callable[..., Any]) -> None:
-    """Have the pool's workers load ``fn`` (an empty chunk each: nothing of it runs)."""
+def _start_loaded(config: Config, workers: int, fn: Callable[..., Any]) -> None:
+    """Start the process pool's workers with ``fn`` loaded (an empty chunk each as its
+    first: nothing of it runs). A large function's segment is written while the server
+    the workers fork from boots, and each worker starts and loads it in one round trip."""
     backend = registry.acquire("process", config, workers)
     try:
         payload = backend.prepare(fn, workers)
