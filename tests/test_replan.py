@@ -111,7 +111,9 @@ def test_the_function_is_pickled_once_over_the_readings_of_a_call(fixed_overhead
 
     dumped = []
     real = calibration.dump_parts
-    monkeypatch.setattr(calibration, "dump_parts", lambda fn: dumped.append(fn) or real(fn))
+    monkeypatch.setattr(
+        calibration, "dump_parts", lambda fn, keeper: dumped.append(fn) or real(fn, keeper)
+    )
     unpriced = CHEAP._replace(function_priced=False)
     plan = Plan("serial", 1, 1, "test", 1000)
     watch = replan.Watch(plan, unpriced, _config.current(), 1000, None, len)
