@@ -274,17 +274,16 @@ def _segment_holds(
     import _posixshmem  # type: ignore[import-not-found,unused-ignore]
 
     fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
-    try:
+    with open(fd, "rb", buffering=0) as segment:  # (closes fd)
         scratch = bytearray(COMPARE_STEP)
         for (offset, size), buffer in zip(layout, buffers):
+            segment.seek(offset)
             for at in range(0, size, COMPARE_STEP):
                 n = min(COMPARE_STEP, size - at)
                 piece = scratch if n == COMPARE_STEP else bytearray(n)
-                if os.preadv(fd, [piece], offset + at) != n or piece != buffer[at : at + n]:
+                if segment.readinto(piece) != n or piece != buffer[at : at + n]:
                     return False
         return True
-    finally:
-        os.close(fd)
 
 
 class SharedFunctions:
