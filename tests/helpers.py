@@ -366,9 +366,9 @@ class Weights:
 
 
 def where_held(weights: Any, i: int) -> Tuple[str, bool, int]:
-    """The file that backs the data of ``weights`` (a Weights over a writable buffer, or a
-    NumPy array) in this process, from /proc/self/maps ("" for private memory); whether
-    the data is writable; and its byte at ``i``."""
+    """What backs the data of ``weights`` (a Weights over a writable buffer, or a NumPy
+    array) in this process, as /proc/self/maps names it (a file's path; "" or a name in
+    brackets for private memory); whether the data is writable; and its byte at ``i``."""
     if isinstance(weights, Weights):
         view = memoryview(weights.data).cast("B")
         address = ctypes.addressof(ctypes.c_char.from_buffer(view))
