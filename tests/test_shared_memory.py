@@ -152,7 +152,7 @@ def test_warming_a_pool_for_later_loads_a_large_function_into_its_workers(tmp_pa
     log = tmp_path / "unpickled"
     table = helpers.Table(str(log), bytes(BIG))
     fn = functools.partial(helpers.look_up, table)
-    pool_costs._start_loaded(Config(), 2, fn)
+    pool_costs.warm_process_pool(Config(), 2, record_start=False, load=fn)
     primed = log.read_text().split()
     assert primed and str(os.getpid()) not in primed
     assert parallel(fn, kind="process", workers=2).map(range(50)) == [0] * 50

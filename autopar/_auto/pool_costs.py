@@ -152,29 +152,39 @@ def _thread_costs_or_priors() -> Dict[str, float]:
     return {"thread_start": _thread_start(), "thread_dispatch": dispatch}
 
 
-def warm_process_pool(config: Config, workers: int, *, record_start: bool = True) -> float:
+def warm_process_pool(
+    config: Config,
+    workers: int,
+    *,
+    record_start: bool = True,
+    load: Optional[Callable[..., Any]] = None,
+) -> float:
     """Start (or reuse) the process pool with every worker up; return the seconds it took.
 
     The first time, this is the cold start a call pays, and it is recorded with the
     per-chunk round trip measured right after on the warm pool, unless ``record_start``
-    is false (a start in the background: see below).
+    is false (a start in the background: see below). With ``load`` (a function in its
+    shipping form), each worker's first chunk is an empty one of it, which loads it and
+    runs nothing: a large function's segment is written while the server the workers
+    fork from boots, and a worker starts and loads it in one round trip.
     """
     t0 = time.perf_counter()
     backend = registry.get("process", config, workers)
-    payload = backend.prepare(_noop)
+    payload = backend.prepare(_noop if load is None else load, workers)
+    items: List[Any] = [None] if load is None else []
     futures = []
     submitted = []  # when each submit returned: a cold pool starts a worker in each
     for i in range(workers):
-        futures.append((i, backend.submit(payload, i, [None], star=False, deadline=None)))
+        futures.append((i, backend.submit(payload, i, items, star=False, deadline=None)))
         submitted.append(time.perf_counter())
     for i, future in futures:
-        backend.collect(future, i, 1)
+        backend.collect(future, i, len(items))
     elapsed = time.perf_counter() - t0
     # Measured in the foreground only: a pool warmed in the background starts beside the
     # program's own work, whose turns on the GIL stretch each round trip (10.8 ms read for
     # 0.24 ms beside GIL-bound items, in benchmarks/bench_heavy.py's table row), and a
     # figure that high would keep processes out of every later call. Priors stand in.
-    if record_start and times_round_trips():
+    if record_start and load is None and times_round_trips():
         each = _worker_start(submitted)
         if each is not None:
             record("process_worker_start", each)
@@ -317,27 +327,11 @@ def _warm(
             if not registry.wait_until(after):
                 return
             forkserver.start(config.start_method)
-        _start_loaded(config, workers, _noop if prime is None else prime)
+        warm_process_pool(config, workers, record_start=False, load=prime)
     except Exception as exc:  # a call that uses the pool will meet the cause and report it
         log.debug("autopar: warming the process pool failed: %s", exc)
     finally:
         ready.set()
-
-
-def _start_loaded(config: Config, workers: int, fn: Callable[..., Any]) -> None:
-    """Start the process pool's workers with ``fn`` loaded (an empty chunk each as its
-    first: nothing of it runs). A large function's segment is written while the server
-    the workers fork from boots, and each worker starts and loads it in one round trip."""
-    backend = registry.acquire("process", config, workers)
-    try:
-        payload = backend.prepare(fn, workers)
-        futures = [
-            backend.submit(payload, 0, [], star=False, deadline=None) for _ in range(workers)
-        ]
-        for future in futures:
-            backend.collect(future, 0, 0)
-    finally:
-        registry.release(backend)
 
 
 def process_warm(config: Config) -> bool:
