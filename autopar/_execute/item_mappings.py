@@ -31,6 +31,7 @@ from collections import OrderedDict
 from typing import Any, List, Tuple
 
 from .shared_buffers import Shipped
+from .shared_memory import open_segment
 
 # Mappings a worker keeps, the least recently used dropped first. The caller's pool holds
 # about its window of chunks' segments (backends/base.py window(): 2 per worker) and a
@@ -102,9 +103,7 @@ def _mapping(name: str) -> mmap.mmap:
 
 
 def _map(name: str) -> _Kept:
-    import _posixshmem  # type: ignore[import-not-found,unused-ignore]
-
-    fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+    fd = open_segment(name, os.O_RDWR)
     try:
         return _Kept(fd, mmap.mmap(fd, os.fstat(fd).st_size, flags=mmap.MAP_SHARED))
     except BaseException:

@@ -362,9 +362,7 @@ class SegmentHeld(NamedTuple):
 
 
 def _map(name: str, size: int) -> mmap.mmap:
-    import _posixshmem  # type: ignore[import-not-found,unused-ignore]
-
-    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
+    fd = shared_memory.open_segment(name, os.O_RDONLY)
     try:
         return mmap.mmap(fd, size, access=mmap.ACCESS_COPY)
     finally:
@@ -374,7 +372,7 @@ def _map(name: str, size: int) -> mmap.mmap:
 def sweep(name: str) -> None:
     """Unlink segment ``name`` made by a worker, if it exists, and tell the resource
     tracker (the worker registered it there, so that a killed caller's is unlinked too)."""
-    import _posixshmem
+    import _posixshmem  # type: ignore[import-not-found,unused-ignore]
     from multiprocessing import resource_tracker
 
     try:

@@ -42,6 +42,15 @@ COMPARE_STEP = 256 * 1024
 T = TypeVar("T")
 
 
+def open_segment(name: str, flags: int) -> int:
+    """The descriptor of segment ``name`` opened with ``flags``; one it creates gets mode
+    0600 (private to this user)."""
+    import _posixshmem  # type: ignore[import-not-found,unused-ignore]
+
+    fd: int = _posixshmem.shm_open("/" + name, flags, mode=0o600)
+    return fd
+
+
 def _name() -> str:
     return f"{PREFIX}{os.getpid()}_{secrets.token_hex(8)}"
 
@@ -78,13 +87,12 @@ class Mapped:
     __slots__ = ("fd", "mapped", "name", "size")
 
     def __init__(self, size: int) -> None:
-        import _posixshmem  # type: ignore[import-not-found,unused-ignore]
         from multiprocessing import resource_tracker
 
         self.name, self.size = _name(), size
         self.mapped: Optional[mmap.mmap] = None
         flags = os.O_CREAT | os.O_EXCL | os.O_RDWR
-        self.fd = _posixshmem.shm_open("/" + self.name, flags, mode=0o600)
+        self.fd = open_segment(self.name, flags)
         # Registered before anything can fail: the tracker unlinks it if we are killed.
         resource_tracker.register("/" + self.name, "shared_memory")
         try:
@@ -203,9 +211,7 @@ def read(name: str, size: int, load: Callable[[memoryview], T]) -> T:
     bypasses SharedMemory, which before Python 3.13 registers every attach with the
     resource tracker; a worker is not the segment's owner and must not be counted as one.
     """
-    import _posixshmem  # type: ignore[import-not-found,unused-ignore]
-
-    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
+    fd = open_segment(name, os.O_RDONLY)
     try:
         mapped = mmap.mmap(fd, size, prot=mmap.PROT_READ) if size else None
     finally:
@@ -271,10 +277,7 @@ def _segment_holds(
 ) -> bool:
     """Whether segment ``name`` holds the bytes of ``buffers`` at ``layout``: read through
     its file a step at a time, each step compared by memcmp (bytearray's comparison)."""
-    import _posixshmem  # type: ignore[import-not-found,unused-ignore]
-
-    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
-    with open(fd, "rb", buffering=0) as segment:  # (closes fd)
+    with open(open_segment(name, os.O_RDONLY), "rb", buffering=0) as segment:  # (closes fd)
         scratch = bytearray(COMPARE_STEP)
         for (offset, size), buffer in zip(layout, buffers):
             segment.seek(offset)
