@@ -3,7 +3,9 @@
     wrapper (map, imap, ...) -> route(call, state)
         nested inside a worker -> serial plan  -> _execute.executor.execute
         a kind named           -> its plan     -> _execute.executor.execute
-        kind="auto"            -> _auto.planner.start (measures, decides, executes)
+        kind="auto"            -> _auto.pilot.run, for a first call: done if it is short,
+                                  else the rest goes to
+                                  _auto.planner.start (measures, decides, executes)
 
 Deciding (:mod:`autopar._auto`) imports running (:mod:`autopar._execute`), never the
 other way; this module imports both (the planner on first use: it is the heavier half).
@@ -41,6 +43,9 @@ class FunctionState:
         # kind="auto" only: set once the function is known to be serial at any size;
         # map and starmap try it before anything else.
         self.fast_path: Optional[SerialFastPath] = None
+        # kind="auto" only: the per-item cost of the last call the pilot ran whole, while
+        # nothing is learned (see autopar._auto.pilot).
+        self.short_item: Optional[float] = None
         # The per-item outcomes of the last call that set a policy (None for other calls).
         self.last_outcomes: Optional[CallOutcomes] = None
 
@@ -67,6 +72,10 @@ def route(call: Call, state: FunctionState) -> Iterator[List[Any]]:
             "so workers are not multiplied and the pool cannot deadlock on itself",
         )
     elif config.kind == "auto":
+        from ._auto import pilot
+
+        if pilot.applies(call, state):
+            return pilot.run(call, state)  # (it hands what is left of the call to start)
         from ._auto.planner import start
 
         return start(call, state)

@@ -109,6 +109,15 @@ def _nothing_learned():
         memory._learned.clear()
 
 
+@pytest.fixture
+def no_pilot(monkeypatch):
+    """First calls go straight to the planner, for tests of how it measures and plans
+    calls short enough for the pilot to run whole (see autopar._auto.pilot)."""
+    from autopar._auto import pilot
+
+    monkeypatch.setattr(pilot, "applies", lambda call, state: False)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_worker_outlives_the_session():
     yield

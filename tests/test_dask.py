@@ -308,7 +308,9 @@ def test_under_raise_with_a_policy_the_error_names_the_poison_item(active):
     worker_pids(active)
 
 
-def test_auto_shows_the_cluster_as_a_candidate_when_an_address_is_set(client, monkeypatch):
+def test_auto_shows_the_cluster_as_a_candidate_when_an_address_is_set(
+    client, monkeypatch, no_pilot
+):
     monkeypatch.setenv("AUTOPAR_DASK_ADDRESS", client.scheduler.address)
     f = parallel(helpers.square)
     assert f.map(range(500)) == [x * x for x in range(500)]
@@ -319,7 +321,7 @@ def test_auto_shows_the_cluster_as_a_candidate_when_an_address_is_set(client, mo
     assert "dask" in f.explain()
 
 
-def test_shutdown_closes_the_client_auto_connected_only_to_measure(client, monkeypatch):
+def test_shutdown_closes_the_client_auto_connected_only_to_measure(client, monkeypatch, no_pilot):
     # Left open, that Client retried its vanished scheduler for the rest of the test run.
     autopar.shutdown()  # (no pool or Client left from an earlier test)
     monkeypatch.setenv("AUTOPAR_DASK_ADDRESS", client.scheduler.address)

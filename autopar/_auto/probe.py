@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import collections
 import itertools
-import os
 import threading
 import time
 import traceback
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 from .._execute.per_worker import setup_seconds, use_counts
-from .._execute.thread_pool import DaemonThreadPool
+from .._execute.thread_pool import cpu_clock, helpers
 from .._execute.worker import Failure, mark_worker_thread
 from . import stolen_time
 from .queued_time import QueueClock, for_this_thread, held_off_since, switches_of, thread_usage
@@ -79,7 +78,7 @@ class Probe:
         self.caller_busy = False  # the calling thread is one of the workers (work_here)
         self._caller_released = False  # ... and takes no more items once this is set
         self._caller_queue: Optional[QueueClock] = None  # opened by add_caller()
-        self._pool = _shared_pool()
+        self._pool = helpers()
         self.handles_before = use_counts()  # to tell which per-worker values items used
         # CPU clock of each thread that has worked for this probe (the caller's too), and its
         # reading when the thread joined: the thread test reads the CPU of these threads
@@ -142,7 +141,7 @@ class Probe:
         """Run items until none is left for this worker; ``should_stop`` marks the calling
         thread, and is asked after each of its items whether to stop."""
         caller = should_stop is not None
-        clock = _thread_clock()
+        clock = cpu_clock()
         if clock is not None:
             with self._cond:
                 self._clocks.setdefault(clock, time.clock_gettime(clock))
@@ -435,13 +434,6 @@ class Probe:
             return None
 
 
-# One pool of probe threads for the program: idle threads are reused by the next call's
-# probe (starting a thread costs more than many cheap items: "thread start" in
-# `python -m autopar info`). _pool_lock guards _pool; a forked child starts without it.
-_pool_lock = threading.Lock()
-_pool: Optional[DaemonThreadPool] = None
-
-
 # What timing an item costs by itself (wall, CPU): the clock reads around a call.
 # Measured once, on the first probe; a race only measures it twice. One tuple, replaced
 # whole: a reader sees both figures of one measurement, with or without a GIL.
@@ -466,31 +458,6 @@ def _measure_clock_cost() -> None:
         best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
     _clock_cost = (best_wall, best_cpu)
     _clock_measured = True
-
-
-def _shared_pool() -> DaemonThreadPool:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = DaemonThreadPool(1 << 30, name="autopar-probe", record_starts=True)
-        return _pool
-
-
-def _forget_pool() -> None:
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pool)
-
-
-def _thread_clock() -> Optional[int]:
-    """This thread's CPU clock, readable from other threads (POSIX), else None."""
-    try:
-        return time.pthread_getcpuclockid(threading.get_ident())
-    except (AttributeError, OSError):
-        return None
 
 
 def raise_failure(failure: Failure) -> None:

@@ -22,7 +22,7 @@ import collections
 import contextlib
 import functools
 import itertools
-from typing import Any, Deque, Dict, Iterable, List, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Iterable, List, Sequence, Tuple
 
 from .._execute.chunking import ChunkSource
 from ..errors import WorkerCrashedError
@@ -105,25 +105,32 @@ class SpreadOrder:
     def fix_error(self, exc: BaseException, done: Sequence[Any]) -> None:
         """Rewrite the item indices an error carries from view to input order; ``done``
         holds the results handed back so far, in view order, from index 0."""
-        index = getattr(exc, "autopar_index", None)
-        if isinstance(index, int):
-            real = self.original(index)
-            with contextlib.suppress(AttributeError):
-                exc.autopar_index = real  # type: ignore[attr-defined]
-            notes = getattr(exc, "__notes__", None)
-            if notes:
-                old = f"autopar: raised by item {index} "
-                notes[:] = [
-                    f"autopar: raised by item {real} " + note[len(old) :]
-                    if note.startswith(old)
-                    else note
-                    for note in notes
-                ]
-        if isinstance(exc, WorkerCrashedError):
-            partial: Dict[int, Any] = dict(enumerate(done))
-            partial.update(exc.partial_results)
-            exc.partial_results = {self.original(i): v for i, v in partial.items()}
-            exc.items = tuple(sorted(self.original(i) for i in exc.items))
+        renumber(exc, self.original, done)
+
+
+def renumber(exc: BaseException, original: Callable[[int], int], done: Sequence[Any]) -> None:
+    """Rewrite the item indices ``exc`` carries (see errors.annotate) through ``original``,
+    for a run over a rearranged or shortened input; ``done`` holds that run's results
+    handed back so far, from its index 0 (a crash's partial results gain them)."""
+    index = getattr(exc, "autopar_index", None)
+    if isinstance(index, int):
+        real = original(index)
+        with contextlib.suppress(AttributeError):
+            exc.autopar_index = real  # type: ignore[attr-defined]
+        notes = getattr(exc, "__notes__", None)
+        if notes:
+            old = f"autopar: raised by item {index} "
+            notes[:] = [
+                f"autopar: raised by item {real} " + note[len(old) :]
+                if note.startswith(old)
+                else note
+                for note in notes
+            ]
+    if isinstance(exc, WorkerCrashedError):
+        partial: Dict[int, Any] = dict(enumerate(done))
+        partial.update(exc.partial_results)
+        exc.partial_results = {original(i): v for i, v in partial.items()}
+        exc.items = tuple(sorted(original(i) for i in exc.items))
 
 
 class _Slices:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import os
-import queue
 import threading
 import time
 from concurrent.futures import Future
@@ -37,13 +36,40 @@ def start_times() -> List[float]:
         return list(_start_times)
 
 
-def _fresh_lock_after_fork() -> None:
-    global _start_lock
+# One pool of helper threads for auto's measuring (the probe's threads, and the pilot's
+# of a first call): idle threads are reused by the next call (starting a thread costs
+# more than many cheap items: "thread start" in `python -m autopar info`), and a
+# per-thread value an item built on one stays there for the next. _helpers_lock guards
+# _helpers; a forked child starts without either.
+_helpers_lock = threading.Lock()
+_helpers: Optional[DaemonThreadPool] = None
+
+
+def helpers() -> DaemonThreadPool:
+    """The program's pool of measuring threads (see above)."""
+    global _helpers
+    with _helpers_lock:
+        if _helpers is None:
+            _helpers = DaemonThreadPool(1 << 30, name="autopar-probe", record_starts=True)
+        return _helpers
+
+
+def cpu_clock() -> Optional[int]:
+    """This thread's CPU clock, readable from other threads (POSIX), else None."""
+    try:
+        return time.pthread_getcpuclockid(threading.get_ident())
+    except (AttributeError, OSError):
+        return None
+
+
+def _fresh_after_fork() -> None:
+    global _start_lock, _helpers_lock, _helpers
     _start_lock = threading.Lock()  # (another thread may have held it at the fork)
+    _helpers_lock, _helpers = threading.Lock(), None
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_lock_after_fork)
+    os.register_at_fork(after_in_child=_fresh_after_fork)
 
 
 _Task = Optional[Tuple["Future[Any]", Callable[..., Any], Tuple[Any, ...]]]
@@ -62,7 +88,11 @@ class DaemonThreadPool:
         self.max_workers = max_workers
         self._name = name
         self._record_starts = record_starts  # note_start() for every thread started
-        self._tasks: queue.SimpleQueue[_Task] = queue.SimpleQueue()
+        # A deque and a count of its tasks, not queue.SimpleQueue: importing the queue
+        # module cost a fresh program's first call about 0.9 ms (a task costs a chunk's
+        # hand-off either way, microseconds).
+        self._tasks: Deque[_Task] = collections.deque()
+        self._queued = threading.Semaphore(0)
         # _lock guards _threads, _idle and _closed.
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -75,7 +105,8 @@ class DaemonThreadPool:
         with self._lock:
             if self._closed:
                 raise RuntimeError("submit() on a thread pool that was shut down")
-            self._tasks.put((future, fn, args))
+            self._tasks.append((future, fn, args))
+            self._queued.release()
             if self._idle > 0:
                 self._idle -= 1
             elif len(self._threads) < self.max_workers:
@@ -98,7 +129,8 @@ class DaemonThreadPool:
 
     def _work(self) -> None:
         while True:
-            task = self._tasks.get()
+            self._queued.acquire()
+            task = self._tasks.popleft()
             if task is None:
                 return
             future, fn, args = task
@@ -118,4 +150,5 @@ class DaemonThreadPool:
         with self._lock:
             self._closed = True
             for _ in self._threads:
-                self._tasks.put(None)
+                self._tasks.append(None)
+                self._queued.release()

@@ -77,7 +77,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 from autopar import parallel
 from tests import helpers
 
-f = parallel(helpers.nap_pid)  # kind="auto", never called: its first items run in this thread
+f = parallel(helpers.nap_pid)  # kind="auto", never called: its first item runs on the pilot's thread, the next in this one
 print("running", flush=True)
 t0 = time.monotonic()
 try:
@@ -94,5 +94,6 @@ print("ok", flush=True)
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a process group is POSIX")
 def test_ctrl_c_while_auto_measures_in_the_calling_thread():
-    # Item 0 sleeps in the caller itself, helper threads sleep on the others.
+    # Item 0 sleeps on the pilot's thread, item 1 in the caller (the planner's probe runs
+    # the rest there first), helper threads sleep on the others.
     _interrupt(INTERRUPTED_WHILE_MEASURING)
