@@ -124,7 +124,7 @@ def test_later_short_calls_run_in_the_calling_thread_until_one_is_dear(patient, 
     # A budget of 50 ms: the near-free calls end in the pilot whatever a busy machine
     # does; the 0.1 s call outlasts it.
     monkeypatch.setattr(pilot, "PILOT_BUDGET", 0.05)
-    monkeypatch.setattr(pilot, "PATIENCE", 0.075)
+    monkeypatch.setattr(pilot, "PATIENCE", 0.05)
     f = parallel(h.thread_id)
     first = f.map(range(100))
     assert threading.get_ident() not in first  # the pilot's thread ran them

@@ -50,9 +50,10 @@ if TYPE_CHECKING:
 # overhead, not by a ratio (issue 14: a first call under 2 ms of work may add 3 ms).
 PILOT_BUDGET = 1e-3
 # How long the caller waits for the helper to start (a new thread, or a busy machine's
-# scheduler, can take milliseconds), and then for its work, before it hands the rest on.
+# scheduler, can take milliseconds), and then for its work, before it hands the rest on:
+# a longer call waits this long, idle, before the planner starts on it.
 START_PATIENCE = 0.01
-PATIENCE = 1.5 * PILOT_BUDGET
+PATIENCE = PILOT_BUDGET
 # A later call predicted to take at most this share of PILOT_BUDGET, from the last call
 # the pilot ran whole, runs in the caller's thread at once (FunctionState.short_item);
 # one that then outlasts PILOT_BUDGET sends the next call back to the pilot.
