@@ -26,8 +26,12 @@ def patient(monkeypatch):
 
 def _ran_first(plan):
     """How many items the pilot ran before the planner took the rest (None: it did not)."""
-    found = re.search(r"the first (\d+) items ran on one thread before measuring", plan.reason)
-    return None if found is None else int(found.group(1))
+    found = re.search(
+        r"before measuring, the first (\d+ items|item) ran on one thread", plan.reason
+    )
+    if found is None:
+        return None
+    return 1 if found.group(1) == "item" else int(found.group(1).split()[0])
 
 
 def test_a_short_first_call_ends_in_the_pilot_without_the_planner():
@@ -129,11 +133,11 @@ def test_later_short_calls_run_in_the_calling_thread_until_one_is_dear(patient, 
     first = f.map(range(100))
     assert threading.get_ident() not in first  # the pilot's thread ran them
     assert f.map(range(100)) == [threading.get_ident()] * 100
-    assert "in the calling thread" in f.last_plan.reason
+    assert "ran in the calling thread" in f.last_plan.reason
     g = parallel(h.tunable)
     g.map([0.0] * 50)
     g.map([0.002] * 50)  # predicted near-free: run here, and found dear
-    assert "in the calling thread" in g.last_plan.reason
+    assert "ran in the calling thread" in g.last_plan.reason
     g.map([0.002] * 50)  # so this one starts on the pilot again, and is handed over
     assert _ran_first(g.last_plan) is not None, g.explain()
 

@@ -207,7 +207,7 @@ def _inline(call: Call, state: FunctionState) -> Iterator[List[Any]]:
     n = len(out)
     if wall > PILOT_BUDGET:
         state.short_item = None  # dearer than the pilot saw: the next call starts there
-    state.last_plan = _serial_plan(n, wall, "in the calling thread, as the last call did")
+    state.last_plan = _serial_plan(n, wall, inline=True)
     yield out
 
 
@@ -230,7 +230,7 @@ def _piloted(call: Call, state: FunctionState) -> Iterator[List[Any]]:
         if end >= n:
             if pilot.spent <= PILOT_BUDGET:
                 state.short_item = pilot.spent / n
-            state.last_plan = _serial_plan(n, pilot.spent, "on one thread")
+            state.last_plan = _serial_plan(n, pilot.spent)
             yield pilot.results
             return
         try:
@@ -248,11 +248,15 @@ def _piloted(call: Call, state: FunctionState) -> Iterator[List[Any]]:
         state.last_plan = dataclasses.replace(
             plan,
             n_items=n,
-            reason=f"{plan.reason}; the first {end} items ran on one thread before "
-            f"measuring, {pilot.spent * 1e3:.1f} ms",
+            reason=f"{plan.reason}; before measuring, {_items(end)} ran on one thread "
+            f"({pilot.spent * 1e3:.1f} ms)",
         )
     yield pilot.results[:end]
     yield from rest
+
+
+def _items(count: int) -> str:
+    return "the first item" if count == 1 else f"the first {count} items"
 
 
 def _joined(pilot: _Pilot, state: FunctionState) -> None:
@@ -301,17 +305,23 @@ def _raise_failure(pilot: _Pilot, state: FunctionState) -> None:
     raise annotate(pilot.failure, index, "pilot thread")  # type: ignore[arg-type]
 
 
-def _serial_plan(n: int, spent: float, where: str) -> Plan:
-    if spent <= PILOT_BUDGET:
-        why = "less than any pool could save, so nothing was measured"
-    else:  # (its last item outlasted the budget, with no item left to hand on)
-        why = "its last item outlasting the budget with no item left to hand on"
+def _serial_plan(n: int, spent: float, inline: bool = False) -> Plan:
+    took = f"{spent * 1e3:.2f} ms"
+    if inline:
+        why = f"ran in the calling thread in {took}: the last call's cost per item said it "
+        why += "would be short, and no pool can save more than that"
+    elif spent <= PILOT_BUDGET:
+        why = f"ran on one thread in {took}, less than any pool could save, so nothing was "
+        why += "measured"
+    else:
+        why = f"ran on one thread in {took}, its last item outlasting the budget with no "
+        why += "item left to hand on"
     return Plan(
         "serial",
         1,
         n,
-        f"the whole call ran {where} in {spent * 1e3:.2f} ms, {why} (calls of this "
-        f"function start this way until one outlasts {PILOT_BUDGET * 1e3:g} ms)",
+        f"the whole call {why} (calls of this function start this way until one outlasts "
+        f"{PILOT_BUDGET * 1e3:g} ms)",
         n,
         measured={"wall": spent / n, "items_sampled": n},
     )

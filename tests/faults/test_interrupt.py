@@ -77,7 +77,7 @@ signal.signal(signal.SIGINT, signal.default_int_handler)
 from autopar import parallel
 from tests import helpers
 
-f = parallel(helpers.nap_pid)  # kind="auto", never called: its first item runs on the pilot's thread, the next in this one
+f = parallel(helpers.nap_pid)  # kind="auto", never called: item 1 runs in this thread
 print("running", flush=True)
 t0 = time.monotonic()
 try:
