@@ -119,19 +119,33 @@ class _Pilot:
         the caller hands the rest over."""
         out, ready = self.results, self.ready
         clock = cpu_clock()
-        self.started_cpu = _cpu(clock)
-        self.thread_clock = clock
-        self.started = t0 = time.perf_counter()
-        self.began.set()
-        size = 1
         try:
+            with self.lock:
+                if self.handed_over:  # (the caller gave up waiting for this thread)
+                    return
+                self.claimed = 1
+            # Item 0 is this thread's from here on: the caller's wait starts now.
+            self.started_cpu = _cpu(clock)
+            self.thread_clock = clock
+            self.started = t0 = time.perf_counter()
+            self.began.set()
             with mark_worker_thread():
+                try:
+                    first = self.items[0]
+                    out.append(self.fn(*first) if self.star else self.fn(first))
+                except BaseException as exc:
+                    self.failure = exc
+                    return
                 while True:
+                    spent = time.perf_counter() - t0
+                    if spent >= PILOT_BUDGET:
+                        return
+                    fits = int((PILOT_BUDGET - spent) * len(out) / max(spent, 1e-9))
                     with self.lock:
                         if self.handed_over or self.claimed >= self.n:
                             return
                         start = self.claimed
-                        self.claimed = end = min(self.n, start + size)
+                        self.claimed = end = min(self.n, start + max(1, min(len(out), fits)))
                         ready.extend(self.items[start:end])
                     drawn = _drawn(ready)
                     try:
@@ -141,13 +155,9 @@ class _Pilot:
                     except BaseException as exc:  # (a SystemExit too: the caller raises it)
                         self.failure = exc
                         return
-                    spent = time.perf_counter() - t0
-                    if spent >= PILOT_BUDGET:
-                        return
-                    fits = int((PILOT_BUDGET - spent) * len(out) / max(spent, 1e-9))
-                    size = max(1, min(len(out), fits))
         finally:
-            self.spent = time.perf_counter() - t0
+            if self.started:
+                self.spent = time.perf_counter() - self.started
             self.done.set()
 
     def hand_over(self) -> int:
@@ -244,7 +254,7 @@ def _piloted(call: Call, state: FunctionState) -> Iterator[List[Any]]:
             pilot.hand_over()
         raise
     plan = state.last_plan
-    if plan is not None:
+    if plan is not None and end:
         state.last_plan = dataclasses.replace(
             plan,
             n_items=n,
