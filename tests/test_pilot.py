@@ -172,3 +172,21 @@ def test_a_stream_skips_the_pilot():
     f = parallel(h.square)
     assert list(f.imap(iter(range(300)))) == [x * x for x in range(300)]
     assert "measuring" in f.last_plan.reason, f.explain()
+
+
+def test_a_helper_that_never_starts_leaves_the_whole_call_to_the_planner(monkeypatch):
+    # A busy machine may not schedule the helper thread in time: the caller gives up on
+    # it, and the planner runs every item; the helper, when it does start, takes none.
+    held = []
+
+    class Idle:
+        def submit(self, fn):
+            held.append(fn)
+
+    monkeypatch.setattr(pilot, "helpers", Idle)
+    monkeypatch.setattr(pilot, "START_PATIENCE", 0.01)
+    f = parallel(h.square)
+    assert f.map(range(300)) == [x * x for x in range(300)]
+    assert _ran_first(f.last_plan) is None and "measuring" in f.last_plan.reason
+    held[0]()  # its late start
+    assert f._self_state.learned is not None

@@ -272,6 +272,8 @@ def _items(count: int) -> str:
 def _joined(pilot: _Pilot, state: FunctionState) -> None:
     """Wait for the helper's last item, if it still runs one; raise its error if it had
     one. (Not on Ctrl-C: the call ends at once, and the helper's item ends on its own.)"""
+    if not pilot.claimed:
+        return  # (it had not started by the hand-over: it will take no item)
     pilot.done.wait()
     if pilot.failure is not None:
         _raise_failure(pilot, state)
