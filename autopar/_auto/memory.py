@@ -8,16 +8,15 @@ any call size gets a :class:`SerialFastPath` that map and starmap try first.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, cast
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from .. import _config
-from ..errors import annotate
+from .._execute.worker import run_here
 from ..plan import Plan
 from . import cost_model
 from .queued_time import held_off_since, thread_usage
@@ -254,14 +253,9 @@ class SerialFastPath:
         plan = memory.plans.get((n, None))  # (cached by the planner's serial path for this size)
         if plan is None:
             return None
-        out: List[Any] = []
         thread0 = thread_usage()
         t0 = _clock()
-        try:
-            out.extend(itertools.starmap(fn, cast(Any, items)) if star else map(fn, items))
-        except Exception as exc:
-            annotate(exc, len(out), "serial worker")  # out holds the items before it
-            raise
+        out = run_here(fn, items, star=star)
         wall = _clock() - t0
         state.last_plan = plan
         if wall >= DRIFT_FLOOR:  # (the test check_drift starts with, here to save a call)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Deque, Iterable, Iterator, List, Optional
 
 from .._execute.executor import Call
 from .._execute.thread_pool import cpu_clock, helpers
-from .._execute.worker import mark_worker_thread
+from .._execute.worker import mark_worker_thread, run_here
 from ..errors import annotate
 from ..plan import Plan
 
@@ -204,15 +204,8 @@ def run(call: Call, state: FunctionState) -> Iterator[List[Any]]:
 
 
 def _inline(call: Call, state: FunctionState) -> Iterator[List[Any]]:
-    out: List[Any] = []
     t0 = time.perf_counter()
-    try:
-        out.extend(
-            itertools.starmap(call.fn, call.items) if call.star else map(call.fn, call.items)
-        )
-    except Exception as exc:
-        annotate(exc, len(out), "serial worker")  # out holds the items before it
-        raise
+    out = run_here(call.fn, call.items, star=call.star)
     wall = time.perf_counter() - t0
     n = len(out)
     if wall > PILOT_BUDGET:
@@ -231,10 +224,10 @@ def _piloted(call: Call, state: FunctionState) -> Iterator[List[Any]]:
             pilot.done.wait(max(0.0, pilot.started + PATIENCE - time.perf_counter()))
         end = pilot.hand_over()
         handed = True
-        if end < n and not pilot.done.is_set() and pilot.computing():
-            pilot.done.wait()  # (see the module's docstring)
-        if end >= n:
-            pilot.done.wait()  # nothing left to hand on: its last items are the call
+        # Nothing left to hand on (its last items are the call), or an item computing
+        # beside the planner's probe would bend what it reads: wait for the helper.
+        if end >= n or (not pilot.done.is_set() and pilot.computing()):
+            pilot.done.wait()
         if pilot.done.is_set() and pilot.failure is not None:
             _raise_failure(pilot, state)
         if end >= n:

@@ -185,6 +185,20 @@ def run_chunk(
     return ChunkResult(results, max(0.0, wall), max(0.0, cpu), failure)
 
 
+def run_here(fn: Callable[..., Any], items: Iterable[Any], *, star: bool) -> List[Any]:
+    """Every item in this thread, in input order, at ``map``'s speed; an exception carries
+    the index of the item that raised it (the serial shortcuts of autopar._auto)."""
+    out: List[Any] = []
+    try:
+        _run_all(fn, items, out, star=star)
+    except Exception as exc:
+        from ..errors import annotate
+
+        annotate(exc, len(out), "serial worker")
+        raise
+    return out
+
+
 def _run_all(fn: Callable[..., Any], items: Iterable[Any], out: List[Any], *, star: bool) -> None:
     # The hot loop of every kind, in C: list.extend keeps what it appended before an
     # exception, so len(out) is then the failing item's offset.
