@@ -1,6 +1,7 @@
 """One contract, every kind: the same calls must give the same answers."""
 
 import itertools
+import json
 import os
 import sys
 import threading
@@ -224,5 +225,113 @@ def test_every_module_the_forkserver_preloads_imports():
 
     from autopar._execute import forkserver
 
-    for name in forkserver.PRELOAD:
+    for name in (*forkserver.PRELOAD, forkserver.PUBLIC):
         importlib.import_module(name)
+
+
+def test_the_imports_a_worker_runs_again_are_those_outside_functions_and_the_guard(tmp_path):
+    from autopar._execute import main_guard
+
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import os, json as j\n"
+        "from collections import abc\n"
+        "from . import sibling\n"
+        "try:\n    import tomllib\nexcept ImportError:\n    import tomli\n"
+        "if os.name == 'posix':\n    import posixpath\nelse:\n    import ntpath\n"
+        "def f():\n    import csv\n"
+        "class C:\n    import zlib\n"
+        "if __name__ == '__main__':\n    import autopar\n"
+        "if '__main__' == __name__:\n    import autopar.plan\n"
+    )
+    assert main_guard.imported_again(str(script)) == (
+        "os",
+        "json",
+        "collections",
+        "tomllib",
+        "tomli",
+        "posixpath",
+        "ntpath",
+    )
+    broken = tmp_path / "broken.py"
+    broken.write_text("import os\ndef (:\n")
+    assert main_guard.imported_again(str(broken)) == ()
+    assert main_guard.imported_again(str(tmp_path / "gone.py")) == ()
+
+
+def test_the_forkserver_preloads_autopar_where_a_worker_would_import_it(tmp_path, monkeypatch):
+    import types
+
+    from autopar._execute import forkserver
+
+    plain = list(forkserver.PRELOAD)
+    with_public = [*forkserver.PRELOAD, forkserver.PUBLIC]
+
+    def preload_for(source: str, name: str) -> list:
+        script = tmp_path / f"{name}.py"
+        script.write_text(source)
+        main = types.ModuleType("__main__")
+        main.__file__ = str(script)
+        return forkserver.preload(main)
+
+    assert forkserver.preload(None) == plain
+    assert forkserver.preload(types.ModuleType("__main__")) == plain  # no script: a REPL
+    assert preload_for("import json\n", "a") == plain
+    assert preload_for("from autopar import parallel\n", "b") == with_public
+    assert preload_for("import autopar.plan\n", "c") == with_public
+    assert preload_for("if __name__ == '__main__':\n    import autopar\n", "d") == plain
+    # A module of the program's own that the script imports, which imported autopar:
+    # found by what it holds (autopar itself, a name, a type, a decorated function).
+    for value in (autopar, autopar.parallel, autopar.Plan, autopar.parallel(helpers.square)):
+        mine = types.ModuleType("mine_uses_autopar")
+        mine.used, mine.other = value, json
+        monkeypatch.setitem(sys.modules, "mine_uses_autopar", mine)
+        assert preload_for("import mine_uses_autopar\n", "e") == with_public, value
+    mine = types.ModuleType("mine_uses_autopar")
+    mine.like = types.ModuleType("autoparx")  # a name that only starts alike
+    monkeypatch.setitem(sys.modules, "mine_uses_autopar", mine)
+    assert preload_for("import mine_uses_autopar\n", "f") == plain
+
+
+_SEES_PRELOAD = """
+import os
+import sys
+
+import marker  # the script's own module, imported before anything of autopar's
+{autopar_import}
+
+def seen(_):
+    names = list(sys.modules)
+    public = "autopar.decorator"
+    first = public in names and names.index(public) < names.index("marker")
+    return os.getpid(), first, "wrapt" in names
+
+if __name__ == "__main__":
+    from autopar import parallel
+
+    out = parallel(seen, kind="process", workers=2).map(range(4))
+    print(all(pid != os.getpid() for pid, _, _ in out), sorted({{o[1:] for o in out}}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("autopar_import", "expected"),
+    [
+        # Each worker runs the script again: autopar is there before the script's own
+        # first import, loaded once in the server the workers fork from.
+        ("from autopar import parallel", "True [(True, True)]"),
+        # autopar imported under the main guard only: the workers never need it or wrapt.
+        ("", "True [(False, False)]"),
+    ],
+)
+def test_workers_of_a_script_find_autopar_preloaded_only_if_its_top_level_imports_it(
+    tmp_path, autopar_import, expected
+):
+    from tests.conftest import run_file
+
+    (tmp_path / "marker.py").write_text("")
+    script = tmp_path / "script.py"
+    script.write_text(_SEES_PRELOAD.format(autopar_import=autopar_import))
+    proc = run_file(script, env={"AUTOPAR_START_METHOD": "forkserver"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected

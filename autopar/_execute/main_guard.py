@@ -14,13 +14,14 @@ from __future__ import annotations
 import re
 import sys
 import threading
-from typing import Dict, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 # An `if` line that compares __name__ with "__main__", either way round, at any depth.
 _GUARD = re.compile(r"^\s*if\b.*(__name__.*__main__|__main__.*__name__)", re.MULTILINE)
 
 _lock = threading.Lock()
 _guarded: Dict[str, bool] = {}  # main script path -> has a main guard (under _lock)
+_imports: Dict[str, Tuple[str, ...]] = {}  # main script path -> imported_again (under _lock)
 
 
 def main_script() -> Optional[str]:
@@ -57,3 +58,56 @@ def unguarded_error(start_method: str) -> str:
         f"(and die starting a pool of its own). Put the script's work under that guard "
         f"(or set AUTOPAR_START_METHOD=fork, which copies this process instead)"
     )
+
+
+def imported_again(path: str) -> Tuple[str, ...]:
+    """The modules a worker imports when it runs the main script at ``path`` again: those
+    its import statements name outside functions, classes and the main guard (relative
+    imports left out). Empty where the script cannot be read or parsed."""
+    with _lock:
+        known = _imports.get(path)
+    if known is None:
+        import ast  # (on first need: only a process pool's start asks)
+
+        try:
+            with open(path, "rb") as source:
+                tree = ast.parse(source.read())
+            known = tuple(dict.fromkeys(_imported(tree.body)))
+        except (OSError, SyntaxError, ValueError):
+            known = ()
+        with _lock:
+            _imports[path] = known
+    return known
+
+
+def _imported(body: List[Any]) -> Iterator[str]:
+    import ast
+
+    for node in body:
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                yield node.module
+        elif isinstance(node, ast.If):
+            if not _is_guard(node.test):  # (a guard's else branch: seldom, and left out)
+                yield from _imported(node.body)
+                yield from _imported(node.orelse)
+        elif isinstance(node, (ast.Try, ast.With)) or type(node).__name__ == "TryStar":
+            yield from _imported(node.body)
+            for handler in getattr(node, "handlers", ()):
+                yield from _imported(handler.body)
+            yield from _imported(getattr(node, "orelse", []))
+            yield from _imported(getattr(node, "finalbody", []))
+
+
+def _is_guard(test: Any) -> bool:
+    """Whether ``test`` compares __name__ with "__main__", either way round."""
+    import ast
+
+    if not isinstance(test, ast.Compare) or len(test.comparators) != 1:
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = {side.id for side in sides if isinstance(side, ast.Name)}
+    values = {side.value for side in sides if isinstance(side, ast.Constant)}
+    return names == {"__name__"} and values == {"__main__"}

@@ -27,7 +27,6 @@ import itertools
 import mmap
 import os
 import pickle
-import secrets
 import threading
 import time
 from typing import (
@@ -413,13 +412,13 @@ def create_returned(name: str) -> Callable[[List[memoryview]], Optional[str]]:
 # ---------------------------------------------------------------------------- caller side
 # Result segments are named for their chunk: the caller's pid (so a sweep by prefix finds
 # them), a salt against names left by an earlier program with the same pid, a counter.
-_salt = secrets.token_hex(4)
+_salt = os.urandom(4).hex()
 _counter = itertools.count()
 
 
 def _forget_after_fork() -> None:
     global _salt
-    _salt = secrets.token_hex(4)
+    _salt = os.urandom(4).hex()
 
 
 if hasattr(os, "register_at_fork"):
