@@ -109,3 +109,49 @@ def test_build_time_is_kept_out_of_item_timing_and_priced_apart():
     # The 0.3 s build happened inside one probed item; the items themselves cost ~0.
     assert measured["wall"] < 0.05
     assert measured["setup_per_process"] >= 0.3
+
+
+_FORKED = """
+import os
+import sys
+
+from autopar import parallel, per_worker, shutdown
+
+log = sys.argv[1]
+
+def record(tag, value):
+    with open(log, "a") as f:
+        f.write(f"{tag}:{value}:{os.getpid()}\\n")
+
+def shared_down(value):
+    record("shared", value)
+
+def thread_down(value):
+    record("thread", value)
+
+shared = per_worker(os.getpid, teardown=shared_down, thread_safe=True)
+per_thread = per_worker(os.getpid, teardown=thread_down)
+
+def values(_):
+    return shared(), per_thread(), os.getpid()
+
+if __name__ == "__main__":
+    here = (shared(), per_thread())  # built in the caller before its workers fork
+    out = parallel(values, kind="process", workers=2).map(range(8), chunksize=1)
+    shutdown()
+    print(here == (os.getpid(), os.getpid()), all(a == b == pid for a, b, pid in out))
+"""
+
+
+def test_forked_workers_build_their_own_values_and_leave_the_callers_alone(tmp_path):
+    # Under fork a worker starts as a copy of the caller, values and teardown list
+    # included: it must build its own, and tear down only its own.
+    from tests.conftest import run_python
+
+    log = tmp_path / "teardowns"
+    proc = run_python(_FORKED, env={"AUTOPAR_START_METHOD": "fork"}, args=(str(log),))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True"]
+    torn = [tuple(line.split(":")) for line in log.read_text().split()]
+    assert torn and all(value == pid for _, value, pid in torn), torn
+    assert len(torn) == len(set(torn)), torn  # (each value torn down once)

@@ -188,6 +188,23 @@ def tear_down() -> None:
             logging.getLogger("autopar").exception("autopar: a per_worker teardown raised")
 
 
+def _forget_after_fork() -> None:
+    # A forked child (AUTOPAR_START_METHOD=fork) starts with copies of the values this
+    # process built: a connection, a model on a device, this process's own. The child
+    # builds its own on first use and tears none of these down; _setup's entries are
+    # threads it does not have.
+    global _lock
+    _lock = threading.RLock()  # (another thread may have held it at the fork)
+    _built.clear()
+    _setup.clear()
+    for handle in list(_handles.values()):
+        handle._forget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def tear_down_at_worker_exit() -> None:
     """In a process worker: run :func:`tear_down` when the worker exits normally."""
     from multiprocessing import util
