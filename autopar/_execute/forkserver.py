@@ -3,9 +3,9 @@
 Under the forkserver start method (Linux's default here) every worker forks from one
 server process per program. The server boots a fresh interpreter and imports what
 preload() names once, so that each worker starts with autopar's worker code already
-loaded. Starting the server
-alone costs the caller one spawn (a few milliseconds), and this module imports only what
-that needs: auto starts the server ahead of a pool, beside a call that is still running.
+loaded. Starting the server alone costs the caller one spawn (a few milliseconds), and
+this module imports only what that needs: auto starts the server ahead of a pool, beside
+a call that is still running.
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def _brings_autopar(name: str) -> bool:
             return True
         if kind is ModuleType and _of_autopar(value.__name__):
             return True
-        if (kind is type or kind is FunctionType) and _of_autopar(value.__module__ or ""):
+        if (isinstance(value, type) or kind is FunctionType) and _of_autopar(
+            value.__module__ or ""
+        ):
             return True
     return False
 
