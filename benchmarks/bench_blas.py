@@ -103,18 +103,11 @@ def main(argv: List[str]) -> None:
     if args.write:
         from benchmarks import sections
 
-        sections.write(
+        sections.write_report(
             f"blas-{args.workers}-threads",
-            [
-                f"### BLAS under {args.workers} autopar threads (bench_blas.py)",
-                "",
-                f"Machine: {sections.machine()}. "
-                f"`python -m benchmarks.bench_blas --workers {args.workers} --write`.",
-                "",
-                "```text",
-                *out,
-                "```",
-            ],
+            f"BLAS under {args.workers} autopar threads (bench_blas.py)",
+            f"python -m benchmarks.bench_blas --workers {args.workers} --write",
+            out,
         )
 
 

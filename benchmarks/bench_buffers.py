@@ -149,17 +149,11 @@ def main() -> None:
     if options.write:
         from benchmarks import sections
 
-        sections.write(
+        sections.write_report(
             "buffers",
-            [
-                "### Large arrays through shared memory (bench_buffers.py)",
-                "",
-                f"Machine: {sections.machine()}. `python -m benchmarks.bench_buffers --write`.",
-                "",
-                "```text",
-                *out,
-                "```",
-            ],
+            "Large arrays through shared memory (bench_buffers.py)",
+            "python -m benchmarks.bench_buffers --write",
+            out,
         )
 
 

@@ -126,18 +126,12 @@ def main() -> None:
     if args.write:
         from benchmarks import sections
 
-        sections.write(
+        sections.write_report(
             "faults",
-            [
-                "### Per-item failures (bench_faults.py)",
-                "",
-                f"Machine: {sections.machine()}. `python -m benchmarks.bench_faults --write`.",
-                "Times in seconds (the bound is in seconds too); the ratios are the result.",
-                "",
-                "```text",
-                *out,
-                "```",
-            ],
+            "Per-item failures (bench_faults.py)",
+            "python -m benchmarks.bench_faults --write",
+            out,
+            note="Times in seconds (the bound is in seconds too); the ratios are the result.",
         )
 
 

@@ -256,18 +256,11 @@ def main() -> None:
     if args.write:
         from benchmarks import sections
 
-        sections.write(
+        sections.write_report(
             "heavy",
-            [
-                "### Heavy functions and per-worker state (bench_heavy.py)",
-                "",
-                f"Machine: {sections.machine()}. `python -m benchmarks.bench_heavy "
-                f"--programs {args.programs} --write`.",
-                "",
-                "```text",
-                *(line.strip("\n") for line in out),
-                "```",
-            ],
+            "Heavy functions and per-worker state (bench_heavy.py)",
+            f"python -m benchmarks.bench_heavy --programs {args.programs} --write",
+            (line.strip("\n") for line in out),
         )
 
 

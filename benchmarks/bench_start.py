@@ -107,18 +107,11 @@ def main() -> None:
     if args.write:
         from benchmarks import sections
 
-        sections.write(
+        sections.write_report(
             "start",
-            [
-                "### A process pool's cold start (bench_start.py)",
-                "",
-                f"Machine: {sections.machine()}. `python -m benchmarks.bench_start "
-                f"--programs {args.programs} --write`.",
-                "",
-                "```text",
-                *lines,
-                "```",
-            ],
+            "A process pool's cold start (bench_start.py)",
+            f"python -m benchmarks.bench_start --programs {args.programs} --write",
+            lines,
         )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import platform
 import sys
 from pathlib import Path
-from typing import List
+from typing import Iterable, List
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -48,6 +48,15 @@ def other_lines() -> List[str]:
     for path in files:
         lines += [path.read_text().rstrip(), ""]
     return lines
+
+
+def write_report(
+    name: str, title: str, command: str, lines: Iterable[str], *, note: str = ""
+) -> None:
+    """Save section ``name``: a heading, the machine and the command that measured it (and
+    ``note`` under them), then ``lines`` as a text block."""
+    head = [f"### {title}", "", f"Machine: {machine()}. `{command}`."]
+    write(name, [*head, *([note] if note else []), "", "```text", *lines, "```"])
 
 
 def write(name: str, lines: List[str]) -> None:
