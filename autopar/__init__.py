@@ -44,7 +44,7 @@ never the other way, and there are no import cycles (tests/test_layout.py keeps 
         isolate.py        a chunk whose worker died under a policy, run again item by item
         thread_pool.py    daemon threads that can be abandoned; thread start times
         blas_limits.py    BLAS/OpenMP pools capped while threads share them (threadpoolctl)
-        main_guard.py     whether process workers can start without re-running __main__
+        main_guard.py     whether workers can start without re-running __main__; its imports
         backends/         one module per kind behind the Backend protocol (base.py)
     _config.py        AUTOPAR_* variables and arguments, validated once; cpu_count()
     _cpus.py          the CPU budget: affinity capped by a cgroup quota, and its source

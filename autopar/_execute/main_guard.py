@@ -6,7 +6,9 @@ every worker unless it sits under ``if __name__ == "__main__":``; a worker that 
 reaches a call that starts processes dies (multiprocessing refuses to start processes
 while a process is still starting). So autopar asks, once per program, whether the main
 script has such a guard: kind="auto" leaves processes out where it has none, and
-kind="process" says so instead of losing its workers.
+kind="process" says so instead of losing its workers. It also reads what a worker's run
+of the script imports (imported_again), which the server the workers fork from can
+import once for all of them (autopar._execute.forkserver).
 """
 
 from __future__ import annotations
