@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import itertools
 import sys
 import threading
 import time
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Deque, Iterable, Iterator, List, Optional
 
 from .._execute.executor import Call
 from .._execute.thread_pool import cpu_clock, helpers
-from .._execute.worker import mark_worker_thread, run_here
+from .._execute.worker import mark_worker_thread, run_all, run_here
 from ..errors import annotate
 from ..plan import Plan
 
@@ -149,9 +148,7 @@ class _Pilot:
                         ready.extend(self.items[start:end])
                     drawn = _drawn(ready)
                     try:
-                        out.extend(
-                            itertools.starmap(self.fn, drawn) if self.star else map(self.fn, drawn)
-                        )
+                        run_all(self.fn, drawn, out, star=self.star)
                     except BaseException as exc:  # (a SystemExit too: the caller raises it)
                         self.failure = exc
                         return

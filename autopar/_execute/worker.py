@@ -170,7 +170,7 @@ def run_chunk(
     failure = None
     try:
         if deadline is None:
-            _run_all(fn, items, results, star=star)
+            run_all(fn, items, results, star=star)
         else:
             _run_until(fn, items, results, star=star, deadline=deadline, start=start - before)
     except Exception as exc:
@@ -190,7 +190,7 @@ def run_here(fn: Callable[..., Any], items: Iterable[Any], *, star: bool) -> Lis
     the index of the item that raised it (the serial shortcuts of autopar._auto)."""
     out: List[Any] = []
     try:
-        _run_all(fn, items, out, star=star)
+        run_all(fn, items, out, star=star)
     except Exception as exc:
         from ..errors import annotate
 
@@ -199,9 +199,10 @@ def run_here(fn: Callable[..., Any], items: Iterable[Any], *, star: bool) -> Lis
     return out
 
 
-def _run_all(fn: Callable[..., Any], items: Iterable[Any], out: List[Any], *, star: bool) -> None:
-    # The hot loop of every kind, in C: list.extend keeps what it appended before an
-    # exception, so len(out) is then the failing item's offset.
+def run_all(fn: Callable[..., Any], items: Iterable[Any], out: List[Any], *, star: bool) -> None:
+    """Append ``fn`` of every item to ``out``: the hot loop of every kind, the pilot's
+    batches included, in C. list.extend keeps what it appended before an exception, so
+    len(out) is then the failing item's offset."""
     out.extend(itertools.starmap(fn, items) if star else map(fn, items))
 
 
