@@ -213,7 +213,7 @@ def test_main_guard_detection(tmp_path, monkeypatch, source, clean):
     main = types.ModuleType("__main__")
     main.__file__ = str(script)
     monkeypatch.setitem(sys.modules, "__main__", main)
-    monkeypatch.setattr(main_guard, "_guarded", {})
+    monkeypatch.setattr(main_guard, "_scanned", {})
     assert main_guard.processes_start_cleanly("forkserver") is clean
     assert main_guard.processes_start_cleanly("fork") is True
     del main.__file__  # a REPL or notebook: workers import no script

@@ -27,8 +27,8 @@ _TOP_IMPORT = re.compile(
 )
 
 _lock = threading.Lock()
-_guarded: Dict[str, bool] = {}  # main script path -> has a main guard (under _lock)
-_imports: Dict[str, Tuple[str, ...]] = {}  # main script path -> imported_again (under _lock)
+# Main script path -> (has a main guard, imported_again), from one read (under _lock).
+_scanned: Dict[str, Tuple[bool, Tuple[str, ...]]] = {}
 
 
 def main_script() -> Optional[str]:
@@ -43,17 +43,7 @@ def processes_start_cleanly(start_method: str) -> bool:
     path = main_script()
     if start_method == "fork" or path is None:
         return True
-    with _lock:
-        known = _guarded.get(path)
-    if known is None:
-        try:
-            with open(path, encoding="utf-8", errors="replace") as source:
-                known = _GUARD.search(source.read()) is not None
-        except OSError:  # gone or unreadable: spawn could not import it either
-            known = False
-        with _lock:
-            _guarded[path] = known
-    return known
+    return _scan(path)[0]
 
 
 def unguarded_error(start_method: str) -> str:
@@ -74,14 +64,21 @@ def imported_again(path: str) -> Tuple[str, ...]:
     top-level ``try`` or ``if`` are missed, and relative ones left out. ast.parse would
     see them, in 4-44 ms for 350-2,600 lines where this scan takes 0.5-1 ms, and a
     process pool's start waits for it.) Empty where the script cannot be read."""
+    return _scan(path)[1]
+
+
+def _scan(path: str) -> Tuple[bool, Tuple[str, ...]]:
+    """(whether the script at ``path`` has a main guard, imported_again), read once."""
     with _lock:
-        known = _imports.get(path)
-    if known is None:
-        try:
-            with open(path, encoding="utf-8", errors="replace") as source:
-                text = source.read()
-        except OSError:
-            text = ""
+        known = _scanned.get(path)
+    if known is not None:
+        return known
+    try:
+        with open(path, encoding="utf-8", errors="replace") as source:
+            text = source.read()
+    except OSError:  # gone or unreadable: spawn could not import it either
+        known = (False, ())
+    else:
         found: List[str] = []
         for module, names in _TOP_IMPORT.findall(text):
             if module:
@@ -90,7 +87,8 @@ def imported_again(path: str) -> Tuple[str, ...]:
                 words = part.replace("(", " ").replace(")", " ").split()
                 if words:
                     found.append(words[0])
-        known = tuple(name for name in dict.fromkeys(found) if not name.startswith("."))
-        with _lock:
-            _imports[path] = known
+        imports = tuple(name for name in dict.fromkeys(found) if not name.startswith("."))
+        known = (_GUARD.search(text) is not None, imports)
+    with _lock:
+        _scanned[path] = known
     return known
