@@ -256,9 +256,9 @@ class Calibration:
         idle_items = _idle(costs)
         done = [(w, c) for w, c, _, _ in list(probe.samples)]
         if sum(w for w, _ in done) >= 0.5 * sum(w for w, _ in costs):
-            # Finished items carry most of the time seen: they must be idle too. (Their CPU
-            # time holds the caller's time queued for a core; a running item's reading
-            # lacks a wait still going on, so on a busy machine it alone can make computing
+            # Finished items carry most of the time seen: they must be idle too. (Their
+            # readings leave out the caller's time queued for a core; a running item's
+            # still holds a wait going on, so on a busy machine it alone can make computing
             # seem like waiting: the "loaded" rows of benchmarks/STABILITY.md.)
             idle_items = idle_items and _idle(done)
         # (Items cheaper than a thread hand-off do not wait in any way threads could

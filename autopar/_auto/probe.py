@@ -207,8 +207,7 @@ class Probe:
     ) -> float:
         """Run an item, and after it, if ``batch``, items from the ready queue for up to
         HOSTAGE seconds; record them as one sample each of the mean cost. Returns that.
-        The caller's time queued for a core meanwhile (``queue``) counts as CPU time: on
-        a busy machine, computing is not waiting."""
+        Time the thread was held off a core is left out (see the sample's reading)."""
         changes = self._changes
         done: List[Tuple[int, Any]] = []
         at = [index]  # the item running now, for a failure's index
@@ -231,18 +230,21 @@ class Probe:
             raise
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
         others = max(0.0, time.process_time() - process0 - cpu) / max(wall, 1e-9)
-        # A thread that never blocked meanwhile wanted to compute throughout: its CPU
-        # clock missed only time a busy core or a VM's host held it off. Else the host's
-        # share counts (autopar._auto.stolen_time), as the caller's time queued for a
-        # core does (below).
-        held_off = held_off_since(usage0, wall)
-        cpu = wall if held_off else min(wall, stolen_time.wanted(cpu))
+        # A sample is the item's solo cost: what it takes on a core of its own. Time the
+        # thread sat held off a core is neither its cost nor waiting: a thread that never
+        # blocked meanwhile computed throughout, and its CPU clock (plus the host's share
+        # on a VM: autopar._auto.stolen_time) is its cost; the caller's time queued for a
+        # core (below) comes off its wall. (Counted as cost, one 3 ms preemption on a busy
+        # machine read 200,000 items of x * x as 30 us each, and started a process pool.)
+        queued = 0.0 if queue is None else queue.after_item(wall)
+        cpu = min(wall, stolen_time.wanted(cpu))
+        if held_off_since(usage0, wall):
+            wall = cpu
+        wall = max(cpu, wall - queued)
         setup = setup_seconds()
         if setup != setup0:  # an item built per-worker state: priced apart (cost_model)
             wall = max(0.0, wall - (setup[0] - setup0[0]))
             cpu = max(0.0, cpu - (setup[1] - setup0[1]))
-        if queue is not None:
-            cpu = min(wall, cpu + queue.after_item(wall))
         # Less the clocks' own cost, which for the cheapest items is several times the
         # item itself: left in, it would make shipping such items to processes seem to pay.
         count = max(1, len(done))
@@ -322,19 +324,18 @@ class Probe:
     def running_costs(self) -> List[Tuple[float, Optional[float]]]:
         """Wall seconds each running item has run so far, and its CPU seconds where the
         platform can read another thread's CPU clock (None elsewhere). The caller's item
-        adds its time queued for a core as far as the kernel has counted it (a wait
-        still going on is not counted yet)."""
+        leaves out its time queued for a core as far as the kernel has counted it (a
+        wait still going on is not counted yet), as a finished item's sample does."""
         with self._cond:
             entries = list(self.running.values())
         now = time.perf_counter()
         costs: List[Tuple[float, Optional[float]]] = []
         for t, clock, cpu0, queue, thread, setup0, _ in entries:
             cpu = None if clock is None else stolen_time.wanted(time.clock_gettime(clock) - cpu0)
-            if cpu is not None and queue is not None:
-                cpu += queue.since_mark()
+            queued = 0.0 if queue is None else queue.since_mark()
             # Less any per-worker value built meanwhile (or being built now).
             setup = setup_seconds(thread)
-            wall = max(0.0, now - t - (setup[0] - setup0[0]))
+            wall = max(0.0, now - t - queued - (setup[0] - setup0[0]))
             if cpu is not None:
                 cpu = max(0.0, cpu - (setup[1] - setup0[1]))
             costs.append((wall, cpu))

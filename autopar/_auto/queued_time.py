@@ -4,11 +4,12 @@ and whether it blocked at all (its voluntary context switches).
 On a busy machine a computing item spends part of its wall time queued for a core, and
 its own CPU clock does not show that, so calibration would take it for waiting work and
 give GIL-bound Python code threads (about serial speed) where processes win
-(tests/test_probe.py::test_time_the_caller_sat_queued_for_a_core_counts_as_computing; the
-end-to-end decision under load is a benchmark row: the "loaded" rows of
-benchmarks/STABILITY.md).
-The calling thread, the probe's first worker, adds the time it sat queued during an item
-to the item's CPU time: time it wanted to compute.
+(tests/test_probe.py::test_time_the_caller_sat_queued_for_a_core_is_not_the_items_cost;
+the end-to-end decision under load is a benchmark row: the "loaded" rows of
+benchmarks/STABILITY.md). Counted as the item's cost instead, one preemption makes a
+near-free item read as milliseconds of computing.
+The calling thread, the probe's first worker, takes the time it sat queued during an
+item off the item's wall time: what is left is the item on a core of its own.
 
 Only the thread itself reads its own figure: the kernel adds a wait when the wait ends,
 so another thread's reading lags by a whole wait. (And only the caller: many threads

@@ -95,7 +95,7 @@ class Watch:
         # calls should remember.
         self.solo_wall, self.solo_cpu, self.solo_done = 0.0, 0.0, 0
         # Serial chunks run in this thread, which can read its own time queued for a core
-        # (autopar._auto.queued_time): on a busy machine, computing is not waiting.
+        # (autopar._auto.queued_time), which is neither the items' cost nor waiting.
         self._queue = for_this_thread() if plan.kind == "serial" else None
 
     @property
@@ -118,7 +118,8 @@ class Watch:
         # (CPU time the host took from this guest counts: autopar._auto.stolen_time.)
         cpu = stolen_time.wanted(result.cpu)
         wall = min(cpu, result.wall) if self.computing_threads else result.wall
-        cpu = min(cpu + queued, wall)
+        cpu = min(cpu, wall)
+        wall = max(cpu, wall - queued)
         # A pool starting beside the call takes cores (and the GIL, for its thread here)
         # from the call's items: what they read meanwhile is not their cost, and is
         # neither judged nor remembered. (A 0.3 s serial call of Python items read them
