@@ -268,3 +268,30 @@ def test_threads_capped_at_one_skip_the_thread_test(monkeypatch):
     f.map([1.0] * 60)
     assert "thread_speedup" not in f.last_plan.measured, f.explain()
     assert f.last_plan.kind != "thread" or f.last_plan.workers == 1
+
+
+class _MeasuredProbe(_SeenProbe):
+    example = None  # (shipping is not in question here)
+    handles_before: dict = {}
+    workers = 2
+
+
+@pytest.mark.parametrize(
+    ("rates", "share", "gil_free"),
+    [
+        # Items computing throughout, one thread held off a core a fifth of the time by a
+        # busy machine, two taking turns on the GIL: not 1.2x as fast, about as fast.
+        ({1: 0.8, 2: 0.97}, 1.0, False),
+        # GIL-free items on the same busy machine: two threads use 1.7 cores.
+        ({1: 0.8, 2: 1.7}, 1.0, True),
+        # Items that wait half their time and compute free of the GIL the other half:
+        # one thread's low rate is theirs, not the machine's, and two threads double it.
+        ({1: 0.5, 2: 1.0}, 0.5, True),
+    ],
+)
+def test_the_thread_speed_up_is_over_one_thread_at_its_items_own_pace(rates, share, gil_free):
+    done = [(2e-3, share * 2e-3, 1, 0.0)] * 4 + [(2e-3, share * 2e-3, 2, 0.0)] * 4
+    m = calibration.measure(_MeasuredProbe(done, []), rates)
+    assert m.gil_free is gil_free, m
+    if not gil_free:
+        assert m.thread_speedup == pytest.approx(0.97)
