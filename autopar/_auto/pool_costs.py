@@ -27,11 +27,9 @@ from .cost_model import Measurements, Overheads
 log = logging.getLogger("autopar")
 
 # Used until this program has started a process pool: the cold start of a pool of 2
-# workers, up to its first round trip, as a first call records it (process_start) in a
-# script that imports autopar at its top, on a 2-core Linux VM: fork 33-53 ms, forkserver
-# 294-403 ms, spawn 298-353 ms. forkserver and spawn start a fresh interpreter, which
-# imports autopar and wrapt (about 0.1 s of it); fork copies this process.
-PRIOR_PROCESS_START = {"fork": 0.05, "forkserver": 0.3, "spawn": 0.35}
+# workers, up to its first round trip, measured on a 2-core Linux VM. forkserver and spawn
+# start a fresh interpreter that imports autopar._execute.worker; fork copies this process.
+PRIOR_PROCESS_START = {"fork": 0.03, "forkserver": 0.15, "spawn": 0.15}
 PRIOR_PROCESS_DISPATCH = 3e-4
 # Each further worker of a cold forkserver pool: 1 to 6 ms apart, 2 to 16 workers on a
 # 2-core Linux VM (workers stamping their first task); the caller starts them one by one.
