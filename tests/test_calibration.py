@@ -271,9 +271,11 @@ def test_threads_capped_at_one_skip_the_thread_test(monkeypatch):
 
 
 class _MeasuredProbe(_SeenProbe):
-    example = None  # (shipping is not in question here)
-    handles_before: dict = {}
-    workers = 2
+    def __init__(self, samples, running):
+        super().__init__(samples, running)
+        self.example = None  # (shipping is not in question here)
+        self.handles_before = {}
+        self.workers = 2
 
 
 @pytest.mark.parametrize(
