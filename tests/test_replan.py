@@ -310,3 +310,28 @@ def test_a_replanned_call_is_remembered_as_the_whole_call_cost(probe_reads_cheap
     f.map((x for x in range(400)), timeout=60)
     learned = f._self_state.learned
     assert learned.measurements.wall > 10 * CHEAP.wall  # the waits, not the cheap start
+
+
+class _QueuedFor:
+    """A queue clock by which the calling thread sat queued for a core ``share`` of each
+    chunk's wall time (a busy machine)."""
+
+    def __init__(self, share):
+        self.share = share
+
+    def after_item(self, wall):
+        return self.share * wall
+
+
+def test_a_serial_chunks_time_queued_for_a_core_is_not_its_items_cost(fixed_overheads):
+    # Items of 1 ms of computing, planned serial; on a busy machine each chunk sat queued
+    # for a core three quarters of its wall time. Counted as the items' cost (or as their
+    # CPU), they would read 4 ms each and move the rest to processes; they are 1 ms.
+    m = cost_model.Measurements(wall=1e-3, cpu=1e-3, samples=64)
+    watch = _watch("serial", m)
+    watch._queue = _QueuedFor(0.75)
+    for _ in range(4):
+        watch.on_chunk(_chunk(10, wall=0.04, cpu=0.01), 10)
+    assert not watch.switching()
+    seen = watch.observed()
+    assert seen.wall == pytest.approx(1e-3) and seen.cpu == pytest.approx(1e-3)
