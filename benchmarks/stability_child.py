@@ -58,8 +58,11 @@ def _failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 
-def measure(fn: Callable[[Any], Any], items: Sequence[Any], later_calls: int) -> Dict[str, Any]:
-    """Time auto (first, then later calls) and the three fixed choices on ``items``."""
+def measure(
+    fn: Callable[[Any], Any], items: Sequence[Any], later_calls: int, plans_only: bool = False
+) -> Dict[str, Any]:
+    """Time auto (first, then later calls) and the three fixed choices on ``items``; with
+    ``plans_only``, plain map alone (benchmarks/bench_plans.py)."""
     from autopar import parallel
 
     out: Dict[str, Any] = {"n_items": len(items), "errors": []}
@@ -73,6 +76,9 @@ def measure(fn: Callable[[Any], Any], items: Sequence[Any], later_calls: int) ->
     expected = list(map(fn, items))
     if list(result) != expected:
         out["errors"].append("auto's results differ from plain map")
+    if plans_only:
+        out["fixed"] = {"serial": _best_warm(lambda: list(map(fn, items)))}
+        return out
     fixed: Dict[str, Optional[float]] = {}
     thread, process = parallel(kind="thread")(fn), parallel(kind="process")(fn)
     choices: Dict[str, Callable[[], List[Any]]] = {
@@ -128,7 +134,7 @@ def run(spec: Dict[str, Any]) -> Dict[str, Any]:
     )
     try:
         with entry.build(context) as (fn, items):
-            return measure(fn, items, spec["later_calls"])
+            return measure(fn, items, spec["later_calls"], spec.get("plans_only", False))
     finally:
         autopar.shutdown()
 
