@@ -323,10 +323,13 @@ class _QueuedFor:
         return self.share * wall
 
 
-def test_a_serial_chunks_time_queued_for_a_core_is_not_its_items_cost(fixed_overheads):
+def test_a_serial_chunks_time_queued_for_a_core_is_not_its_items_cost(fixed_overheads, monkeypatch):
     # Items of 1 ms of computing, planned serial; on a busy machine each chunk sat queued
     # for a core three quarters of its wall time. Counted as the items' cost (or as their
     # CPU), they would read 4 ms each and move the rest to processes; they are 1 ms.
+    from autopar._auto import stolen_time
+
+    monkeypatch.setattr(stolen_time, "wanted", lambda cpu: cpu)  # (no host here)
     m = cost_model.Measurements(wall=1e-3, cpu=1e-3, samples=64)
     watch = _watch("serial", m)
     watch._queue = _QueuedFor(0.75)

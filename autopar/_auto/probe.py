@@ -41,7 +41,8 @@ HOSTAGE = 0.0005  # a batch runs items read ahead for at most this long
 
 # wall, cpu, the phase: the worker count while the item ran, 0 if it changed meanwhile
 # (phase 1 = no other worker was busy: a clean measurement), and the CPU seconds the rest
-# of the process used per wall second of the item: what could have held it off the GIL.
+# of the process used per second of the item's own (solo) wall: what could have held it
+# off the GIL.
 Sample = Tuple[float, float, int, float]
 
 
@@ -229,7 +230,7 @@ class Probe:
                 self._cond.notify_all()
             raise
         wall, cpu = time.perf_counter() - wall0, time.thread_time() - cpu0
-        others = max(0.0, time.process_time() - process0 - cpu) / max(wall, 1e-9)
+        rest = max(0.0, time.process_time() - process0 - cpu)  # the rest of the process
         # A sample is the item's solo cost: what it takes on a core of its own. Time the
         # thread sat held off a core is neither its cost nor waiting: a thread that never
         # blocked meanwhile computed throughout, and its CPU clock (plus the host's share
@@ -245,6 +246,8 @@ class Probe:
         if setup != setup0:  # an item built per-worker state: priced apart (cost_model)
             wall = max(0.0, wall - (setup[0] - setup0[0]))
             cpu = max(0.0, cpu - (setup[1] - setup0[1]))
+        # What the rest of the process used per second of the item's own (solo) time.
+        others = rest / max(wall, 1e-9)
         # Less the clocks' own cost, which for the cheapest items is several times the
         # item itself: left in, it would make shipping such items to processes seem to pay.
         count = max(1, len(done))
