@@ -29,19 +29,15 @@ from benchmarks import sections
 from benchmarks.bytecode import compile_sources
 from benchmarks.stability import CONDITIONS, run_program, start_load, stop_load
 from benchmarks.stability_base import calibrate
+from benchmarks.stability_report import plan_label
 from benchmarks.stability_workloads import DRAWS, find
 
 DEFAULT = ("tiny", "sleep_10ms", "cpu_2ms", "sha256_1mib")
 FAR = 2.0  # a call over this many times plain map's time is counted as far off
 
 
-def _plan(call: Dict[str, Any]) -> str:
-    kind = call.get("kind", "?")
-    return kind if kind in ("serial", "?") else f"{kind} x{call.get('workers', 0)}"
-
-
 def _counts(calls: List[Dict[str, Any]]) -> str:
-    found = collections.Counter(_plan(call) for call in calls)
+    found = collections.Counter(plan_label(call) for call in calls)
     return ", ".join(f"{plan} {count}" for plan, count in found.most_common())
 
 

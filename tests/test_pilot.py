@@ -152,13 +152,12 @@ def _calls_inner(n):
     return _inner_square.last_plan.reason
 
 
-def test_a_call_inside_an_item_on_the_pilot_runs_serially(monkeypatch):
+def test_a_call_inside_an_item_on_the_pilot_runs_serially(patient, monkeypatch):
     # Every item on the pilot (a wide budget): an item the caller took back would run in
     # the calling thread, where a call inside it is rightly not nested (on a busy machine
     # the first item alone outlasted 1 ms, 1 run in 4 of the suite).
     monkeypatch.setattr(pilot, "PILOT_BUDGET", 60.0)
     monkeypatch.setattr(pilot, "PATIENCE", 60.0)
-    monkeypatch.setattr(pilot, "START_PATIENCE", 60.0)
     f = parallel(_calls_inner)
     reasons = f.map([3, 3])
     assert all("nested call inside an autopar worker" in reason for reason in reasons), reasons
