@@ -4,11 +4,12 @@ import math
 import sys
 import threading
 import time
+import types
 
 import pytest
 
 from autopar import _config, parallel
-from autopar._auto import cost_model, memory, planner
+from autopar._auto import cost_model, memory, planner, pool_costs
 from autopar._router import FunctionState
 from tests import helpers as h
 
@@ -404,7 +405,6 @@ def test_a_cold_pool_too_slow_for_this_call_starts_for_the_next(monkeypatch):
     # pay. These calls run without it until what they missed pays for a start; the pool
     # then starts in the background, and a later call runs on it.
     import autopar
-    from autopar._auto import pool_costs
     from autopar._execute import registry
 
     autopar.shutdown()
@@ -704,3 +704,54 @@ def test_cheap_items_stop_the_probe_once_enough_are_measured(monkeypatch, no_pil
     assert f.map(range(1000)) == [x * x for x in range(1000)]
     found = re.search(r"the first (\d+) items ran while measuring", f.last_plan.reason)
     assert found and int(found.group(1)) < 256, f.explain()
+
+
+class _ReadTwice:
+    """A calibration whose probe read ``full`` with all its samples and ``sure`` without
+    the costliest few."""
+
+    def __init__(self, full, sure, samples):
+        self.probe = types.SimpleNamespace(samples=[None] * samples)
+        self._full, self._sure = full, sure
+
+    def measurements(self, *, surely=False):
+        return self._sure if surely else self._full
+
+
+# A quiet 2-core machine's pools, cold, whatever earlier tests started in this process.
+_COLD = cost_model.Overheads(
+    cores=2,
+    thread_dispatch=50e-6,
+    thread_start=100e-6,
+    threads_started=0,
+    process_dispatch=3e-4,
+    process_start=0.15,
+)
+
+
+def _surely(monkeypatch, full, sure):
+    """The first call's plan on ``full``, and what planner._surely makes of it."""
+    monkeypatch.setattr(pool_costs, "for_items", lambda config, m, n: _COLD)
+    n = 15_000
+    plan = planner._decide(full, _config.Config(), n, _COLD, n)
+    return plan, planner._surely(_ReadTwice(full, sure, 64), full, plan, _config.Config(), n, n)
+
+
+def test_threads_that_only_the_costliest_few_samples_call_for_are_not_started(monkeypatch):
+    # Items that compute for 10 us (processes out: they do not pickle), read with three
+    # samples stalled for 6 ms as waiting nine tenths of 0.3 ms: that calls for threads.
+    full = cost_model.Measurements(wall=300e-6, cpu=30e-6, samples=64, picklable=False)
+    sure = full._replace(wall=10e-6, cpu=10e-6)
+    plan, found = _surely(monkeypatch, full, sure)
+    assert plan.kind == "thread", plan
+    assert found is not None
+    m, serial, _ = found
+    assert (m.wall, m.cpu, serial.kind) == (sure.wall, sure.cpu, "serial")
+    assert "without the costliest 3 of 64 samples; with them, thread" in serial.reason
+
+
+def test_waits_that_hold_without_the_costliest_few_keep_their_threads(monkeypatch):
+    full = cost_model.Measurements(wall=300e-6, cpu=30e-6, samples=64, picklable=False)
+    plan, found = _surely(monkeypatch, full, full._replace(wall=280e-6, cpu=28e-6))
+    assert plan.kind == "thread", plan
+    assert found is None

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from autopar._auto.probe import Probe
+from autopar._auto.probe import Probe, without_the_costliest
 from tests import helpers
 
 
@@ -311,3 +311,26 @@ def test_an_item_that_sleeps_blocks_and_reads_as_waiting():
     probe.work_here(never)
     ((wall, cpu, _, _),) = probe.samples
     assert cpu < 0.5 * wall, probe.samples
+
+
+# Read in a fresh program (sha256 of 2 KiB payloads, 5-60 us an item): one item held off
+# the GIL by another thread of the process for 1.5 ms, among 63 that computed.
+_COMPUTING = [(8e-6, 8e-6, 1, 0.0)] * 62
+_STALLED = [(1.5e-3, 0.14e-3, 1, 0.93)] * 2
+
+
+def test_a_few_stalled_samples_do_not_keep_cheap_items_from_reading_cheap():
+    probe = Probe(helpers.identity, iter([]), False, 64)
+    probe.samples.extend(_COMPUTING + _STALLED)
+    # (With the two in, the mean is 55 us: over the 50 us under which items are cheap.)
+    assert probe.cheap(50e-6, 64)
+    # Four of 44 is more than one in twenty: a cost that many items show is theirs.
+    probe = Probe(helpers.identity, iter([]), False, 64)
+    probe.samples.extend(_COMPUTING[:40] + _STALLED * 2)
+    assert not probe.cheap(50e-6, 44)
+
+
+def test_the_costliest_one_sample_in_twenty_is_left_out_and_no_more():
+    costs = [(float(k), 0.0) for k in range(40)]
+    assert sorted(without_the_costliest(costs)) == costs[:38]
+    assert without_the_costliest(costs[:19]) == costs[:19]  # (under 20: all stay)

@@ -36,7 +36,7 @@ from ..errors import AutoparTimeoutError
 from . import cost_model, stolen_time
 from .cost_model import GIL_FREE_RATE
 from .pool_costs import NO_THREAD_HELPS
-from .probe import Probe
+from .probe import Probe, without_the_costliest
 
 CHECK_INTERVAL = 0.001  # seconds between calibration's checks of the probe
 # No check for this long: the caller blocks for the watcher's check (see _caller_check).
@@ -252,15 +252,16 @@ class Calibration:
         rate, workers = window.rate(), probe.workers
         if workers == window.workers:  # (not while the probe winds down at the input's end)
             self.rates[workers] = rate
-        mean = sum(w for w, _ in costs) / len(costs)
-        idle_items = _idle(costs)
+        trimmed = without_the_costliest(costs)  # (probe.FEW)
+        mean = sum(w for w, _ in trimmed) / len(trimmed)
+        idle_items = _idle(trimmed)
         done = [(w, c) for w, c, _, _ in list(probe.samples)]
         if sum(w for w, _ in done) >= 0.5 * sum(w for w, _ in costs):
             # Finished items carry most of the time seen: they must be idle too. (Their
             # readings leave out the caller's time queued for a core; a running item's
             # still holds a wait going on, so on a busy machine it alone can make computing
             # seem like waiting: the "loaded" rows of benchmarks/STABILITY.md.)
-            idle_items = idle_items and _idle(done)
+            idle_items = idle_items and _idle(without_the_costliest(done))
         # (Items cheaper than a thread hand-off do not wait in any way threads could
         # overlap: their CPU clocks read near zero from timer resolution alone.)
         idle_items = idle_items and mean >= NO_THREAD_HELPS
@@ -332,11 +333,12 @@ class Calibration:
         self.probe.grow(workers)
         self._window = _Window(workers, self.probe)
 
-    def measurements(self) -> cost_model.Measurements:
+    def measurements(self, *, surely: bool = False) -> cost_model.Measurements:
+        """The costs measured; ``surely``: read without the costliest few samples (FEW)."""
         rates = dict(self.rates)
         if self._first_reading is not None and 2 in rates:
             rates[2] = max(rates[2], self._first_reading)
-        return measure(self.probe, rates)
+        return measure(self.probe, rates, surely=surely)
 
 
 def _idle(costs: List[Tuple[float, float]]) -> bool:
@@ -428,13 +430,18 @@ def item_costs(
     return costs
 
 
-def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
-    """Per-item costs from what the probe saw, corrected for contention and load."""
+def measure(
+    probe: Probe, rates: Dict[int, float], *, surely: bool = False
+) -> cost_model.Measurements:
+    """Per-item costs from what the probe saw, corrected for contention and load;
+    ``surely``: without the costliest few samples (FEW)."""
     # The most threads measured (the probe may be winding down by now).
     threads = max(rates, default=probe.workers)
     rate = rates.get(threads)
     # (No costs: the first item raised, and there are no figures.)
     costs = item_costs(probe, rate, rates=rates) or [(0.0, 0.0)]
+    if surely:
+        costs = without_the_costliest(costs)
     wall = sum(w for w, _ in costs) / len(costs)
     cpu = sum(c for _, c in costs) / len(costs)
     single = rates.get(1)

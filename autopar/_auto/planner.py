@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Iterator, List, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, NamedTuple, Optional, Tuple
 
 from .. import _cpus
 from .._config import Config
@@ -35,7 +35,7 @@ from . import cost_model, pool_costs, replan
 from . import memory as learned_costs
 from .calibration import WAITING_RATE, Calibration, priced
 from .memory import LearnedCosts, check_drift, lock, open_fast_path, remember_plan
-from .probe import Probe
+from .probe import FEW, Probe
 from .queued_time import held_off_since, thread_usage
 from .replan import ASSUMED_LENGTH
 from .spread import SpreadOrder
@@ -445,6 +445,9 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
         overheads = pool_costs.for_items(config, m, remaining or n_items or ASSUMED_LENGTH)
         m = priced(m, call.to_ship, overheads, n_items or ASSUMED_LENGTH)
         plan = _decide(m, config, remaining or n_items, overheads, n_items or ASSUMED_LENGTH)
+        surely = _surely(calibration, m, plan, config, remaining or n_items, n_items)
+        if surely is not None:
+            m, plan, overheads = surely
         later = _start_for_later(
             m, config, dataclasses.replace(plan, n_items=n_items), overheads, call.to_ship
         )
@@ -482,6 +485,39 @@ def _calibrated_in_order(call: Call, state: FunctionState) -> Iterator[List[Any]
             the_rest, state, memory, plan, m, start_index=boundary, pool_ready=later.ready
         )
     return _then(_merge(probe, boundary, rest, call.ordered), later.ended)
+
+
+def _surely(
+    calibration: Calibration,
+    m: cost_model.Measurements,
+    plan: Plan,
+    config: Config,
+    n: Optional[int],
+    n_items: Optional[int],
+) -> Optional[Tuple[cost_model.Measurements, Plan, cost_model.Overheads]]:
+    """The costs, plan and overheads read without the probe's costliest few samples
+    (probe.FEW), where that reading says serial: a plan whose pool or threads only those
+    few pay for does not start them, and no pool starts for later calls on them. The
+    call's chunks then show what its items cost, and re-plan the rest if the few were
+    real (a heavy tail): judged against the lower reading, those chunks read dearer."""
+    sure = calibration.measurements(surely=True)
+    if sure.wall >= m.wall:
+        return None  # (nothing left out, or nothing that mattered)
+    sure = m._replace(wall=sure.wall, cpu=sure.cpu)
+    total = n_items or ASSUMED_LENGTH
+    overheads = pool_costs.for_items(config, sure, n or total)
+    plan_sure = _decide(sure, config, n, overheads, total)
+    if plan_sure.kind != "serial":
+        return None
+    if plan.kind != "serial":
+        samples = len(calibration.probe.samples)
+        plan_sure = dataclasses.replace(
+            plan_sure,
+            reason=f"{plan_sure.reason}, without the costliest {samples // FEW} of "
+            f"{samples} samples; with them, {plan.kind} x{plan.workers}: too few to start "
+            "on, so the call starts serial and re-plans if its items cost more",
+        )
+    return sure, plan_sure, overheads
 
 
 def _start_processes(
