@@ -251,7 +251,15 @@ def _piloted(call: Call, state: FunctionState) -> Iterator[List[Any]]:
             reason=f"{plan.reason}; before measuring, {_items(end)} ran on one thread "
             f"({pilot.spent * 1e3:.1f} ms)",
         )
-    yield pilot.results[:end]
+    head = pilot.results[:end]
+    if rest and len(rest[0]) >= len(head):
+        # The pilot's few results go in front of the rest's first chunk (a fresh list that
+        # nothing else holds): that moves the chunk's pointers, where gathering it after
+        # the few would copy it, touching each result (0.5 ms against 2.2 ms for 200,000
+        # cheap results, and their old list's free after).
+        rest[0][0:0] = head
+    else:
+        yield head
     yield from rest
 
 
