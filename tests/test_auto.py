@@ -12,6 +12,7 @@ from autopar import _config, parallel
 from autopar._auto import cost_model, memory, planner, pool_costs
 from autopar._router import FunctionState
 from tests import helpers as h
+from tests.test_cost_model import MACHINE
 
 # What a first call learns of near-free items (shipping them costs more than running them).
 NEAR_FREE = cost_model.Measurements(
@@ -718,22 +719,12 @@ class _ReadTwice:
         return self._sure if surely else self._full
 
 
-# A quiet 2-core machine's pools, cold, whatever earlier tests started in this process.
-_COLD = cost_model.Overheads(
-    cores=2,
-    thread_dispatch=50e-6,
-    thread_start=100e-6,
-    threads_started=0,
-    process_dispatch=3e-4,
-    process_start=0.15,
-)
-
-
 def _surely(monkeypatch, full, sure):
-    """The first call's plan on ``full``, and what planner._surely makes of it."""
-    monkeypatch.setattr(pool_costs, "for_items", lambda config, m, n: _COLD)
+    """The first call's plan on ``full``, and what planner._surely makes of it, on a quiet
+    2-core machine's pools (whatever earlier tests started in this process)."""
+    monkeypatch.setattr(pool_costs, "for_items", lambda config, m, n: MACHINE)
     n = 15_000
-    plan = planner._decide(full, _config.Config(), n, _COLD, n)
+    plan = planner._decide(full, _config.Config(), n, MACHINE, n)
     return plan, planner._surely(_ReadTwice(full, sure, 64), full, plan, _config.Config(), n, n)
 
 
