@@ -313,8 +313,8 @@ def test_an_item_that_sleeps_blocks_and_reads_as_waiting():
     assert cpu < 0.5 * wall, probe.samples
 
 
-# Read in a fresh program (sha256 of 2 KiB payloads, 5-60 us an item): one item held off
-# the GIL by another thread of the process for 1.5 ms, among 63 that computed.
+# Read in a fresh program (sha256 of 2 KiB payloads, 5-60 us an item): two items held off
+# the GIL by another thread of the process for 1.5 ms each, among 62 that computed.
 _COMPUTING = [(8e-6, 8e-6, 1, 0.0)] * 62
 _STALLED = [(1.5e-3, 0.14e-3, 1, 0.93)] * 2
 
