@@ -510,12 +510,12 @@ def _surely(
     if plan_sure.kind != "serial":
         return None
     if plan.kind != "serial":
-        samples = len(calibration.probe.samples)
         plan_sure = dataclasses.replace(
             plan_sure,
-            reason=f"{plan_sure.reason}, without the costliest {samples // FEW} of "
-            f"{samples} samples; with them, {plan.kind} x{plan.workers}: too few to start "
-            "on, so the call starts serial and re-plans if its items cost more",
+            reason=f"{plan_sure.reason}, read without the costliest one sample in {FEW} "
+            f"(of {len(calibration.probe.samples)}); with them, {plan.kind} "
+            f"x{plan.workers}: too few to start on, so the call starts serial and re-plans "
+            "if its items cost more",
         )
     return sure, plan_sure, overheads
 
