@@ -36,7 +36,7 @@ from ..errors import AutoparTimeoutError
 from . import cost_model, stolen_time
 from .cost_model import GIL_FREE_RATE
 from .pool_costs import NO_THREAD_HELPS
-from .probe import Probe, without_the_costliest
+from .probe import FEW, Probe, without_the_costliest
 
 CHECK_INTERVAL = 0.001  # seconds between calibration's checks of the probe
 # No check for this long: the caller blocks for the watcher's check (see _caller_check).
@@ -333,12 +333,19 @@ class Calibration:
         self.probe.grow(workers)
         self._window = _Window(workers, self.probe)
 
-    def measurements(self, *, surely: bool = False) -> cost_model.Measurements:
-        """The costs measured; ``surely``: read without the costliest few samples (FEW)."""
+    def measurements(self) -> cost_model.Measurements:
+        return measure(self.probe, self._rates())
+
+    def without_the_costliest_few(self) -> Optional[Tuple[float, float]]:
+        """Per-item wall and CPU seconds read without the costliest few samples (FEW);
+        None where none is left out."""
+        return without_the_costliest_few(self.probe, self._rates())
+
+    def _rates(self) -> Dict[int, float]:
         rates = dict(self.rates)
         if self._first_reading is not None and 2 in rates:
             rates[2] = max(rates[2], self._first_reading)
-        return measure(self.probe, rates, surely=surely)
+        return rates
 
 
 def _idle(costs: List[Tuple[float, float]]) -> bool:
@@ -430,18 +437,59 @@ def item_costs(
     return costs
 
 
-def measure(
-    probe: Probe, rates: Dict[int, float], *, surely: bool = False
-) -> cost_model.Measurements:
-    """Per-item costs from what the probe saw, corrected for contention and load;
-    ``surely``: without the costliest few samples (FEW)."""
+def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
+    """Per-item costs from what the probe saw, corrected for contention and load."""
     # The most threads measured (the probe may be winding down by now).
     threads = max(rates, default=probe.workers)
     rate = rates.get(threads)
     # (No costs: the first item raised, and there are no figures.)
     costs = item_costs(probe, rate, rates=rates) or [(0.0, 0.0)]
-    if surely:
-        costs = without_the_costliest(costs)
+    wall, cpu = _per_item(probe, rates, costs)
+    picklable, ship_caller, ship_worker = _item_costs(probe.example)
+    handles = per_worker.used_since(probe.handles_before)
+    # The thread speed-up: the CPU rate two threads reached over one thread's (the GIL
+    # holds it near 1). Per-item CPU clocks cannot tell: a thread waiting for the GIL
+    # often waits between items, outside any item's clock. One thread's rate is at least
+    # its items' own CPU share: a lower reading is time a busy machine held it off a core
+    # (an item's solo reading leaves that out), and read as one thread's pace it made
+    # two threads taking turns on the GIL look 1.2x as fast (pure Python, 2 busy cores).
+    speedup = None
+    one = rates.get(1)
+    if threads > 1 and rate is not None and one is not None and one >= WAITING_RATE:
+        speedup = rate / max(one, min(1.0, cpu / max(wall, 1e-9)))
+    return cost_model.Measurements(
+        wall=max(wall, 1e-9),
+        cpu=min(cpu, wall),
+        samples=len(probe.samples),
+        thread_speedup=speedup,
+        speedup_threads=threads if speedup is not None else 0,
+        ship_caller=ship_caller,
+        ship_worker=ship_worker,
+        picklable=picklable,
+        function_priced=False,  # (see priced)
+        setup_process=sum(h.build_seconds or 0.0 for h in handles),
+        setup_thread=sum(h.build_seconds or 0.0 for h in handles if not h.thread_safe),
+    )
+
+
+def without_the_costliest_few(
+    probe: Probe, rates: Dict[int, float]
+) -> Optional[Tuple[float, float]]:
+    """The per-item wall and CPU seconds that measure() reads, read without the probe's
+    costliest few samples (probe.FEW); None where none is left out."""
+    rate = rates.get(max(rates, default=probe.workers))
+    costs = item_costs(probe, rate, rates=rates)
+    if len(costs) < FEW:
+        return None
+    return _per_item(probe, rates, without_the_costliest(costs))
+
+
+def _per_item(
+    probe: Probe, rates: Dict[int, float], costs: List[Tuple[float, float]]
+) -> Tuple[float, float]:
+    """The mean wall and CPU seconds of ``costs``, corrected for contention and load."""
+    threads = max(rates, default=probe.workers)
+    rate = rates.get(threads)
     wall = sum(w for w, _ in costs) / len(costs)
     cpu = sum(c for _, c in costs) / len(costs)
     single = rates.get(1)
@@ -473,31 +521,7 @@ def measure(
         # Near-free items: their CPU clock reads are timer resolution, not a share of
         # waiting. Counted as computing, so that no thread count is planned on noise.
         cpu = wall
-    picklable, ship_caller, ship_worker = _item_costs(probe.example)
-    handles = per_worker.used_since(probe.handles_before)
-    # The thread speed-up: the CPU rate two threads reached over one thread's (the GIL
-    # holds it near 1). Per-item CPU clocks cannot tell: a thread waiting for the GIL
-    # often waits between items, outside any item's clock. One thread's rate is at least
-    # its items' own CPU share: a lower reading is time a busy machine held it off a core
-    # (an item's solo reading leaves that out), and read as one thread's pace it made
-    # two threads taking turns on the GIL look 1.2x as fast (pure Python, 2 busy cores).
-    speedup = None
-    one = rates.get(1)
-    if threads > 1 and rate is not None and one is not None and one >= WAITING_RATE:
-        speedup = rate / max(one, min(1.0, cpu / max(wall, 1e-9)))
-    return cost_model.Measurements(
-        wall=max(wall, 1e-9),
-        cpu=min(cpu, wall),
-        samples=len(probe.samples),
-        thread_speedup=speedup,
-        speedup_threads=threads if speedup is not None else 0,
-        ship_caller=ship_caller,
-        ship_worker=ship_worker,
-        picklable=picklable,
-        function_priced=False,  # (see priced)
-        setup_process=sum(h.build_seconds or 0.0 for h in handles),
-        setup_thread=sum(h.build_seconds or 0.0 for h in handles if not h.thread_safe),
-    )
+    return wall, cpu
 
 
 def _item_costs(example: Optional[Tuple[Any, Any]]) -> Tuple[bool, float, float]:

@@ -500,10 +500,10 @@ def _surely(
     few pay for does not start them, and no pool starts for later calls on them. The
     call's chunks then show what its items cost, and re-plan the rest if the few were
     real (a heavy tail): judged against the lower reading, those chunks read dearer."""
-    sure = calibration.measurements(surely=True)
-    if sure.wall >= m.wall:
+    read = calibration.without_the_costliest_few()
+    if read is None or read[0] >= m.wall:
         return None  # (nothing left out, or nothing that mattered)
-    sure = m._replace(wall=sure.wall, cpu=sure.cpu)
+    sure = m._replace(wall=read[0], cpu=read[1])
     total = n_items or ASSUMED_LENGTH
     overheads = pool_costs.for_items(config, sure, n or total)
     plan_sure = _decide(sure, config, n, overheads, total)
