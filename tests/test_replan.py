@@ -339,3 +339,61 @@ def test_a_serial_chunks_time_queued_for_a_core_is_not_its_items_cost(fixed_over
     assert not watch.switching()
     seen = watch.observed()
     assert seen.wall == pytest.approx(1e-3) and seen.cpu == pytest.approx(1e-3)
+
+
+class _Clock:
+    """A perf_counter or process_time the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _clocks(monkeypatch):
+    wall, cpu = _Clock(), _Clock()
+    monkeypatch.setattr(replan, "perf_counter", wall)
+    monkeypatch.setattr(replan, "process_time", cpu)
+    monkeypatch.setattr(replan._cpus, "gil_enabled", lambda: True)
+    return wall, cpu
+
+
+@pytest.mark.parametrize(("gil_held", "read"), [(0.95, 300e-6), (0.3, 1.2e-3)])
+def test_waits_read_on_threads_count_only_where_the_gil_was_not_busy(
+    fixed_overheads, monkeypatch, gil_held, read
+):
+    # Items of 60 us of Python and 240 us of waiting, on 8 threads, read 1.2 ms each:
+    # their threads queued for a GIL the process held 95% of the time (that queue reads
+    # as waiting, and grows with every thread added), or the waits did grow (30%).
+    wall_clock, cpu_clock = _clocks(monkeypatch)
+    planned = cost_model.Measurements(wall=300e-6, cpu=60e-6, samples=64)
+    watch = _watch("thread", planned, left=2000, workers=8)
+    for _ in range(3):
+        span = 10 * 1.2e-3 / 8  # (10 items on 8 threads)
+        wall_clock.now += span
+        cpu_clock.now += gil_held * span
+        watch.on_chunk(_chunk(10, wall=10 * 1.2e-3, cpu=10 * 60e-6), 10)
+    # (What later calls plan on: 1.2 ms of waiting calls for more threads than 8.)
+    learned = replan.whole_call([watch])
+    assert learned is not None and learned.cpu == pytest.approx(60e-6)
+    assert learned.wall == pytest.approx(read)
+    assert watch.m.wall == pytest.approx(read)  # (what the watch judges the rest by)
+    more = cost_model.best_threads(learned, OVERHEADS, 2000)[1]
+    assert (more > 8) is (read > 300e-6)
+
+
+def test_a_busy_gil_does_not_hide_items_that_compute(fixed_overheads, monkeypatch):
+    # The items planned as waiting compute instead (their threads' CPU clocks say so).
+    # Read with their queue for the GIL, they still looked like waiting (16 ms of wall
+    # for 2 ms of CPU), and the call stayed on threads; the queue left out, they compute,
+    # and the call leaves threads.
+    wall_clock, cpu_clock = _clocks(monkeypatch)
+    planned = cost_model.Measurements(wall=300e-6, cpu=60e-6, samples=64)
+    watch = _watch("thread", planned, left=2000, workers=8)
+    for _ in range(3):
+        wall_clock.now += 10 * 2e-3
+        cpu_clock.now += 10 * 2e-3
+        watch.on_chunk(_chunk(10, wall=10 * 16e-3, cpu=10 * 2e-3), 10)
+    assert watch.switch is not None and watch.switch.kind in ("serial", "process")
+    assert watch.observed().wall == pytest.approx(2e-3)

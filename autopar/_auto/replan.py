@@ -21,8 +21,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from time import perf_counter, process_time
 from typing import Any, Callable, Iterable, Iterator, List, Optional
 
+from .. import _cpus
 from .._config import Config
 from .._execute.executor import Call, execute
 from .._execute.worker import ChunkResult
@@ -56,6 +58,12 @@ POOL_WAITING_SHARE = 0.2
 # core taken away. Two in a row cost one reading's delay and keep such a stall from
 # moving the rest of a call to a kind several times worse.
 CONFIRM = 2
+# Threads running items that wait, on an interpreter with a GIL, while the process used
+# at least this share of one core's time (its CPU clock over the plan's run, all threads
+# and the pool's own work: each runs holding the GIL): queueing for the GIL is then a
+# large part of each item's wall time, and it reads as waiting. Such a reading cannot say
+# the items wait longer than planned (see Watch._queued_for_gil).
+GIL_BUSY = 0.75
 # ... unless the reading spans this much work: a stall would have to last as long to
 # take it out of the band (garbage collections of large heaps run to about 0.1 s).
 LONG_READING = 0.25
@@ -97,6 +105,18 @@ class Watch:
         # Serial chunks run in this thread, which can read its own time queued for a core
         # (autopar._auto.queued_time), which is neither the items' cost nor waiting.
         self._queue = for_this_thread() if plan.kind == "serial" else None
+        # Waiting items on threads that share a GIL (see _queued_for_gil): when this plan
+        # started and when its last chunk came back, by the wall clock and the process's
+        # CPU clock.
+        self._gil_shared = (
+            plan.kind == "thread"
+            and plan.workers > 1
+            and m.cpu_fraction < 0.5
+            and not m.gil_free
+            and _cpus.gil_enabled()
+        )
+        self._started = self._last = perf_counter()
+        self._cpu_started = self._cpu_last = process_time() if self._gil_shared else 0.0
 
     @property
     def computing_threads(self) -> bool:
@@ -126,6 +146,8 @@ class Watch:
         # 2.3x dearer while a pool for a 50 MiB function started, and moved its rest to
         # that pool before it was up: 1.5x plain map in all.) Its coming up is judged.
         starting = self.pool_ready is not None and not self.pool_ready.is_set()
+        if self._gil_shared:
+            self._last, self._cpu_last = perf_counter(), process_time()
         if not starting:
             self.solo_wall += wall
             self.solo_cpu += cpu
@@ -143,9 +165,30 @@ class Watch:
         elif not starting and self._wall >= MIN_OBSERVED:
             self._judge()
 
+    def _queued_for_gil(self, wall: float, cpu: float) -> float:
+        """The wall time per item to judge by, for items that read ``wall`` and ``cpu``
+        each on this plan.
+
+        A thread that takes the GIL back after a wait queues for it behind the others;
+        where they hold it most of the time, that queue grows with every thread added,
+        and it reads as the items' own waiting. Taken as theirs, it had auto add threads
+        call after call (8, then 16, then 32, for items of 60 us of Python and 240 us of
+        waiting: each step read the wait twice as long, and each call ran slower). On a
+        busy GIL, then, a reading's wall time can only be as long as what the plan was
+        made on (not what a reading since moved it to: cheaper chunks of uneven items
+        would ratchet it down); the items' CPU time, read from their own threads'
+        clocks, still moves it.
+        """
+        if not self._gil_shared:
+            return wall
+        if self._cpu_last - self._cpu_started < GIL_BUSY * (self._last - self._started):
+            return wall
+        return max(cpu, min(wall, self.planned_wall))
+
     def _judge(self, pool_up: bool = False) -> None:
         stolen_time.refresh()  # (for the chunks to come: these were read already)
         wall, cpu = self._wall / self._items, self._cpu / self._items
+        wall = self._queued_for_gil(wall, cpu)
         long_reading = self._wall >= LONG_READING
         self._items, self._wall, self._cpu = 0, 0.0, 0.0
         ratio = wall / max(self.m.wall, 1e-9)
@@ -205,8 +248,16 @@ class Watch:
         if self.solo_done == 0 or self.solo_wall < MIN_OBSERVED:
             return None
         return self.m._replace(
-            wall=max(self.solo_wall / self.solo_done, 1e-9), cpu=self.solo_cpu / self.solo_done
+            wall=max(self.solo_wall_judged() / self.solo_done, 1e-9),
+            cpu=self.solo_cpu / self.solo_done,
         )
+
+    def solo_wall_judged(self) -> float:
+        """solo_wall, less what the run's items queued for a busy GIL (_queued_for_gil)."""
+        if self.solo_done == 0:
+            return 0.0
+        wall, cpu = self.solo_wall / self.solo_done, self.solo_cpu / self.solo_done
+        return self.solo_done * self._queued_for_gil(wall, cpu)
 
 
 def run_watched(
@@ -275,7 +326,7 @@ def whole_call(watches: List[Watch]) -> Optional[cost_model.Measurements]:
     """The solo cost per item over every plan of a call (``samples``: the items), or
     None if no item ran. (However short: memory pools short calls.)"""
     done = sum(w.solo_done for w in watches)
-    wall = sum(w.solo_wall for w in watches)
+    wall = sum(w.solo_wall_judged() for w in watches)
     if not watches or done == 0:
         return None
     cpu = sum(w.solo_cpu for w in watches)
