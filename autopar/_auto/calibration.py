@@ -439,9 +439,7 @@ def item_costs(
 
 def measure(probe: Probe, rates: Dict[int, float]) -> cost_model.Measurements:
     """Per-item costs from what the probe saw, corrected for contention and load."""
-    # The most threads measured (the probe may be winding down by now).
-    threads = max(rates, default=probe.workers)
-    rate = rates.get(threads)
+    threads, rate = _most_threads(probe, rates)
     # (No costs: the first item raised, and there are no figures.)
     costs = item_costs(probe, rate, rates=rates) or [(0.0, 0.0)]
     wall, cpu = _per_item(probe, rates, costs)
@@ -477,19 +475,23 @@ def without_the_costliest_few(
 ) -> Optional[Tuple[float, float]]:
     """The per-item wall and CPU seconds that measure() reads, read without the probe's
     costliest few samples (probe.FEW); None where none is left out."""
-    rate = rates.get(max(rates, default=probe.workers))
-    costs = item_costs(probe, rate, rates=rates)
+    costs = item_costs(probe, _most_threads(probe, rates)[1], rates=rates)
     if len(costs) < FEW:
         return None
     return _per_item(probe, rates, without_the_costliest(costs))
+
+
+def _most_threads(probe: Probe, rates: Dict[int, float]) -> Tuple[int, Optional[float]]:
+    """The most threads measured (the probe may be winding down by now) and their rate."""
+    threads = max(rates, default=probe.workers)
+    return threads, rates.get(threads)
 
 
 def _per_item(
     probe: Probe, rates: Dict[int, float], costs: List[Tuple[float, float]]
 ) -> Tuple[float, float]:
     """The mean wall and CPU seconds of ``costs``, corrected for contention and load."""
-    threads = max(rates, default=probe.workers)
-    rate = rates.get(threads)
+    threads, rate = _most_threads(probe, rates)
     wall = sum(w for w, _ in costs) / len(costs)
     cpu = sum(c for _, c in costs) / len(costs)
     single = rates.get(1)
